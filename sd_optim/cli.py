@@ -1,0 +1,224 @@
+"""``python -m sd_optim``: run, demo, studies, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .errors import ConfigError, StudyMismatchError
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def make_host(config, device: str | None = None):
+    from .hosts.diffusers_host import DiffusersHost
+
+    model = config.model_by_name(config.host_model) if config.host_model else None
+    if model is None:
+        raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])
+    return DiffusersHost(config.resolve_path(model.path),
+                         config_dir=config.resolve_path(config.diffusers_config) if config.diffusers_config else None,
+                         device=device or _device(config.device))
+
+
+class _Progress:
+    """A progress bar on stderr fed by the runner's events."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, event: ev.Event) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if isinstance(event, ev.RunStarted):
+            self.bar = tqdm(total=event.trials, desc=event.study, unit="trial", file=sys.stderr)
+        elif isinstance(event, ev.TrialFinished) and self.bar is not None:
+            self.bar.update(1)
+            value = "failed" if event.value is None else f"{event.value:.4f}"
+            self.bar.set_postfix_str(f"trial {event.number}: {value}")
+            if event.state == "FAIL":
+                self.bar.write(f"trial {event.number} failed: {event.reason}")
+        elif isinstance(event, ev.NewBest) and self.bar is not None:
+            self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")
+        elif isinstance(event, (ev.RunFinished, ev.RunFailed)) and self.bar is not None:
+            self.bar.close()
+
+
+def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host=None) -> dict[str, Any]:
+    from .runner import RunControl, Runner, RunOptions
+
+    host = host or make_host(config)
+    control = RunControl()
+    runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials), control)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop at the next image boundary
+        control.stop("stopped")
+        signal.signal(signal.SIGINT, previous)
+
+    in_main = _is_main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, on_sigint)
+    progress = _Progress(enabled=sys.stderr.isatty() or not json_out)
+    final = None
+    try:
+        for event in runner.events():
+            progress(event)
+            final = event
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    assert isinstance(final, ev.RunFinished)
+    return {
+        "study": final.study, "trials": final.trials, "reason": final.reason,
+        "best_trial": final.best_trial, "best_value": final.best_value,
+        "best_params": final.best_params, "best_recipe": final.best_recipe,
+        "run_dir": final.run_dir,
+    }
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _print_result(result: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(result, default=str))
+        return
+    print(f"study {result['study']}: {result['trials']} trials this run ({result.get('reason', '')})")
+    if result["best_trial"] is None:
+        print("no trial completed")
+    else:
+        print(f"best trial {result['best_trial']}: {result['best_value']:.6f}")
+        for k, v in result["best_params"].items():
+            print(f"  {k} = {v:.6g}" if isinstance(v, float) else f"  {k} = {v}")
+        print(f"best recipe: {result['best_recipe']}")
+    print(f"run folder: {result['run_dir']}")
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+
+    config = load_config(args.config)
+    result = execute_run(config, trials=args.trials, resume=args.resume or "", fork=args.fork or "",
+                         json_out=args.json)
+    _print_result(result, args.json)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    result = run_demo(trials=args.trials, folder=Path(args.out) if args.out else None,
+                      json_out=args.json)
+    _print_result(result, args.json)
+    return 0
+
+
+def _output_dir(args) -> Path:
+    if args.config:
+        from .config import load_config
+
+        c = load_config(args.config)
+        return c.resolve_path(c.output_dir)
+    return Path(args.dir)
+
+
+def cmd_studies(args) -> int:
+    from .study import existing_studies, storage_url
+
+    out = _output_dir(args)
+    rows = []
+    storages = [args.storage] if args.storage else [
+        storage_url("", d) for d in sorted(out.iterdir()) if (d / "study.db").exists()
+    ] if out.is_dir() else []
+    for storage in storages:
+        for s in existing_studies(storage):
+            best = s.best_trial.value if s.best_trial is not None else None
+            rows.append({"study": s.study_name, "trials": s.n_trials, "best_value": best,
+                         "best_trial": s.best_trial.number if s.best_trial else None,
+                         "storage": storage})
+    if args.json:
+        print(json.dumps({"studies": rows}))
+    elif not rows:
+        print(f"no studies in {out}")
+    else:
+        for r in rows:
+            best = "-" if r["best_value"] is None else f"{r['best_value']:.6f} (trial {r['best_trial']})"
+            print(f"{r['study']}: {r['trials']} trials, best {best}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .exporting import export_trial
+
+    path = export_trial(_output_dir(args), args.study, trial=args.trial, out=Path(args.out),
+                        storage=args.storage or "")
+    if args.json:
+        print(json.dumps({"out": str(path)}))
+    else:
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sd_optim",
+                                description="Find the best merge of Stable Diffusion checkpoints.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run an optimization from a YAML config")
+    r.add_argument("config")
+    r.add_argument("--trials", type=int, help="trials to run now (default: optimizer.trials)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--resume", metavar="NAME", help="continue the study NAME")
+    g.add_argument("--fork", metavar="NAME", help="new study seeded with NAME's parameter sets")
+    r.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo", help="a real optimization on tiny generated models")
+    d.add_argument("--trials", type=int, default=12)
+    d.add_argument("--out", help="folder for the models and the run (default: a temp folder)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+
+    for name, fn, helptext in (("studies", cmd_studies, "list the studies in the output folder"),
+                               ("export", cmd_export, "export a trial as .mecha or .safetensors")):
+        s = sub.add_parser(name, help=helptext)
+        if name == "export":
+            s.add_argument("study")
+            s.add_argument("--trial", type=int, help="trial number (default: the best)")
+            s.add_argument("--out", required=True, help="a .mecha or .safetensors path (never overwritten)")
+        s.add_argument("--config", help="take the output folder from this run config")
+        s.add_argument("--dir", default="runs", help="the output folder (default: runs)")
+        s.add_argument("--storage", help="an Optuna storage URL instead of the folder's study.db files")
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, StudyMismatchError, FileExistsError, FileNotFoundError) as e:
+        msg = str(e)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": msg}))
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,27 @@
+"""Errors a user can act on."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A run config with one or more problems; each names its field path and bad value."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid run config:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class SpaceError(ConfigError):
+    """The optimization guide does not fit the model or the merge method."""
+
+
+class StudyMismatchError(ValueError):
+    """Resuming a study whose trials would not be comparable with this run."""
+
+    def __init__(self, study: str, differences: list[str]):
+        self.differences = differences
+        super().__init__(
+            f"cannot resume study {study!r}: its trials are not comparable with this run:\n"
+            + "\n".join(f"  - {d}" for d in differences)
+            + "\nstart a new study, or fork this one (--fork) to reuse its parameter sets"
+        )

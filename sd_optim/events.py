@@ -1,0 +1,95 @@
+"""Typed events the runner yields; the CLI, the tab and the artifacts writer consume them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Event:
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass
+class RunStarted(Event):
+    study: str
+    run_dir: str
+    trials: int
+    params: list[str]
+    model_config: str
+    resumed_from: int = 0  # trials already in the study
+
+
+@dataclass
+class ReferenceScored(Event):
+    model: str
+    value: float
+    per_payload: dict[str, float]
+
+
+@dataclass
+class TrialStarted(Event):
+    number: int
+    params: dict[str, Any]
+
+
+@dataclass
+class TrialMerged(Event):
+    number: int
+    seconds: float
+    keys: int
+
+
+@dataclass
+class ImageScored(Event):
+    trial: int  # -1 for a reference row
+    payload: str
+    index: int
+    image: Any  # PIL image
+    seed: int
+    prompt: str
+    negative_prompt: str
+    infotext: str
+    scores: dict[str, float]
+    params: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # filled in by the artifacts writer
+
+
+@dataclass
+class TrialFinished(Event):
+    number: int
+    state: str  # "COMPLETE" | "FAIL"
+    value: float | None
+    params: dict[str, Any]
+    per_payload: dict[str, float] = field(default_factory=dict)
+    per_scorer: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class NewBest(Event):
+    number: int
+    value: float
+    params: dict[str, Any]
+    recipe: str  # .mecha text
+
+
+@dataclass
+class RunFinished(Event):
+    study: str
+    run_dir: str
+    reason: str  # "completed" | "stopped" | "early stopping" | "trial failed"
+    trials: int  # trials run in this session
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_recipe: str  # path of best.mecha, "" if no trial completed
+
+
+@dataclass
+class RunFailed(Event):
+    error: str

@@ -1,0 +1,58 @@
+"""Export any trial of a study as a ``.mecha`` recipe or a ``.safetensors`` checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from .config import load_config
+from .errors import ConfigError
+from .planning import make_planner
+from .recipes import recipe_text
+from .study import FINGERPRINT_ATTR, existing_studies, storage_url
+
+
+def load_run(output_dir: Path, study: str, storage: str = ""):
+    folder = Path(output_dir) / study
+    storage = storage or storage_url("", folder)
+    if study not in [s.study_name for s in existing_studies(storage)]:
+        raise ConfigError([f"study: no study named {study!r} in {storage}"])
+    s = optuna.load_study(study_name=study, storage=storage)
+    config_path = folder / "config.yaml"
+    if not config_path.exists():
+        raise ConfigError([f"study {study!r}: its run folder has no config.yaml ({config_path})"])
+    return s, load_config(config_path)
+
+
+def trial_recipe(study: optuna.Study, config, trial: int | None):
+    model_config = study.user_attrs.get(FINGERPRINT_ATTR, {}).get("model_config", "sd1-ldm")
+    planner = make_planner(config, model_config)
+    if trial is None:
+        t = study.best_trial
+    else:
+        matches = [t for t in study.trials if t.number == trial]
+        if not matches or matches[0].state != optuna.trial.TrialState.COMPLETE:
+            done = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            raise ConfigError([f"--trial: no completed trial {trial} (completed: {done})"])
+        t = matches[0]
+    return planner.recipe(t.params)
+
+
+def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, storage: str = "") -> Path:
+    import sd_mecha
+    import torch
+
+    if out.exists():
+        raise FileExistsError(f"--out: {out} exists; choose another name (never overwritten)")
+    if out.suffix not in (".mecha", ".safetensors"):
+        raise ConfigError([f"--out: must end in .mecha or .safetensors, got {str(out)!r}"])
+    s, config = load_run(output_dir, study, storage)
+    recipe = trial_recipe(s, config, trial)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".mecha":
+        out.write_text(recipe_text(recipe), encoding="utf-8")
+    else:
+        sd_mecha.merge(recipe, output=out, output_dtype=torch.float16,
+                       check_finite_output=False, omit_non_finite_inputs=False)
+    return out

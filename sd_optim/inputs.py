@@ -1,0 +1,59 @@
+"""Checks on the input checkpoints before a run: present, and of the loaded model's architecture."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from sd_mecha.extensions import model_configs
+
+from .config import RunConfig
+from .errors import ConfigError
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return [k for k in header if k != "__metadata__"]
+
+
+def infer_model_config(path: Path) -> str | None:
+    """The sd-mecha model config whose keys best match the file's (by key names only)."""
+    keys = set(safetensors_keys(path))
+    best, best_score = None, 0.0
+    for cfg in model_configs.get_all():
+        if "blocks" in cfg.identifier or cfg.identifier == "singleton-mecha":
+            continue
+        cfg_keys = set(cfg.keys())
+        if not cfg_keys:
+            continue
+        score = len(keys & cfg_keys) / len(cfg_keys)
+        if score > best_score:
+            best, best_score = cfg.identifier, score
+    return best if best_score >= 0.1 else None
+
+
+def check_inputs(config: RunConfig, model_config: str) -> None:
+    problems = []
+    for i, m in enumerate(config.models):
+        path = config.resolve_path(m.path)
+        if not path.is_file():
+            problems.append(f"models[{i}].path: no such file, got {str(path)!r}")
+            continue
+        if path.suffix != ".safetensors":
+            problems.append(f"models[{i}].path: only .safetensors checkpoints are supported, got {str(path)!r}")
+            continue
+        found = infer_model_config(path)
+        if found != model_config:
+            problems.append(
+                f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "
+                f"model is {model_config}; all checkpoints must share one architecture (no SD1/SDXL mix)")
+    for i, lo in enumerate(config.loras):
+        if not config.resolve_path(lo.path).is_file():
+            problems.append(f"loras[{i}].path: no such file, got {lo.path!r}")
+    if config.mode == "recipe" and not config.resolve_path(config.recipe.path).is_file():
+        problems.append(f"recipe.path: no such file, got {config.recipe.path!r}")
+    if problems:
+        raise ConfigError(problems)

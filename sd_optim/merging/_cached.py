@@ -1,0 +1,59 @@
+"""An in-memory state dict that sd-mecha treats as an already-open safetensors file.
+
+``sd_mecha.model(dict)`` scans the whole dict once per key in 1.1.8 (quadratic; seconds per
+merge for SDXL, REFERENCE.md §2). Presenting the cached tensors as an open
+``SafetensorsMapping`` behind an ``OpenModelRecipeNode`` avoids that and any per-trial file read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import safetensors.torch
+import torch
+from sd_mecha.streaming import SafetensorsMapping, StateDictKeyError, TensorMetadata
+
+
+class CachedStateDict(SafetensorsMapping):
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._tensors = tensors
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "CachedStateDict":
+        return cls(safetensors.torch.load_file(str(path), device=str(device)))
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        try:
+            return self._tensors[key]
+        except KeyError:
+            raise StateDictKeyError(key) from None
+
+    def __contains__(self, item) -> bool:
+        return item in self._tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def keys(self) -> Iterable[str]:
+        return self._tensors.keys()
+
+    def metadata(self):
+        for key, t in self._tensors.items():
+            yield key, TensorMetadata(t.shape, t.dtype)
+
+    def values(self):
+        return self._tensors.values()
+
+    def items(self):
+        return self._tensors.items()
+
+    def close(self) -> None:
+        """Kept open for the whole run: the engine owns the tensors, not sd-mecha."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._tensors.values())

@@ -1,0 +1,145 @@
+"""The first merge engine: sd-mecha over cached inputs, writing through the slot.
+
+Each input checkpoint is read from disk once per run and kept in memory; every trial runs
+``sd_mecha.merge`` with the fast flags (no progress bar, no finite checks) straight into the
+slot. The engine keeps the interface small (``apply(recipe, slot)``) so a faster engine can
+replace it without touching the runner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import sd_mecha
+import torch
+from sd_mecha.recipe_nodes import ModelRecipeNode, OpenModelRecipeNode
+
+from ..graph import rebuild
+from ._cached import CachedStateDict
+
+
+class MergeError(RuntimeError):
+    pass
+
+
+@dataclass
+class MergeStats:
+    seconds: float
+    keys_written: int
+
+
+class _NoProgress:
+    """A do-nothing tqdm: the default one costs time per key (REFERENCE.md §2)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+
+class _SlotWriter(MutableMapping):
+    """sd-mecha's output mapping: forwards tensors to the slot, drops the metadata entry."""
+
+    def __init__(self, slot):
+        self.slot = slot
+        self.written: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key, value):
+        if key == "__metadata__":
+            return
+        self.slot[key] = value
+        with self._lock:
+            self.written.add(key)
+
+    def __getitem__(self, key):
+        return self.slot[key]
+
+    def __delitem__(self, key):
+        raise TypeError("cannot delete slot keys")
+
+    def __iter__(self):
+        return iter(self.written)
+
+    def __len__(self):
+        return len(self.written)
+
+
+class MergeEngine:
+    def __init__(self, *, device: str | torch.device = "cpu", merge_dtype: torch.dtype = torch.float32,
+                 threads: int = 0):
+        self.device = torch.device(device)
+        self.merge_dtype = merge_dtype
+        self.threads = threads
+        self._cache: dict[str, CachedStateDict] = {}
+
+    def cached(self, path: str | Path) -> CachedStateDict:
+        key = str(Path(path).resolve())
+        if key not in self._cache:
+            self._cache[key] = CachedStateDict.load(key)
+        return self._cache[key]
+
+    def preload(self, recipe) -> None:
+        for node in recipe:
+            if isinstance(node, ModelRecipeNode):
+                self.cached(node.path)
+
+    def _open(self, recipe):
+        def swap(node: ModelRecipeNode):
+            return OpenModelRecipeNode(self.cached(node.path), node.path, node.model_config,
+                                       node.merge_space)
+
+        return rebuild(recipe, on_model=swap)
+
+    def expected_keys(self, recipe, model_config: str) -> set[str]:
+        """Keys every input provides and the model config knows: the merge must write them all."""
+        from sd_mecha.extensions import model_configs
+
+        config_keys = set(model_configs.resolve(model_config).keys())
+        for node in recipe:
+            if isinstance(node, ModelRecipeNode):
+                sd = self.cached(node.path)
+                if node.model_config is not None and node.model_config.identifier == model_config:
+                    config_keys &= set(sd.keys())
+        return config_keys
+
+    def apply(self, recipe, slot, model_config: str) -> MergeStats:
+        start = time.perf_counter()
+        writer = _SlotWriter(slot)
+        sd_mecha.merge(
+            self._open(recipe),
+            output=writer,
+            merge_device=str(self.device),
+            merge_dtype=self.merge_dtype,
+            output_device=None,
+            output_dtype=None,
+            threads=self.threads,
+            check_finite_output=False,
+            omit_non_finite_inputs=False,
+            check_extra_keys=False,
+            validate_mm_contract=False,
+            tqdm=_NoProgress,
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        missing = self.expected_keys(recipe, model_config) - writer.written
+        if missing:
+            sample = ", ".join(sorted(missing)[:5])
+            raise MergeError(f"the merge produced no value for {len(missing)} keys every input has "
+                             f"(e.g. {sample}); sd-mecha dropped them")
+        slot.commit()
+        return MergeStats(time.perf_counter() - start, len(writer.written))

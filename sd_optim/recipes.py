@@ -1,0 +1,124 @@
+"""Merge mode: trial values -> an sd-mecha recipe graph.
+
+The recipe references the input checkpoints by absolute path, so its ``.mecha`` text is
+reproducible anywhere sd-mecha runs; the merge engine swaps in cached tensors at merge time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sd_mecha
+from sd_mecha import recipe_nodes
+from sd_mecha.extensions import merge_methods
+
+from .config import RunConfig
+from .methods import method_signature, resolve_method
+from .space import PerKey, SearchSpace
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def model_node(path: str | Path, model_config: str | None = None) -> recipe_nodes.RecipeNode:
+    return sd_mecha.model(str(Path(path).resolve()), config=model_config)
+
+
+def _add_difference(a, b, alpha=1.0):
+    # The sd_mecha.add_difference Python wrapper crashes on model nodes in 1.1.8 (REFERENCE.md §2).
+    return merge_methods.resolve("add_difference")(a, b, alpha=alpha)
+
+
+def _subtract(a, b):
+    return merge_methods.resolve("subtract")(a, b)
+
+
+def input_nodes(config: RunConfig, model_config: str) -> tuple[list, Any]:
+    """(the merge inputs with their LoRAs applied, the base model node or None)."""
+    loras: dict[str, list] = {}
+    for lora in config.loras:
+        delta = sd_mecha.convert(model_node(config.resolve_path(lora.path)), model_config)
+        loras.setdefault(lora.apply_to, []).append((delta, lora.strength))
+    nodes = []
+    base = None
+    for m in config.models:
+        node = model_node(config.resolve_path(m.path), model_config)
+        for delta, strength in loras.get(m.name, []):
+            node = _add_difference(node, delta, alpha=strength)
+        if m.name == config.base_model:
+            base = node
+        else:
+            nodes.append(node)
+    return nodes, base
+
+
+def hyper_node(value: Any, model_config: str, hyper: str):
+    """A scalar stays a scalar; per-key values become a key literal with a fallback default."""
+    if not isinstance(value, PerKey):
+        return value
+    literal = sd_mecha.literal(dict(value.values), config=model_config)
+    if value.default is None:
+        raise RecipeError(f"hyperparameter {hyper!r} has no default for the keys no strategy covers; "
+                          f"set merge.fixed.{hyper} or cover every key")
+    return literal | value.default
+
+
+def build_merge_recipe(config: RunConfig, space: SearchSpace, params: dict[str, Any]):
+    method = resolve_method(config.merge.method)
+    model_params, hypers = method_signature(method)
+    inputs, base = input_nodes(config, space.model_config)
+    args = _bind_models(config.merge.method, model_params, inputs, base)
+    kwargs = {}
+    for hyper, value in space.hyper_values(params).items():
+        if value is not None:
+            kwargs[hyper] = hyper_node(value, space.model_config, hyper)
+    for hyper, value in config.merge.fixed.items():
+        if hyper not in space.hypers and value is not None:
+            kwargs[hyper] = value
+    recipe = method(*args, **kwargs)
+    ret = method.get_return_type().data.merge_space
+    if _is_delta(ret):
+        if base is None:
+            raise RecipeError(f"{config.merge.method} returns a delta: set base_model to add it to")
+        recipe = _add_difference(base, recipe)
+    return recipe
+
+
+def _is_delta(spaces) -> bool:
+    if isinstance(spaces, (set, frozenset, tuple, list)):
+        ids = {getattr(s, "identifier", s) for s in spaces}
+        return ids == {"delta"}
+    return False
+
+
+def _bind_models(method_name: str, model_params, inputs: list, base) -> list:
+    def as_input(mp, node):
+        if mp.merge_spaces == ("delta",):
+            if base is None:
+                raise RecipeError(f"{method_name} takes {mp.name!r} as a difference from a base model: "
+                                  "set base_model to one of the models")
+            return _subtract(node, base)
+        return node
+
+    if any(mp.variadic for mp in model_params):
+        fixed = [mp for mp in model_params if not mp.variadic]
+        variadic = next(mp for mp in model_params if mp.variadic)
+        if len(inputs) < len(fixed) + 1:
+            raise RecipeError(f"{method_name} needs at least {len(fixed) + 1} models, got {len(inputs)}")
+        head = [as_input(mp, n) for mp, n in zip(fixed, inputs)]
+        return head + [as_input(variadic, n) for n in inputs[len(fixed):]]
+    if len(inputs) != len(model_params):
+        names = ", ".join(mp.name for mp in model_params)
+        raise RecipeError(f"{method_name} takes {len(model_params)} models ({names}), got "
+                          f"{len(inputs)} (base_model excluded)")
+    return [as_input(mp, n) for mp, n in zip(model_params, inputs)]
+
+
+def recipe_text(recipe) -> str:
+    return sd_mecha.serialize(recipe, finalize=False)
+
+
+def load_recipe_text(text: str):
+    return sd_mecha.deserialize(text.rstrip("\n").split("\n"))

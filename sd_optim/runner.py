@@ -1,0 +1,356 @@
+"""The optimizer loop, written once: ask -> recipe -> merge into the slot -> generate -> score -> tell.
+
+:meth:`Runner.events` is a generator of typed events (:mod:`sd_optim.events`). A trial that
+raises is told to Optuna as FAIL with its reason; a stop request ends the run at the next image
+boundary and the trial in flight is recorded as failed ("stopped"), never scored on a partial
+set of images; the host's slot restores the original weights on every exit path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from . import events as ev
+from .artifacts import ArtifactWriter, RunFolder
+from .config import Payload, RunConfig
+from .hosts.base import GenerationJob, Host
+from .merging import MergeEngine
+from .planning import Planner, make_planner
+from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
+from .study import make_sampler, open_study, storage_url, study_name
+from .wildcards import expand
+
+log = logging.getLogger("sd_optim")
+
+
+class RunStopped(Exception):
+    """The user asked the run to stop (Stop button, Interrupt, Ctrl-C)."""
+
+
+class RunControl:
+    """Thread-safe controls a UI or a signal handler can use while a run is live."""
+
+    def __init__(self, trials: int | None = None):
+        self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        self.trial_limit = trials
+        self.stop_reason = "stopped"
+
+    def stop(self, reason: str = "stopped") -> None:
+        self.stop_reason = reason
+        self._stop.set()
+        self._resume.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def pause(self) -> None:
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resume.is_set()
+
+    def wait_if_paused(self) -> None:
+        while not self._resume.wait(0.1):
+            pass
+
+
+@dataclass
+class RunOptions:
+    resume: str = ""  # the name of the study to continue
+    fork: str = ""  # the name of the study whose parameter sets seed a new one
+    trials: int | None = None  # overrides optimizer.trials
+    save_images: bool = True
+
+
+def file_hash(path: str | Path) -> str:
+    """A1111's short hash: the first 10 hex digits of the file's sha256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:10]
+
+
+@dataclass
+class Runner:
+    config: RunConfig
+    host: Host
+    options: RunOptions = field(default_factory=RunOptions)
+    control: RunControl = field(default_factory=RunControl)
+    engine: MergeEngine | None = None
+    history: list[ev.Event] = field(default_factory=list)
+    listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
+
+    def _emit(self, event: ev.Event) -> ev.Event:
+        self.history.append(event)
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def should_stop(self) -> bool:
+        if self.host.interrupted():
+            self.control.stop("interrupted")
+        return self.control.stopping
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def _prepare(self):
+        cfg = self.config
+        model_config = self.host.model_config()
+        planner = make_planner(cfg, model_config)
+        hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
+        fingerprint = {
+            "mode": cfg.mode,
+            "model_config": model_config,
+            "models": {m.name: hashes[m.name] for m in cfg.models},
+            "base_model": cfg.base_model,
+            "loras": [[lo.apply_to, file_hash(cfg.resolve_path(lo.path)), lo.strength] for lo in cfg.loras],
+            **planner.fingerprint(),
+            "space": planner.space.fingerprint(),
+            "payloads": [_payload_fp(p) for p in cfg.payloads],
+            "scorers": [[s.name, s.weight, s.options] for s in cfg.scorers],
+            "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean],
+        }
+        name = self.options.resume or study_name(cfg.optimizer.study, planner.label,
+                                                 [m.name for m in cfg.models])
+        out = cfg.resolve_path(cfg.output_dir)
+        folder = RunFolder(out / name)
+        storage = storage_url(cfg.optimizer.storage, folder.path)
+        fork_storage = ""
+        if self.options.fork and not cfg.optimizer.storage:
+            fork_storage = storage_url("", out / self.options.fork)
+        sampler = make_sampler(cfg.optimizer.sampler, cfg.optimizer.sampler_options,
+                               cfg.optimizer.seed, planner.space.distributions())
+        study = open_study(name=name, storage=storage, sampler=sampler, fingerprint=fingerprint,
+                           resume=bool(self.options.resume), fork_from=self.options.fork,
+                           fork_storage=fork_storage)
+        study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
+                                                         "hash": hashes[m.name]} for m in cfg.models})
+        study.set_user_attr("sd_optim.mode", cfg.mode)
+        study.set_user_attr("sd_optim.method", planner.label)
+        study.set_user_attr("sd_optim.scorers", [[s.name, s.weight] for s in cfg.scorers])
+        if not self.options.resume and not self.options.fork:
+            for kind in cfg.optimizer.baseline:
+                point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
+                study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
+        scorers = build_scorers(cfg.scorers, models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
+                                device=self.host.device)
+        problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
+        if problems:
+            from .errors import ConfigError
+
+            raise ConfigError(problems)
+        jobs = self._jobs()
+        return model_config, planner, study, folder, scorers, jobs
+
+    def _jobs(self) -> list[tuple[Payload, GenerationJob]]:
+        cfg = self.config
+        folder = cfg.resolve_path(cfg.wildcards_dir) if cfg.wildcards_dir else None
+        jobs = []
+        for p in cfg.payloads:
+            jobs.append((p, GenerationJob(
+                prompt=expand(p.prompt, folder, p.seed),
+                negative_prompt=expand(p.negative_prompt, folder, p.seed + 1),
+                seed=p.seed, steps=p.steps, cfg_scale=p.cfg_scale, sampler=p.sampler,
+                scheduler=p.scheduler, width=p.width, height=p.height, n_images=p.batch_size,
+            )))
+        return jobs
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def events(self) -> Iterator[ev.Event]:
+        try:
+            model_config, planner, study, folder, scorers, jobs = self._prepare()
+        except Exception as e:  # noqa: BLE001 - reported to the user as the run's failure
+            yield self._emit(ev.RunFailed(str(e)))
+            raise
+        writer = ArtifactWriter(folder, self.config, save_images=self.options.save_images)
+        writer.start()
+        self.listeners.append(writer)
+        self.study, self.folder, self.planner = study, folder, planner
+        limit = self.options.trials or self.config.optimizer.trials
+        self.control.trial_limit = limit
+        engine = self.engine or MergeEngine(device=self.host.device)
+        done_before = len(study.trials)
+        yield self._emit(ev.RunStarted(study.study_name, str(folder.path), limit,
+                                       [p.name for p in planner.space.params], model_config,
+                                       done_before))
+        ran, reason = 0, "completed"
+        best = _best(study)
+        since_best = 0
+        try:
+            with self.host.open_slot() as slot:
+                if self.config.optimizer.score_inputs and not self.options.resume:
+                    yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
+                while ran < (self.control.trial_limit or limit):
+                    self.control.wait_if_paused()
+                    if self.should_stop():
+                        reason = self.control.stop_reason
+                        break
+                    ran += 1
+                    finished = yield from self._trial(study, planner, engine, slot, model_config,
+                                                      scorers, jobs)
+                    if finished.state == "FAIL":
+                        if self.control.stopping:
+                            reason = self.control.stop_reason
+                            break
+                        if self.config.optimizer.on_trial_error == "stop":
+                            reason = "trial failed"
+                            break
+                        continue
+                    es = self.config.optimizer.early_stopping
+                    if best is None or finished.value > best + es.min_improvement:
+                        since_best = 0
+                    else:
+                        since_best += 1
+                    if best is None or finished.value > best:
+                        best = finished.value
+                        recipe = planner.recipe_text(finished.params)
+                        yield self._emit(ev.NewBest(finished.number, finished.value,
+                                                    finished.params, recipe))
+                    if es.patience and since_best >= es.patience:
+                        reason = "early stopping"
+                        break
+        except BaseException as e:
+            yield self._emit(ev.RunFailed(f"{type(e).__name__}: {e}"))
+            raise
+        finally:
+            self.listeners.remove(writer)
+        yield self._emit(self._finished(study, folder, planner, reason, ran))
+
+    def _finished(self, study, folder, planner, reason, ran) -> ev.RunFinished:
+        try:
+            bt = study.best_trial
+        except ValueError:
+            bt = None
+        if bt is not None and not folder.best_recipe.exists():
+            folder.best_recipe.write_text(planner.recipe_text(bt.params), encoding="utf-8")
+        return ev.RunFinished(
+            study=study.study_name, run_dir=str(folder.path), reason=reason, trials=ran,
+            best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
+            best_params=dict(bt.params) if bt else {},
+            best_recipe=str(folder.best_recipe) if bt else "",
+        )
+
+    def _trial(self, study, planner: Planner, engine, slot, model_config, scorers, jobs):
+        trial = study.ask(planner.space.distributions())
+        params = dict(trial.params)
+        yield self._emit(ev.TrialStarted(trial.number, params))
+        timings = {"merge": 0.0, "generate": 0.0, "score": 0.0}
+        try:
+            t0 = time.perf_counter()
+            recipe = planner.recipe(params)
+            stats = engine.apply(recipe, slot, model_config)
+            timings["merge"] = time.perf_counter() - t0
+            yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
+            per_scorer = yield from self._generate_and_score(trial.number, params, scorers, jobs,
+                                                            timings)
+            value, per_payload = combine_trial(
+                per_scorer, {s.name: s.weight for s in self.config.scorers},
+                {p.name: p.weight for p in self.config.payloads},
+                self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+        except (RunStopped, ScoringStopped):
+            reason = self.control.stop_reason
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            finished = ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings,
+                                        reason=reason)
+            yield self._emit(finished)
+            return finished
+        except Exception as e:  # noqa: BLE001 - the per-trial boundary: fail the trial, go on
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("trial %d failed: %s\n%s", trial.number, reason, traceback.format_exc())
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            finished = ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings,
+                                        reason=reason)
+            yield self._emit(finished)
+            return finished
+        for k, v in timings.items():
+            trial.set_user_attr(f"seconds_{k}", round(v, 4))
+        trial.set_user_attr("per_payload", per_payload)
+        study.tell(trial, value)
+        finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload,
+                                    per_scorer, timings)
+        yield self._emit(finished)
+        return finished
+
+    def _generate_and_score(self, number, params, scorers, jobs, timings):
+        per_payload: dict[str, dict[str, list[float]]] = {}
+        ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop)
+        for payload, job in jobs:
+            t0 = time.perf_counter()
+            images = []
+            for img in self.host.generate(job, self.should_stop):
+                images.append(img)
+                if self.should_stop():
+                    break
+            timings["generate"] += time.perf_counter() - t0
+            if self.should_stop() or len(images) < job.n_images:
+                raise RunStopped()
+            t0 = time.perf_counter()
+            batch = [ImageToScore(g.image, g.prompt, g.negative_prompt, g.seed, payload.name, i)
+                     for i, g in enumerate(images)]
+            chosen = [s for s in scorers if not payload.scorers or s.name in payload.scorers]
+            scores = {s.name: [float(x) for x in s.score(batch, ctx)] for s in chosen}
+            timings["score"] += time.perf_counter() - t0
+            per_payload[payload.name] = scores
+            for i, g in enumerate(images):
+                yield self._emit(ev.ImageScored(
+                    number, payload.name, i, g.image, g.seed, g.prompt, g.negative_prompt,
+                    g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
+        return per_payload
+
+    def _score_inputs(self, planner, engine, slot, model_config, scorers, jobs):
+        """Each input model scored once as a reference row (not an Optuna trial)."""
+        for m in self.config.models:
+            recipe = planner.model_recipe(m)
+            engine.apply(recipe, slot, model_config)
+            per_scorer = yield from self._generate_and_score(-1, {"model": m.name}, scorers, jobs,
+                                                            {"generate": 0.0, "score": 0.0})
+            value, per_payload = combine_trial(
+                per_scorer, {s.name: s.weight for s in self.config.scorers},
+                {p.name: p.weight for p in self.config.payloads},
+                self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+            yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
+
+
+def _payload_fp(p: Payload) -> list[Any]:
+    return [p.name, p.prompt, p.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
+            p.scheduler, p.width, p.height, p.batch_size, p.weight, sorted(p.scorers)]
+
+
+def _best(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def run_to_end(runner: Runner, on_event: Callable[[ev.Event], None] | None = None) -> ev.RunFinished:
+    """Drain the runner and return its final event."""
+    final = None
+    for event in runner.events():
+        if on_event:
+            on_event(event)
+        final = event
+    if not isinstance(final, ev.RunFinished):
+        raise RuntimeError("run ended without finishing")
+    return final

@@ -1,0 +1,35 @@
+"""Scorers: turn generated images into numbers the optimizer can maximise.
+
+Importing this package registers the built-in scorers. Weights load lazily, from local files.
+"""
+
+from . import image_stats, laion_aesthetic, reference  # noqa: F401  (registers the built-ins)
+from .base import (
+    BackboneCache,
+    ImageToScore,
+    ScoreContext,
+    Scorer,
+    ScorerError,
+    ScoringStopped,
+    available_scorers,
+    build_scorers,
+    get_scorer_class,
+    register_scorer,
+)
+from .combine import MEANS, combine_trial, weighted_mean
+
+__all__ = [
+    "MEANS",
+    "BackboneCache",
+    "ImageToScore",
+    "ScoreContext",
+    "Scorer",
+    "ScorerError",
+    "ScoringStopped",
+    "available_scorers",
+    "build_scorers",
+    "combine_trial",
+    "get_scorer_class",
+    "register_scorer",
+    "weighted_mean",
+]

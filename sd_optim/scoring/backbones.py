@@ -1,0 +1,158 @@
+"""Shared image backbones, loaded from local files only.
+
+``clip-vit-l-14`` is OpenAI CLIP ViT-L/14 at 224 px through open_clip. LAION aesthetic v2 and
+CLIP score read its image embedding; :class:`ClipBackbone` remembers the last batch it encoded,
+so two scorers scoring the same batch share one forward pass as well as one copy of the weights.
+
+Accepted weight files:
+
+- OpenAI's TorchScript archive ``ViT-L-14.pt`` (what ``clip.load("ViT-L/14")`` saves in
+  ``~/.cache/clip``). torch >= 2.6 refuses it in ``torch.load``, so it goes through open_clip's
+  ``load_openai_model``, which opens it with ``torch.jit.load``: only ever a file the user placed.
+- An open_clip state dict (``open_clip_pytorch_model.bin`` of the Hugging Face repo
+  ``timm/vit_large_patch14_clip_224.openai``, or any ``.pt``/``.pth``/``.bin``), read with
+  ``torch.load``'s default ``weights_only=True``.
+- The same state dict as ``.safetensors`` (open_clip 2.20 cannot read those itself).
+
+OpenAI's CLIP was trained with QuickGELU, which open_clip's ``ViT-L-14`` config does not use:
+for a state dict, ``quick_gelu=True`` must be passed or every embedding is slightly off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import ScorerError
+
+logger = logging.getLogger(__name__)
+
+CLIP_VIT_L_14 = "clip-vit-l-14"
+
+# Bounds memory on small GPUs; a trial's batch is usually smaller than this anyway.
+_ENCODE_CHUNK = 16
+
+
+@dataclass
+class ClipBackbone:
+    """An open_clip model with its preprocessing, on one device."""
+
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    device: torch.device
+    dtype: torch.dtype
+    _last_images: tuple = field(default=(), repr=False)
+    _last_features: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.visual.output_dim)
+
+    def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
+        """Raw (not normalised) float32 image embeddings, (N, embed_dim), on ``device``.
+
+        The last batch is remembered by object identity; the references it keeps make sure an
+        id cannot be reused by a different image while it is cached. The returned tensor may be
+        shared with other scorers: never modify it in place.
+        """
+        images = tuple(images)
+        if (
+            self._last_features is not None
+            and len(images) == len(self._last_images)
+            and all(a is b for a, b in zip(images, self._last_images))
+        ):
+            return self._last_features
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), _ENCODE_CHUNK):
+                pixels = torch.stack(
+                    [self.preprocess(im) for im in images[start : start + _ENCODE_CHUNK]]
+                )
+                pixels = pixels.to(device=self.device, dtype=self.dtype)
+                chunks.append(self.model.encode_image(pixels).float())
+        features = (
+            torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=self.device)
+        )
+        self._last_images, self._last_features = images, features
+        return features
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """TorchScript archives are zip files holding a ``constants.pkl`` record."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def load_open_clip_backbone(
+    arch: str, path: Path, device: torch.device, *, quick_gelu: bool = True
+) -> ClipBackbone:
+    """Build open_clip model ``arch`` with the weights in ``path``, ready for inference."""
+    import open_clip  # deferred: importing it costs seconds (timm), and only this needs it
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScorerError(f"CLIP weights file {path} does not exist")
+    # OpenAI's own inference runs CLIP in fp16 on CUDA; on a CPU fp16 is slow or unsupported.
+    precision = "fp16" if device.type == "cuda" else "fp32"
+    logger.info("loading CLIP %s from %s on %s", arch, path, device)
+    try:
+        if is_torchscript_archive(path):
+            # The archive carries its own architecture (QuickGELU included); ``arch`` is unused.
+            model = open_clip.load_openai_model(str(path), precision=precision, device=device)
+        else:
+            if open_clip.get_model_config(arch) is None:
+                close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+                raise ScorerError(
+                    f"open_clip has no model config named {arch!r} (close: {close}); "
+                    f"set the scorer's architecture option to an open_clip model name"
+                )
+            if path.suffix == ".safetensors":
+                model = open_clip.create_model(
+                    arch, precision=precision, device=device, force_quick_gelu=quick_gelu
+                )
+                model.load_state_dict(_read_safetensors(path))
+            else:
+                model = open_clip.create_model(
+                    arch,
+                    pretrained=str(path),
+                    precision=precision,
+                    device=device,
+                    force_quick_gelu=quick_gelu,
+                )
+    except ScorerError:
+        raise
+    except Exception as error:
+        raise ScorerError(
+            f"could not load CLIP {arch} weights from {path}: {type(error).__name__}: {error}"
+        ) from error
+    model.eval()
+    preprocess = open_clip.image_transform(
+        model.visual.image_size,
+        is_train=False,
+        mean=open_clip.OPENAI_DATASET_MEAN,
+        std=open_clip.OPENAI_DATASET_STD,
+    )
+    # fp16 conversion leaves some parameters (class embedding) in fp32: the patch
+    # convolution's dtype is what the pixels must match.
+    first_layer = getattr(model.visual, "conv1", None)
+    dtype = first_layer.weight.dtype if first_layer is not None else next(model.parameters()).dtype
+    return ClipBackbone(model=model, preprocess=preprocess, device=device, dtype=dtype)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state_dict = load_file(str(path))
+    # DDP checkpoints prefix every key with "module.", as open_clip's own loader allows for.
+    if all(key.startswith("module.") for key in state_dict):
+        state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
+    return state_dict

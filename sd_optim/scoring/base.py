@@ -1,0 +1,226 @@
+"""The Scorer contract, the scorer registry and the shared-backbone cache.
+
+A scorer turns a batch of generated images into one finite number per image. Scorers are
+registered by name with :func:`register_scorer`; the runner builds the configured ones with
+:func:`build_scorers`, which gives them one :class:`BackboneCache` so that scorers built on the
+same network (LAION aesthetic and CLIP score both use OpenAI CLIP ViT-L/14) load it once.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageToScore:
+    """One generated image and what it was generated from."""
+
+    image: Image.Image
+    prompt: str
+    negative_prompt: str
+    seed: int
+    payload: str  # prompt-set name
+    index: int  # image index within the prompt set, 0-based
+
+
+@dataclass
+class ScoreContext:
+    """Per-call facts a scorer may need besides the images.
+
+    A scorer that waits (for a person's rating, say) polls ``should_stop`` and raises
+    :class:`ScoringStopped` when it returns True, so a Stop click never hangs the run.
+    """
+
+    device: torch.device
+    should_stop: Callable[[], bool] = lambda: False
+
+
+class ScoringStopped(Exception):
+    """A stop was requested while a scorer was waiting."""
+
+
+class ScorerError(Exception):
+    """A scorer cannot be built or run: bad option, missing weights file, broken weights."""
+
+
+class BackboneCache:
+    """Loads each shared backbone once and hands the same object to every scorer asking.
+
+    ``key`` must identify everything that changes the loaded object: the backbone id, the
+    weights path, the device (and any variant flags). ``loads`` counts real loads per key.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, Any] = {}
+        self.loads: Counter[Hashable] = Counter()
+
+    def get(self, key: Hashable, loader: Callable[[], Any]) -> Any:
+        if key not in self._items:
+            self._items[key] = loader()
+            self.loads[key] += 1
+        return self._items[key]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def clear(self) -> None:
+        """Drop every loaded backbone (at the end of a run, to give the memory back)."""
+        self._items.clear()
+
+
+class Scorer(abc.ABC):
+    """A family of image scores. Subclasses set ``name`` and implement :meth:`score`.
+
+    ``option_defaults`` declares every option the scorer accepts; the type of a default is the
+    type of the option (``None`` marks an optional file or folder path). Options are checked in
+    ``__init__`` so a bad config fails before anything is generated.
+    """
+
+    name: ClassVar[str]
+    backbone: ClassVar[str | None] = None
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None,
+        *,
+        models_dir: Path | str | None,
+        device: torch.device | str,
+        backbones: BackboneCache,
+    ) -> None:
+        self.models_dir = Path(models_dir).expanduser() if models_dir is not None else None
+        self.device = torch.device(device)
+        self.backbones = backbones
+        self.options = self._resolve_options(options or {})
+
+    def check_ready(self) -> list[str]:
+        """Problems that would stop :meth:`load` (missing files with their expected paths)."""
+        return []
+
+    def load(self) -> None:
+        """Load weights; calling it again does nothing."""
+
+    @abc.abstractmethod
+    def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
+        """One finite float per image, in order, for the whole batch."""
+
+    def option_error(self, option: str, value: Any, reason: str) -> ScorerError:
+        return ScorerError(f"scorer {self.name!r}: option {option!r} = {value!r} {reason}")
+
+    def _resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(options, Mapping):
+            raise ScorerError(f"scorer {self.name!r}: options must be a mapping, got {options!r}")
+        resolved = dict(self.option_defaults)
+        for option, value in options.items():
+            if option not in self.option_defaults:
+                known = sorted(self.option_defaults)
+                close = difflib.get_close_matches(str(option), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.option_error(
+                    option, value, f"is not an option of this scorer{hint} (options: {known})"
+                )
+            resolved[option] = self._coerce_option(option, value, self.option_defaults[option])
+        return resolved
+
+    def _coerce_option(self, option: str, value: Any, default: Any) -> Any:
+        if default is None:
+            # Path options: an empty text box in the UI means "use the default location".
+            if value is None or value == "":
+                return None
+            if isinstance(value, (str, os.PathLike)):
+                return Path(value).expanduser()
+            raise self.option_error(option, value, "must be a file or folder path")
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise self.option_error(option, value, "must be true or false")
+            return value
+        if isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.option_error(option, value, "must be a number")
+            if not math.isfinite(value):
+                raise self.option_error(option, value, "must be a finite number")
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise self.option_error(option, value, "must be a string")
+            return value
+        return value
+
+
+_REGISTRY: dict[str, type[Scorer]] = {}
+
+ScorerClass = TypeVar("ScorerClass", bound=type[Scorer])
+
+
+def register_scorer(cls: ScorerClass) -> ScorerClass:
+    """Class decorator adding a scorer to the registry under ``cls.name``.
+
+    Registering the very same class again is a no-op (a WebUI "Reload UI" re-runs the extension's
+    scripts while our modules stay imported); another class under a taken name raises.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise TypeError(f"register_scorer expects a Scorer subclass, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} must set a non-empty class attribute 'name'")
+    existing = _REGISTRY.get(name)
+    if existing is cls:
+        return cls
+    if existing is not None:
+        raise ScorerError(
+            f"scorer name {name!r} is already registered by "
+            f"{existing.__module__}.{existing.__qualname__}; "
+            f"cannot register {cls.__module__}.{cls.__qualname__} under it"
+        )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def available_scorers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_scorer_class(name: str) -> type[Scorer]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = available_scorers()
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ScorerError(
+            f"unknown scorer {name!r}.{hint} Available scorers: {', '.join(known) or 'none'}"
+        ) from None
+
+
+class ScorerSpecLike(Protocol):
+    name: str
+    options: Mapping[str, Any]
+
+
+def build_scorers(
+    specs: Sequence[ScorerSpecLike],
+    *,
+    models_dir: Path | str | None,
+    device: torch.device | str,
+) -> list[Scorer]:
+    """Instantiate the configured scorers (options validated, nothing loaded yet)."""
+    backbones = BackboneCache()
+    return [
+        get_scorer_class(spec.name)(
+            dict(spec.options or {}), models_dir=models_dir, device=device, backbones=backbones
+        )
+        for spec in specs
+    ]

@@ -1,0 +1,325 @@
+"""The search space: from the optimization guide to named Optuna parameters, and back.
+
+:func:`build_search_space` is a pure function of (config, model config id); it touches no
+model file, so the tab can preview the parameter list before anything runs.
+
+Generated names (stable: studies, resume and fork depend on them):
+
+=========================  ==========================================  ======================
+strategy                   one parameter per                           name
+=========================  ==========================================  ======================
+``all`` / ``select``       block (items: blocks)                       ``diffuser.IN04.alpha``
+``all`` / ``select``       key (items: keys)                           ``clip_l.<key>.alpha``
+``group``                  named group of patterns                     ``diffuser.<group>.alpha``
+``single``                 component                                   ``clip_l.all.alpha``
+``none``                   nothing: held at ``fixed`` or the default   (none)
+=========================  ==========================================  ======================
+
+Recipe mode names its sites by the node's index in the serialized recipe: ``&7.alpha`` and
+``&7.alpha[IN04]`` (see :mod:`sd_optim.recipe_mode`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from . import blocks as blocks_mod
+from .config import Bounds, RunConfig, Strategy
+from .errors import SpaceError
+from .methods import Hyper, method_signature, resolve_method
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    hyper: str
+    component: str
+    item: str
+    keys: tuple[str, ...]
+    distribution: BaseDistribution
+    default: Any  # the method's default, inside the distribution when possible
+
+
+@dataclass
+class PerKey:
+    """A hyperparameter whose value varies by key; keys not listed take ``default``."""
+
+    values: dict[str, Any]
+    default: Any
+
+
+@dataclass
+class SearchSpace:
+    model_config: str
+    hypers: dict[str, Hyper]
+    params: list[ParamSpec]
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyper -> key -> value
+    defaults: dict[str, Any] = field(default_factory=dict)  # hyper -> value for unclaimed keys
+    notes: list[str] = field(default_factory=list)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {p.name: p.distribution for p in self.params}
+
+    def describe(self) -> list[str]:
+        return [f"{p.name}  {_describe(p.distribution)}  ({len(p.keys)} keys)" for p in self.params]
+
+    def fingerprint(self) -> dict[str, str]:
+        return {p.name: _describe(p.distribution) for p in self.params}
+
+    def hyper_values(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Trial params -> per hyperparameter a scalar or a :class:`PerKey`."""
+        missing = [p.name for p in self.params if p.name not in params]
+        if missing:
+            raise KeyError(f"trial parameters missing: {', '.join(missing)}")
+        out: dict[str, Any] = {}
+        for hyper in self.hypers:
+            per_key: dict[str, Any] = dict(self.fixed.get(hyper, {}))
+            for p in self.params:
+                if p.hyper == hyper:
+                    for key in p.keys:
+                        per_key[key] = params[p.name]
+            default = self.defaults.get(hyper)
+            if not per_key:
+                out[hyper] = default
+            elif len(set(per_key.values())) == 1 and self._covers_all(per_key):
+                out[hyper] = next(iter(per_key.values()))
+            else:
+                out[hyper] = PerKey(per_key, default)
+        return out
+
+    def _covers_all(self, per_key: dict[str, Any]) -> bool:
+        from sd_mecha.extensions import model_configs
+
+        return len(per_key) >= len(model_configs.resolve(self.model_config).keys())
+
+    def midpoint(self) -> dict[str, Any]:
+        return {p.name: _midpoint(p.distribution) for p in self.params}
+
+    def default_point(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+def _describe(d: BaseDistribution) -> str:
+    if isinstance(d, CategoricalDistribution):
+        return f"choice{list(d.choices)}"
+    kind = "int" if isinstance(d, IntDistribution) else "float"
+    extra = " log" if d.log else (f" step {d.step}" if d.step else "")
+    return f"{kind}[{d.low}, {d.high}]{extra}"
+
+
+def _midpoint(d: BaseDistribution) -> Any:
+    if isinstance(d, CategoricalDistribution):
+        return d.choices[len(d.choices) // 2]
+    if d.log:
+        import math
+
+        mid = math.sqrt(d.low * d.high)
+    else:
+        mid = (d.low + d.high) / 2
+    if isinstance(d, IntDistribution):
+        return int(round(mid))
+    if d.step:
+        mid = d.low + round((mid - d.low) / d.step) * d.step
+    return mid
+
+
+def _inside(d: BaseDistribution, value: Any) -> bool:
+    if isinstance(d, CategoricalDistribution):
+        return value in d.choices
+    return isinstance(value, (int, float)) and d.low <= value <= d.high
+
+
+def make_distribution(where: str, hyper: Hyper, b: Bounds | None) -> BaseDistribution:
+    """Bounds + the hyperparameter's type -> an Optuna distribution (SpaceError if impossible)."""
+    b = b or Bounds()
+    if b.choices:
+        return CategoricalDistribution(tuple(b.choices))
+    if hyper.kind == "int":
+        if b.low is None or b.high is None:
+            raise SpaceError([f"{where}: integer hyperparameter {hyper.name!r} needs explicit bounds "
+                              f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})"])
+        return IntDistribution(int(b.low), int(b.high), log=b.log, step=int(b.step or 1))
+    low = 0.0 if b.low is None else float(b.low)
+    high = 1.0 if b.high is None else float(b.high)
+    if b.low is None and b.high is None and hyper.default is not None and not 0 <= hyper.default <= 1:
+        raise SpaceError([f"{where}: the default of {hyper.name!r} ({hyper.default}) lies outside "
+                          f"[0, 1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}"])
+    if low >= high:
+        raise SpaceError([f"{where}: low must be < high for {hyper.name!r}, got [{low}, {high}]"])
+    return FloatDistribution(low, high, log=b.log, step=b.step)
+
+
+def tunable_hypers(config: RunConfig) -> tuple[dict[str, Hyper], dict[str, Any], list[str]]:
+    """(hyperparameters that may be tuned, their defaults, notes) for merge mode."""
+    method = resolve_method(config.merge.method)
+    _, hypers = method_signature(method)
+    defaults = {h.name: h.default for h in hypers.values()}
+    defaults.update(config.merge.fixed)
+    unknown = [k for k in config.merge.fixed if k not in hypers]
+    if unknown:
+        raise SpaceError([f"merge.fixed.{k}: {config.merge.method} has no numeric hyperparameter "
+                          f"{k!r} (it has: {', '.join(hypers) or 'none'})" for k in unknown])
+    tunable, notes = {}, []
+    for name, h in hypers.items():
+        if name in config.merge.fixed:
+            continue
+        explicitly = name in config.guide.bounds or any(
+            name in s.params for strategies in config.guide.components.values() for s in strategies)
+        if h.kind == "int" and not explicitly:
+            notes.append(f"{name}: integer, not tuned unless guide.bounds.{name} gives low and high")
+            continue
+        if h.default is not None and not 0 <= h.default <= 1 and not explicitly:
+            notes.append(f"{name}: default {h.default} outside [0, 1], not tuned unless bounds are given")
+            continue
+        tunable[name] = h
+    return tunable, defaults, notes
+
+
+def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:
+    """The merge-mode search space of ``config`` for a model of ``model_config``."""
+    hypers, defaults, notes = tunable_hypers(config)
+    space = SearchSpace(model_config, hypers, [], {}, defaults, notes)
+    all_components = blocks_mod.components(model_config)
+    problems: list[str] = []
+    claims: dict[tuple[str, str], str] = {}  # (hyper, key) -> strategy label
+    for comp, strategies in config.guide.components.items():
+        if comp not in all_components:
+            problems.append(f"guide.{comp}: not a component of {model_config} "
+                            f"(components: {', '.join(all_components)})")
+            continue
+        for i, strategy in enumerate(strategies):
+            where = f"guide.{comp}[{i}]"
+            try:
+                _apply_strategy(space, config, comp, where, strategy, claims)
+            except SpaceError as e:
+                problems.extend(e.problems)
+    if not problems:
+        _apply_fixed_bounds(space, config, problems)
+    if problems:
+        raise SpaceError(problems)
+    return space
+
+
+def _items(config: RunConfig, model_config: str, comp: str, strategy: Strategy, where: str
+           ) -> tuple[str, dict[str, tuple[str, ...]]]:
+    block_config = config.guide.blocks or blocks_mod.default_block_config(model_config)
+    kind = strategy.items or ("blocks" if block_config else "keys")
+    if kind == "blocks":
+        if not block_config:
+            raise SpaceError([f"{where}.items: {model_config} has no block config; use items: keys"])
+        return kind, blocks_mod.component_blocks(block_config, model_config, comp)
+    return kind, {k: (k,) for k in blocks_mod.component_keys(model_config, comp)}
+
+
+def _match(items: dict[str, tuple[str, ...]], patterns: list[str], where: str) -> list[str]:
+    out = []
+    for pat in patterns:
+        hits = [name for name in items if fnmatch.fnmatchcase(name, pat)]
+        if not hits:
+            sample = ", ".join(list(items)[:8])
+            raise SpaceError([f"{where}: pattern matches nothing, got {pat!r} (items include {sample})"])
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def _apply_strategy(space: SearchSpace, config: RunConfig, comp: str, where: str,
+                    strategy: Strategy, claims: dict) -> None:
+    kind, items = _items(config, space.model_config, comp, strategy, where)
+    hyper_names = strategy.params or list(space.hypers)
+    bad = [h for h in hyper_names if h not in space.hypers]
+    if bad:
+        raise SpaceError([f"{where}.params: not a tunable hyperparameter of {config.merge.method}, "
+                          f"got {h!r} (tunable: {', '.join(space.hypers) or 'none'})" for h in bad])
+    label = f"{where} ({strategy.strategy})"
+    units: list[tuple[str, tuple[str, ...]]] = []  # (item name, keys)
+    if strategy.strategy == "all":
+        units = list(items.items())
+    elif strategy.strategy == "select":
+        units = [(name, items[name]) for name in _match(items, strategy.patterns, f"{where}.patterns")]
+    elif strategy.strategy == "group":
+        for gname, pats in strategy.groups.items():
+            names = _match(items, pats, f"{where}.groups.{gname}")
+            units.append((gname, tuple(k for n in names for k in items[n])))
+    elif strategy.strategy == "single":
+        units = [("all", tuple(k for keys in items.values() for k in keys))]
+    elif strategy.strategy == "none":
+        names = _match(items, strategy.patterns, f"{where}.patterns") if strategy.patterns else list(items)
+        keys = tuple(k for n in names for k in items[n])
+        unknown = [h for h in strategy.fixed if h not in space.defaults]
+        if unknown:
+            raise SpaceError([f"{where}.fixed.{h}: not a hyperparameter of {config.merge.method}"
+                              for h in unknown])
+        for hyper in hyper_names:
+            _claim(claims, hyper, keys, label)
+            if hyper in strategy.fixed:
+                space.fixed.setdefault(hyper, {}).update({k: strategy.fixed[hyper] for k in keys})
+        return
+    for hyper_name in hyper_names:
+        hyper = space.hypers[hyper_name]
+        for item, keys in units:
+            _claim(claims, hyper_name, keys, label)
+            name = f"{comp}.{item}.{hyper_name}"
+            b = config.guide.bounds.get(name) or config.guide.bounds.get(hyper_name)
+            if b is not None and b.fixed is not None:
+                continue  # handled by _apply_fixed_bounds
+            dist = make_distribution(f"guide.bounds.{name}", hyper, b)
+            default = space.defaults.get(hyper_name)
+            if not _inside(dist, default):
+                default = _midpoint(dist)
+            space.params.append(ParamSpec(name, hyper_name, comp, item, tuple(keys), dist, default))
+
+
+def _claim(claims: dict, hyper: str, keys: tuple[str, ...], label: str) -> None:
+    for key in keys:
+        prev = claims.get((hyper, key))
+        if prev is not None and prev != label:
+            raise SpaceError([f"{label} and {prev} both claim {hyper!r} of key {key!r}; "
+                              f"a key may be tuned by one strategy only"])
+        claims[(hyper, key)] = label
+
+
+def _apply_fixed_bounds(space: SearchSpace, config: RunConfig, problems: list[str]) -> None:
+    """``guide.bounds.<generated name>: {fixed: v}`` holds that parameter's keys at ``v``."""
+    for name, b in config.guide.bounds.items():
+        if b.fixed is None:
+            continue
+        if name in space.hypers:
+            problems.append(f"guide.bounds.{name}.fixed: to hold a hyperparameter for every key "
+                            f"use merge.fixed.{name}")
+            continue
+        hyper = name.rsplit(".", 1)[-1]
+        if "." not in name or hyper not in space.hypers:
+            problems.append(f"guide.bounds.{name}: not a hyperparameter or generated parameter name")
+    # Fixed generated parameters were skipped in _apply_strategy; record their keys now.
+    for comp, strategies in config.guide.components.items():
+        for i, s in enumerate(strategies):
+            if s.strategy == "none":
+                continue
+            kind, items = _items(config, space.model_config, comp, s, f"guide.{comp}[{i}]")
+            for hyper in s.params or list(space.hypers):
+                for item, keys in _units_for_fixed(s, items):
+                    b = config.guide.bounds.get(f"{comp}.{item}.{hyper}")
+                    if b is not None and b.fixed is not None:
+                        space.fixed.setdefault(hyper, {}).update({k: b.fixed for k in keys})
+
+
+def _units_for_fixed(s: Strategy, items: dict[str, tuple[str, ...]]):
+    if s.strategy == "single":
+        return [("all", tuple(k for keys in items.values() for k in keys))]
+    if s.strategy == "group":
+        return [(g, tuple(k for n in items for k in items[n]
+                          if any(fnmatch.fnmatchcase(n, p) for p in pats)))
+                for g, pats in s.groups.items()]
+    if s.strategy == "select":
+        return [(n, keys) for n, keys in items.items()
+                if any(fnmatch.fnmatchcase(n, p) for p in s.patterns)]
+    return list(items.items())

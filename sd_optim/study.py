@@ -1,0 +1,135 @@
+"""Optuna studies: samplers, storage, create / resume / fork, and comparability checks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .errors import ConfigError, StudyMismatchError
+
+FINGERPRINT_ATTR = "sd_optim.fingerprint"
+
+_SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tpe": {"multivariate": True},
+    "cmaes": {},
+    "gp": {},
+    "qmc": {},
+    "random": {},
+    "grid": {},
+}
+
+
+def make_sampler(name: str, options: dict[str, Any], seed: int | None,
+                 distributions: dict[str, optuna.distributions.BaseDistribution]
+                 ) -> optuna.samplers.BaseSampler:
+    """The sampler by config name with its options (``optimizer.sampler_options``)."""
+    opts = {**_SAMPLER_DEFAULTS[name], **options}
+    classes = {
+        "tpe": optuna.samplers.TPESampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "gp": getattr(optuna.samplers, "GPSampler", None),
+        "qmc": optuna.samplers.QMCSampler,
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.GridSampler,
+    }
+    cls = classes[name]
+    if cls is None:
+        raise ConfigError([f"optimizer.sampler: gp needs a newer Optuna, got {optuna.__version__}"])
+    if name == "grid":
+        opts.setdefault("search_space", _grid(distributions, opts.pop("points", 5)))
+    try:
+        return cls(seed=seed, **opts)
+    except TypeError as e:
+        raise ConfigError([f"optimizer.sampler_options: not accepted by {cls.__name__}: {e}, "
+                           f"got {options!r}"]) from None
+
+
+def _grid(distributions, points: int) -> dict[str, list]:
+    grid = {}
+    for name, d in distributions.items():
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            grid[name] = list(d.choices)
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            grid[name] = list(range(d.low, d.high + 1, d.step))
+        else:
+            grid[name] = [d.low + (d.high - d.low) * i / (points - 1) for i in range(points)]
+    return grid
+
+
+def storage_url(storage: str, run_root: Path) -> str:
+    if storage:
+        return storage
+    run_root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(run_root / 'study.db').resolve()}"
+
+
+def study_name(requested: str, method_or_recipe: str, model_names: list[str]) -> str:
+    if requested:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", requested):
+            raise ConfigError([f"optimizer.study: use letters, digits, '.', '_' and '-' only, got {requested!r}"])
+        return requested
+    base = "-".join([method_or_recipe, *model_names])
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:80]
+
+
+def existing_studies(storage: str) -> list[optuna.study.StudySummary]:
+    try:
+        return optuna.get_all_study_summaries(storage)
+    except Exception:  # noqa: BLE001 - an empty or new storage has no studies table yet
+        return []
+
+
+def compare_fingerprints(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    diffs = []
+    for field in sorted(set(old) | set(new)):
+        if old.get(field) != new.get(field):
+            diffs.append(f"{field}: study has {_short(old.get(field))}, this run has {_short(new.get(field))}")
+    return diffs
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
+               fingerprint: dict[str, Any], resume: bool = False, fork_from: str = "",
+               fork_storage: str = "") -> optuna.Study:
+    """Create a new study, resume one (refusing a mismatch), or fork one into a new study."""
+    names = [s.study_name for s in existing_studies(storage)]
+    if resume:
+        if name not in names:
+            raise ConfigError([f"--resume: no study named {name!r} in {storage} "
+                               f"(studies: {', '.join(names) or 'none'})"])
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        old = study.user_attrs.get(FINGERPRINT_ATTR, {})
+        diffs = compare_fingerprints(old, fingerprint)
+        if diffs:
+            raise StudyMismatchError(name, diffs)
+        return study
+    if name in names:
+        raise ConfigError([f"optimizer.study: a study named {name!r} already exists in {storage}; "
+                           "resume it (--resume), fork it (--fork) or choose another name"])
+    fork_storage = fork_storage or storage
+    parent_names = [s.study_name for s in existing_studies(fork_storage)] if fork_from else []
+    if fork_from and fork_from not in parent_names:
+        raise ConfigError([f"--fork: no study named {fork_from!r} in {fork_storage} "
+                           f"(studies: {', '.join(parent_names) or 'none'})"])
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                direction="maximize")
+    study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    if fork_from:
+        parent = optuna.load_study(study_name=fork_from, storage=fork_storage)
+        study.set_user_attr("sd_optim.forked_from", fork_from)
+        seen = set()
+        for t in parent.get_trials(deep=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            key = json.dumps(t.params, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                study.enqueue_trial(t.params, user_attrs={"sd_optim.forked_trial": t.number},
+                                    skip_if_exists=True)
+    return study

@@ -1,0 +1,63 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+
+# No test may reach the network; huggingface_hub reads this once, at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+# --- tiny real models (sd_optim.tiny_models) and the diffusers host ------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_paths(tiny_models_dir):
+    """Three tiny SD1 checkpoints (sd1-ldm keys, fp32), seeds 0, 1, 2."""
+    from sd_optim.tiny_models import tiny_model_set
+
+    return tiny_model_set("sd1", tiny_models_dir, n=3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1_config_dir(tiny_models_dir):
+    from sd_optim.tiny_models import tiny_diffusers_config
+
+    return tiny_diffusers_config("sd1", tiny_models_dir / "sd1-diffusers-config")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_paths(tiny_models_dir):
+    """Two tiny SDXL checkpoints (sdxl-sgm keys, fp32), seeds 0, 1."""
+    from sd_optim.tiny_models import tiny_model_set
+
+    return tiny_model_set("sdxl", tiny_models_dir, n=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_config_dir(tiny_models_dir):
+    from sd_optim.tiny_models import tiny_diffusers_config
+
+    return tiny_diffusers_config("sdxl", tiny_models_dir / "sdxl-diffusers-config")
+
+
+@pytest.fixture(scope="session")
+def sd1_host(tiny_sd1_paths, tiny_sd1_config_dir):
+    """A CPU DiffusersHost on the first tiny SD1 model."""
+    from sd_optim.hosts.diffusers_host import DiffusersHost
+
+    return DiffusersHost(tiny_sd1_paths[0], config_dir=tiny_sd1_config_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sdxl_host(tiny_sdxl_paths, tiny_sdxl_config_dir):
+    """A CPU DiffusersHost on the first tiny SDXL model."""
+    from sd_optim.hosts.diffusers_host import DiffusersHost
+
+    return DiffusersHost(tiny_sdxl_paths[0], config_dir=tiny_sdxl_config_dir, device="cpu")

@@ -1,0 +1,88 @@
+"""Run config loading and validation: every problem names its field and value."""
+
+import pytest
+
+from sd_optim.config import config_from_dict, load_config, save_config
+from sd_optim.errors import ConfigError
+
+BASE = {
+    "models": ["a.safetensors", "b.safetensors"],
+    "payloads": [{"prompt": "a cat"}],
+    "scorers": ["image_stats"],
+}
+
+
+def with_(**changes):
+    return {**BASE, **changes}
+
+
+def problems(data):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return info.value.problems
+
+
+def test_minimal_config_gets_defaults():
+    c = config_from_dict(BASE)
+    assert [m.name for m in c.models] == ["a", "b"]
+    assert c.host_model == "a"
+    assert c.payloads[0].steps == 20 and c.payloads[0].sampler == "Euler a"
+    assert c.optimizer.sampler == "tpe" and c.mode == "merge"
+
+
+@pytest.mark.parametrize("data, expected", [
+    (with_(payloads=[{"prompt": "x"}, {"prompt": "y"}, {"prompt": "z", "steps": 0}]),
+     "payloads[2].steps: must be >= 1, got 0"),
+    (with_(payloads=[{"prompt": "x", "width": 500}]), "payloads[0].width: must be a multiple of 8, got 500"),
+    (with_(payloads=[{"prompt": "x", "cfg_scale": "high"}]), "payloads[0].cfg_scale: must be a number, got 'high'"),
+    (with_(payloads=[{"prompt": "x", "scorers": ["nope"]}]),
+     "payloads[0].scorers[0]: must name a configured scorer (image_stats), got 'nope'"),
+    (with_(models=["a.safetensors"]), "models: merge mode needs at least two checkpoints"),
+    (with_(mode="blend"), "mode: must be one of merge, recipe, got 'blend'"),
+    (with_(optimizer={"sampler": "annealing"}), "optimizer.sampler: must be one of"),
+    (with_(optimizer={"trials": 0}), "optimizer.trials: must be >= 1, got 0"),
+    (with_(optimizer={"baseline": ["best"]}), "optimizer.baseline[0]: must be one of defaults, midpoint"),
+    (with_(base_model="c"), "base_model: must name one of the models (a, b), got 'c'"),
+    (with_(guide={"diffuser": [{"strategy": "select"}]}), "guide.diffuser[0].patterns: select needs"),
+    (with_(guide={"diffuser": [{"strategy": "sometimes"}]}), "guide.diffuser[0].strategy: must be one of"),
+    (with_(guide={"bounds": {"alpha": {"low": 1, "high": 0}}}), "guide.bounds.alpha.high: must be greater than low"),
+    (with_(scoring={"scorer_mean": "median"}), "scoring.scorer_mean: must be one of"),
+    (with_(payload=[]), "payload: unknown field (did you mean 'payloads'?)"),
+    (with_(mode="recipe"), "recipe.path: recipe mode needs a .mecha file"),
+    (with_(loras=[{"path": "l.safetensors", "apply_to": "zzz"}]), "loras[0].apply_to: must name one of the models"),
+])
+def test_bad_configs_name_field_and_value(data, expected):
+    found = problems(data)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems(with_(payloads=[{"prompt": "x", "steps": 0, "seed": -1}], optimizer={"trials": 0}))
+    assert len(found) == 3
+
+
+def test_yaml_round_trip(tmp_path):
+    c = config_from_dict(with_(guide={"diffuser": [{"strategy": "group", "groups": {"early": ["IN0*"]}}],
+                                      "bounds": {"alpha": {"low": 0.1, "high": 0.9}}}))
+    save_config(c, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again.guide.components["diffuser"][0].groups == {"early": ["IN0*"]}
+    assert again.guide.bounds["alpha"].low == 0.1
+    assert again.payloads == c.payloads
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("models: [a\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        load_config(path)

@@ -1,0 +1,508 @@
+"""Scorers: registry, options, combination, and each built-in scorer on real (tiny) weights."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from scoring_fixtures import (
+    TINY_EMBED_DIM,
+    make_tiny_clip,
+    make_tiny_head,
+    random_image,
+    register_tiny_clip_config,
+    save_head,
+    save_openai_archive,
+    save_safetensors,
+    save_state_dict,
+)
+
+from sd_optim.scoring import (
+    MEANS,
+    BackboneCache,
+    ImageToScore,
+    ScoreContext,
+    Scorer,
+    ScorerError,
+    available_scorers,
+    build_scorers,
+    combine_trial,
+    get_scorer_class,
+    register_scorer,
+    weighted_mean,
+)
+from sd_optim.scoring import base as scoring_base
+from sd_optim.scoring.laion_aesthetic import HEAD_FILENAME, LaionAestheticScorer
+
+CPU = torch.device("cpu")
+CTX = ScoreContext(device=CPU)
+
+
+def items(images, payload="p", start=0):
+    return [
+        ImageToScore(
+            image=im, prompt="a cat", negative_prompt="", seed=i, payload=payload, index=start + i
+        )
+        for i, im in enumerate(images)
+    ]
+
+
+def build(name, options=None, models_dir=None, backbones=None):
+    return get_scorer_class(name)(
+        options or {}, models_dir=models_dir, device=CPU, backbones=backbones or BackboneCache()
+    )
+
+
+@dataclass
+class Spec:
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    monkeypatch.setattr(scoring_base, "_REGISTRY", dict(scoring_base._REGISTRY))
+
+
+def _scorer_class(name):
+    class Constant(Scorer):
+        def score(self, images, ctx):
+            return [1.0] * len(images)
+
+    Constant.name = name
+    return Constant
+
+
+def test_builtin_scorers_are_registered():
+    assert {"image_stats", "laion_aesthetic", "reference"} <= set(available_scorers())
+
+
+def test_register_same_class_twice_is_a_noop(scratch_registry):
+    cls = _scorer_class("constant")
+    assert register_scorer(cls) is cls
+    assert register_scorer(cls) is cls  # a WebUI "Reload UI" re-running the decorator
+    assert get_scorer_class("constant") is cls
+
+
+def test_register_other_class_under_taken_name_raises(scratch_registry):
+    register_scorer(_scorer_class("constant"))
+    with pytest.raises(ScorerError, match="'constant' is already registered"):
+        register_scorer(_scorer_class("constant"))
+
+
+def test_register_rejects_non_scorers(scratch_registry):
+    with pytest.raises(TypeError):
+        register_scorer(object)
+    with pytest.raises(TypeError, match="name"):
+        register_scorer(type("Nameless", (Scorer,), {"score": lambda self, images, ctx: []}))
+
+
+def test_unknown_scorer_names_the_nearest():
+    with pytest.raises(ScorerError) as error:
+        get_scorer_class("laion_aestetic")
+    message = str(error.value)
+    assert "'laion_aestetic'" in message
+    assert "Did you mean 'laion_aesthetic'?" in message
+    assert "image_stats" in message and "reference" in message
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def test_unknown_option_is_named_with_the_nearest():
+    with pytest.raises(ScorerError) as error:
+        build("image_stats", {"sharpnes": 2.0})
+    message = str(error.value)
+    assert "'image_stats'" in message and "'sharpnes'" in message and "'sharpness'" in message
+
+
+@pytest.mark.parametrize(
+    "name, options, fragment",
+    [
+        ("image_stats", {"contrast": "high"}, "'contrast' = 'high' must be a number"),
+        ("image_stats", {"contrast": -1}, "'contrast' = -1.0 must be >= 0"),
+        ("image_stats", {"contrast": float("nan")}, "finite"),
+        ("image_stats", {"sharpness": 0, "contrast": 0, "colorfulness": 0}, "at least one"),
+        ("reference", {}, "'folder' = None is required"),
+        (
+            "laion_aesthetic",
+            {"clip_quick_gelu": "yes"},
+            "'clip_quick_gelu' = 'yes' must be true or false",
+        ),
+        ("laion_aesthetic", {"head": 3}, "'head' = 3 must be a file or folder path"),
+    ],
+)
+def test_bad_option_values_are_named(name, options, fragment):
+    with pytest.raises(ScorerError, match=f"scorer '{name}'") as error:
+        build(name, options)
+    assert fragment in str(error.value)
+
+
+def test_build_scorers_shares_one_backbone_cache(tmp_path):
+    scorers = build_scorers(
+        [Spec("image_stats", {"contrast": 2}), Spec("laion_aesthetic")],
+        models_dir=tmp_path,
+        device="cpu",
+    )
+    assert [s.name for s in scorers] == ["image_stats", "laion_aesthetic"]
+    assert scorers[0].options["contrast"] == 2.0
+    assert scorers[0].backbones is scorers[1].backbones
+    assert scorers[1].backbone == "clip-vit-l-14"
+
+
+# --- combination ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values, weights, kind, expected",
+    [
+        ([1, 3], [1, 1], "arithmetic", 2.0),
+        ([1, 3], [1, 3], "arithmetic", 2.5),
+        ([1, 4], [1, 1], "geometric", 2.0),
+        ([2, 8], [1, 2], "geometric", 2 ** (7 / 3)),
+        ([1, 7], [1, 1], "quadratic", 5.0),
+        ([1, 7], [3, 1], "quadratic", math.sqrt(13)),
+        ([5, -2], [1, 0], "geometric", 5.0),  # a zero weight takes no part at all
+        ([-1, -3], [1, 1], "arithmetic", -2.0),
+        ([0.5], [7], "quadratic", 0.5),
+    ],
+)
+def test_weighted_mean_table(values, weights, kind, expected):
+    assert weighted_mean(values, weights, kind) == pytest.approx(expected, rel=1e-12)
+
+
+def test_means_order_as_power_means():
+    values, weights = [0.2, 0.9, 0.5], [1, 2, 1]
+    means = {kind: weighted_mean(values, weights, kind) for kind in MEANS}
+    assert means["geometric"] < means["arithmetic"] < means["quadratic"]
+
+
+@pytest.mark.parametrize(
+    "values, weights, kind, fragment",
+    [
+        ([1.0, -0.5], [1, 1], "geometric", "-0.5"),
+        ([0.0, 2.0], [1, 1], "geometric", "got 0.0"),
+        ([-0.25, 2.0], [1, 1], "quadratic", "-0.25"),
+        ([1.0, 2.0], [0, 0], "arithmetic", "sum to more than 0"),
+        ([1.0, 2.0], [1, -1], "arithmetic", "weight -1"),
+        ([1.0, 2.0], [1], "arithmetic", "2 values but 1 weights"),
+        ([1.0, float("nan")], [1, 1], "arithmetic", "nan"),
+        ([1.0], [1], "harmonic", "unknown mean 'harmonic'"),
+    ],
+)
+def test_weighted_mean_errors(values, weights, kind, fragment):
+    with pytest.raises(ValueError) as error:
+        weighted_mean(values, weights, kind)
+    assert fragment in str(error.value)
+
+
+def test_combine_trial_with_scorer_filters():
+    per_payload = {
+        "portraits": {"aes": [6.0, 8.0], "stats": [0.5, 0.5]},  # aes mean 7
+        "landscapes": {"aes": [4.0]},  # filtered: only "aes" scores this prompt set
+    }
+    trial, by_payload = combine_trial(
+        per_payload,
+        scorer_weights={"aes": 3.0, "stats": 1.0},
+        payload_weights={"portraits": 1.0, "landscapes": 2.0},
+        scorer_mean="arithmetic",
+        payload_mean="arithmetic",
+    )
+    assert by_payload == pytest.approx({"portraits": (3 * 7 + 0.5) / 4, "landscapes": 4.0})
+    assert trial == pytest.approx((5.375 + 2 * 4.0) / 3)
+
+
+def test_combine_trial_geometric_then_quadratic():
+    trial, by_payload = combine_trial(
+        {"a": {"x": [2.0, 6.0], "y": [1.0]}, "b": {"x": [3.0], "y": [3.0]}},
+        scorer_weights={"x": 1.0, "y": 1.0},
+        payload_weights={"a": 1.0, "b": 1.0},
+        scorer_mean="geometric",
+        payload_mean="quadratic",
+    )
+    assert by_payload == pytest.approx({"a": 2.0, "b": 3.0})
+    assert trial == pytest.approx(math.sqrt((4 + 9) / 2))
+
+
+def test_combine_trial_geometric_error_names_payload_and_value():
+    with pytest.raises(ValueError) as error:
+        combine_trial(
+            {"night": {"x": [-1.5, -0.5], "y": [2.0]}},
+            {"x": 1.0, "y": 1.0},
+            {"night": 1.0},
+            "geometric",
+            "arithmetic",
+        )
+    assert "'night'" in str(error.value) and "-1.0" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "per_payload, scorer_weights, payload_weights, fragment",
+    [
+        ({"a": {"x": [1.0], "z": [1.0]}}, {"x": 1.0}, {"a": 1.0}, "scorer(s) ['z']"),
+        ({"a": {"x": [1.0]}}, {"x": 1.0}, {}, "prompt set(s) ['a']"),
+        ({"a": {"x": []}}, {"x": 1.0}, {"a": 1.0}, "'x' returned no scores"),
+        ({"a": {}}, {}, {"a": 1.0}, "no scorer scored it"),
+        ({}, {}, {}, "no prompt sets"),
+    ],
+)
+def test_combine_trial_config_mistakes(per_payload, scorer_weights, payload_weights, fragment):
+    with pytest.raises(ValueError) as error:
+        combine_trial(per_payload, scorer_weights, payload_weights, "arithmetic", "arithmetic")
+    assert fragment in str(error.value)
+
+
+# --- image_stats ---------------------------------------------------------------------------
+
+
+def _checkerboard(size=64, cell=4):
+    yy, xx = np.mgrid[0:size, 0:size]
+    on = ((yy // cell + xx // cell) % 2).astype(bool)
+    array = np.zeros((size, size, 3), np.uint8)
+    array[on] = (250, 30, 40)
+    array[~on] = (10, 60, 240)
+    return Image.fromarray(array)
+
+
+def test_image_stats_ranks_sharp_colourful_above_blurred_above_grey():
+    sharp = _checkerboard()
+    blurred = sharp.filter(ImageFilter.GaussianBlur(3))
+    grey = Image.new("RGB", (64, 64), (128, 128, 128))
+    scores = build("image_stats").score(items([grey, sharp, blurred]), CTX)
+    assert scores[0] == pytest.approx(0.0, abs=1e-6)
+    assert scores[1] > scores[2] > scores[0]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_image_stats_option_weights_select_measures():
+    # Left half black, right half white: luminance std 0.5, so contrast is exactly 1.
+    array = np.zeros((32, 32, 3), np.uint8)
+    array[:, 16:] = 255
+    image = Image.fromarray(array)
+    only_contrast = build("image_stats", {"sharpness": 0, "colorfulness": 0})
+    assert only_contrast.score(items([image]), CTX) == pytest.approx([1.0], abs=1e-6)
+    only_colour = build("image_stats", {"sharpness": 0, "contrast": 0})
+    assert only_colour.score(items([image]), CTX) == pytest.approx([0.0], abs=1e-6)
+
+
+def test_image_stats_mixed_sizes_keep_order():
+    small, large = _checkerboard(32), Image.new("RGB", (80, 48), (90, 90, 90))
+    scorer = build("image_stats")
+    together = scorer.score(items([large, small, large]), CTX)
+    alone = scorer.score(items([small]), CTX)
+    assert together[1] == pytest.approx(alone[0])
+    assert together[0] == together[2] < together[1]
+
+
+# --- reference -----------------------------------------------------------------------------
+
+
+def _noisy(image, amount, seed=0):
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(-1.0, 1.0, np.asarray(image).shape)
+    array = np.asarray(image, dtype=np.float64) + 255.0 * amount * noise
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8))
+
+
+def test_reference_identical_is_one_and_noise_lowers_it(tmp_path):
+    reference = random_image(1, (40, 32)).filter(ImageFilter.GaussianBlur(2))
+    reference.save(tmp_path / "0.png")
+    scorer = build("reference", {"folder": str(tmp_path)})
+    assert scorer.check_ready() == []
+    levels = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8]
+    scores = [scorer.score(items([_noisy(reference, a)]), CTX)[0] for a in levels]
+    assert scores[0] == 1.0
+    assert all(a > b for a, b in itertools.pairwise(scores)), scores
+    assert scores[-1] > 0.0
+
+
+def test_reference_prefers_the_prompt_set_folder_and_resizes(tmp_path):
+    red, blue = Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (0, 0, 255))
+    (tmp_path / "portraits").mkdir()
+    red.save(tmp_path / "portraits" / "1.png")
+    blue.save(tmp_path / "1.png")
+    scorer = build("reference", {"folder": tmp_path})
+    candidate = Image.new("RGB", (48, 40), (255, 0, 0))
+    in_set, fallback = scorer.score(
+        items([candidate], "portraits", 1) + items([candidate], "other", 1), CTX
+    )
+    assert in_set == pytest.approx(1.0)
+    assert fallback == pytest.approx(1.0 - 2 / 3)  # red vs blue: two of three channels differ fully
+
+
+def test_reference_missing_file_names_the_paths_tried(tmp_path):
+    scorer = build("reference", {"folder": tmp_path})
+    with pytest.raises(ScorerError) as error:
+        scorer.score(items([random_image(0)], "night", 3), CTX)
+    message = str(error.value)
+    assert str(tmp_path / "night" / "3.png") in message and str(tmp_path / "3.png") in message
+
+
+def test_reference_check_ready_reports_missing_folder(tmp_path):
+    problems = build("reference", {"folder": tmp_path / "nope"}).check_ready()
+    assert len(problems) == 1 and str(tmp_path / "nope") in problems[0]
+
+
+# --- laion_aesthetic on tiny real-format weights ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny CLIP saved three ways, a second CLIP, and a head with the real key layout."""
+    root = tmp_path_factory.mktemp("tiny_scorers")
+    arch = register_tiny_clip_config(root / "open_clip_configs")
+    clip = make_tiny_clip(seed=0)
+    head = make_tiny_head(TINY_EMBED_DIM, seed=1)
+    return {
+        "arch": arch,
+        "clip": clip,
+        "head": head,
+        "head_path": save_head(head, root / "head.pth"),
+        "bin": save_state_dict(clip, root / "open_clip_pytorch_model.bin"),
+        "safetensors": save_safetensors(clip, root / "open_clip_model.safetensors"),
+        "openai": save_openai_archive(clip, root / "ViT-L-14.pt"),
+        "other_bin": save_state_dict(make_tiny_clip(seed=5), root / "other.bin"),
+        "images": [random_image(seed) for seed in range(3)] + [_checkerboard(48)],
+        "root": root,
+    }
+
+
+def expected_scores(tiny, images):
+    """The predictor by hand: CLIP preprocessing, encode, L2-normalise, head."""
+    import open_clip
+
+    preprocess = open_clip.image_transform(
+        32, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+    )
+    with torch.no_grad():
+        features = tiny["clip"].encode_image(torch.stack([preprocess(im) for im in images]))
+        return tiny["head"](F.normalize(features, dim=-1)).squeeze(-1).tolist()
+
+
+def test_laion_check_ready_reports_default_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(LaionAestheticScorer, "clip_fallbacks", ())
+    scorer = build("laion_aesthetic", models_dir=tmp_path)
+    problems = " ".join(scorer.check_ready())
+    assert str(tmp_path / "laion_aesthetic" / HEAD_FILENAME) in problems
+    assert str(tmp_path / "clip" / "ViT-L-14.pt") in problems
+    with pytest.raises(ScorerError, match="improved-aesthetic-predictor"):
+        scorer.load()
+
+
+def test_laion_scores_from_default_locations_with_openai_archive(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(LaionAestheticScorer, "clip_fallbacks", ())
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "laion_aesthetic").mkdir()
+    (tmp_path / "clip" / "ViT-L-14.pt").write_bytes(tiny["openai"].read_bytes())
+    (tmp_path / "laion_aesthetic" / HEAD_FILENAME).write_bytes(tiny["head_path"].read_bytes())
+    scorer = build("laion_aesthetic", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    scores = scorer.score(items(tiny["images"]), CTX)
+    assert scores == pytest.approx(expected_scores(tiny, tiny["images"]), abs=1e-4)
+    assert len(set(scores)) == len(scores)
+
+
+@pytest.mark.parametrize("weights", ["bin", "safetensors"])
+def test_laion_scores_from_open_clip_state_dict(tiny, weights):
+    options = {
+        "clip": str(tiny[weights]),
+        "head": str(tiny["head_path"]),
+        "clip_arch": tiny["arch"],
+    }
+    scores = build("laion_aesthetic", options).score(items(tiny["images"]), CTX)
+    assert all(math.isfinite(s) for s in scores)
+    assert scores == pytest.approx(expected_scores(tiny, tiny["images"]), abs=1e-5)
+    again = build("laion_aesthetic", options).score(items(tiny["images"]), CTX)
+    assert again == scores  # a fresh load scores bit-identically
+
+
+def test_laion_quick_gelu_matters_for_state_dicts(tiny):
+    options = {"clip": str(tiny["bin"]), "head": str(tiny["head_path"]), "clip_arch": tiny["arch"]}
+    quick = build("laion_aesthetic", options)
+    plain = build("laion_aesthetic", {**options, "clip_quick_gelu": False})
+    quick.load()
+    plain.load()
+    features = [
+        F.normalize(s._backbone.encode_images(tiny["images"]), dim=-1) for s in (quick, plain)
+    ]
+    with torch.no_grad():
+        reference = F.normalize(
+            tiny["clip"].encode_image(
+                torch.stack([quick._backbone.preprocess(im) for im in tiny["images"]])
+            ),
+            dim=-1,
+        )
+    assert torch.allclose(features[0], reference, atol=1e-5)
+    assert (features[1] - reference).abs().max() > 1e-3
+
+
+def test_laion_scorers_share_one_backbone_load_and_forward(tiny):
+    cache = BackboneCache()
+    options = {"clip": str(tiny["bin"]), "head": str(tiny["head_path"]), "clip_arch": tiny["arch"]}
+    first = build("laion_aesthetic", options, backbones=cache)
+    second = build("laion_aesthetic", options, backbones=cache)
+    other = build("laion_aesthetic", {**options, "clip": str(tiny["other_bin"])}, backbones=cache)
+    batch = items(tiny["images"])
+
+    first.load()
+    second.load()
+    assert list(cache.loads.values()) == [1]
+    backbone = first._backbone
+    assert second._backbone is backbone
+
+    calls = []
+    encode = backbone.model.encode_image
+    backbone.model.encode_image = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    try:
+        assert first.score(batch, CTX) == second.score(batch, CTX)
+        assert calls == [len(batch)]  # the second scorer reused the first one's forward
+        first.score(items(tiny["images"][:2]), CTX)
+        assert calls == [len(batch), 2]
+    finally:
+        del backbone.model.encode_image
+
+    other.score(batch, CTX)  # different weights: a second backbone
+    assert sorted(cache.loads.values()) == [1, 1]
+    assert other._backbone is not backbone
+
+
+def test_laion_head_not_matching_clip_is_rejected(tiny, tmp_path):
+    wide_head = save_head(make_tiny_head(TINY_EMBED_DIM * 2, seed=2), tmp_path / "wide.pth")
+    scorer = build(
+        "laion_aesthetic",
+        {"clip": str(tiny["bin"]), "head": str(wide_head), "clip_arch": tiny["arch"]},
+    )
+    with pytest.raises(ScorerError, match="expects 32-dim embeddings"):
+        scorer.load()
+
+
+def test_laion_head_with_foreign_keys_is_rejected(tiny, tmp_path):
+    bogus = tmp_path / "bogus.pth"
+    torch.save({"mlp.weight": torch.zeros(1, TINY_EMBED_DIM)}, bogus)
+    scorer = build(
+        "laion_aesthetic", {"clip": str(tiny["bin"]), "head": str(bogus), "clip_arch": tiny["arch"]}
+    )
+    with pytest.raises(ScorerError, match="unexpected entry 'mlp.weight'"):
+        scorer.load()
+
+
+def test_laion_unknown_clip_arch_is_named(tiny):
+    options = {"clip": str(tiny["bin"]), "head": str(tiny["head_path"]), "clip_arch": "ViT-Q-99"}
+    with pytest.raises(ScorerError, match="'ViT-Q-99'"):
+        build("laion_aesthetic", options).load()
+
+
+def test_laion_explicit_missing_clip_path_is_reported(tiny, tmp_path):
+    missing = tmp_path / "nowhere" / "clip.bin"
+    scorer = build("laion_aesthetic", {"clip": str(missing), "head": str(tiny["head_path"])})
+    problems = scorer.check_ready()
+    assert len(problems) == 1 and str(missing) in problems[0]
