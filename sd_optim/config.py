@@ -168,7 +168,7 @@ class RunConfig:
         """The models that feed the merge method, in order (the base model excluded)."""
         return [m for m in self.models if m.name != self.base_model]
 
-    def absolute(self) -> "RunConfig":
+    def absolute(self) -> RunConfig:
         """A copy whose file paths no longer depend on where the config file was."""
         c = dataclasses.replace(self)
         c.models = [ModelInput(str(self.resolve_path(m.path).resolve()), m.name) for m in self.models]
@@ -542,6 +542,8 @@ class _Validator:
             name = self.str_(f"{p}.name", d.get("name"))
             if not name:
                 self.bad(f"{p}.name", "is required")
+            if name and name in [s.name for s in out]:
+                self.bad(f"{p}.name", "is listed twice; each scorer may appear once", name)
             out.append(ScorerSettings(
                 name=name,
                 weight=self.num(f"{p}.weight", d.get("weight"), 1.0, minimum=0),

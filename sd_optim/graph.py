@@ -6,7 +6,7 @@ output too (shared subgraphs stay shared).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from sd_mecha.recipe_nodes import (
     LiteralRecipeNode,
@@ -15,7 +15,7 @@ from sd_mecha.recipe_nodes import (
     RecipeNode,
 )
 
-NodeHook = Callable[[RecipeNode], Optional[RecipeNode]]
+NodeHook = Callable[[RecipeNode], RecipeNode | None]
 
 
 def rebuild(root: RecipeNode, on_model: NodeHook | None = None,

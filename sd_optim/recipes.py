@@ -67,7 +67,7 @@ def hyper_node(value: Any, model_config: str, hyper: str):
 
 def build_merge_recipe(config: RunConfig, space: SearchSpace, params: dict[str, Any]):
     method = resolve_method(config.merge.method)
-    model_params, hypers = method_signature(method)
+    model_params, _hypers = method_signature(method)
     inputs, base = input_nodes(config, space.model_config)
     args = _bind_models(config.merge.method, model_params, inputs, base)
     kwargs = {}

@@ -178,7 +178,7 @@ class Runner:
     def events(self) -> Iterator[ev.Event]:
         try:
             model_config, planner, study, folder, scorers, jobs = self._prepare()
-        except Exception as e:  # noqa: BLE001 - reported to the user as the run's failure
+        except Exception as e:
             yield self._emit(ev.RunFailed(str(e)))
             raise
         writer = ArtifactWriter(folder, self.config, save_images=self.options.save_images)
@@ -228,8 +228,10 @@ class Runner:
                     if es.patience and since_best >= es.patience:
                         reason = "early stopping"
                         break
+        except GeneratorExit:  # the consumer went away: the slot context has restored the model
+            raise
         except BaseException as e:
-            yield self._emit(ev.RunFailed(f"{type(e).__name__}: {e}"))
+            self._emit(ev.RunFailed(f"{type(e).__name__}: {e}"))
             raise
         finally:
             self.listeners.remove(writer)
@@ -352,5 +354,5 @@ def run_to_end(runner: Runner, on_event: Callable[[ev.Event], None] | None = Non
             on_event(event)
         final = event
     if not isinstance(final, ev.RunFinished):
-        raise RuntimeError("run ended without finishing")
+        raise RuntimeError("run ended without finishing")  # noqa: TRY004 - a broken invariant, not a bad argument
     return final

@@ -126,7 +126,7 @@ def _midpoint(d: BaseDistribution) -> Any:
     else:
         mid = (d.low + d.high) / 2
     if isinstance(d, IntDistribution):
-        return int(round(mid))
+        return round(mid)
     if d.step:
         mid = d.low + round((mid - d.low) / d.step) * d.step
     return mid
@@ -145,14 +145,14 @@ def make_distribution(where: str, hyper: Hyper, b: Bounds | None) -> BaseDistrib
         return CategoricalDistribution(tuple(b.choices))
     if hyper.kind == "int":
         if b.low is None or b.high is None:
-            raise SpaceError([f"{where}: integer hyperparameter {hyper.name!r} needs explicit bounds "
-                              f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})"])
+            raise SpaceError([(f"{where}: integer hyperparameter {hyper.name!r} needs explicit bounds "
+                              f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})")])
         return IntDistribution(int(b.low), int(b.high), log=b.log, step=int(b.step or 1))
     low = 0.0 if b.low is None else float(b.low)
     high = 1.0 if b.high is None else float(b.high)
     if b.low is None and b.high is None and hyper.default is not None and not 0 <= hyper.default <= 1:
-        raise SpaceError([f"{where}: the default of {hyper.name!r} ({hyper.default}) lies outside "
-                          f"[0, 1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}"])
+        raise SpaceError([(f"{where}: the default of {hyper.name!r} ({hyper.default}) lies outside "
+                          f"[0, 1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}")])
     if low >= high:
         raise SpaceError([f"{where}: low must be < high for {hyper.name!r}, got [{low}, {high}]"])
     return FloatDistribution(low, high, log=b.log, step=b.step)
@@ -233,7 +233,7 @@ def _match(items: dict[str, tuple[str, ...]], patterns: list[str], where: str) -
 
 def _apply_strategy(space: SearchSpace, config: RunConfig, comp: str, where: str,
                     strategy: Strategy, claims: dict) -> None:
-    kind, items = _items(config, space.model_config, comp, strategy, where)
+    _kind, items = _items(config, space.model_config, comp, strategy, where)
     hyper_names = strategy.params or list(space.hypers)
     bad = [h for h in hyper_names if h not in space.hypers]
     if bad:
@@ -282,8 +282,8 @@ def _claim(claims: dict, hyper: str, keys: tuple[str, ...], label: str) -> None:
     for key in keys:
         prev = claims.get((hyper, key))
         if prev is not None and prev != label:
-            raise SpaceError([f"{label} and {prev} both claim {hyper!r} of key {key!r}; "
-                              f"a key may be tuned by one strategy only"])
+            raise SpaceError([(f"{label} and {prev} both claim {hyper!r} of key {key!r}; "
+                              f"a key may be tuned by one strategy only")])
         claims[(hyper, key)] = label
 
 
@@ -304,7 +304,7 @@ def _apply_fixed_bounds(space: SearchSpace, config: RunConfig, problems: list[st
         for i, s in enumerate(strategies):
             if s.strategy == "none":
                 continue
-            kind, items = _items(config, space.model_config, comp, s, f"guide.{comp}[{i}]")
+            _kind, items = _items(config, space.model_config, comp, s, f"guide.{comp}[{i}]")
             for hyper in s.params or list(space.hypers):
                 for item, keys in _units_for_fixed(s, items):
                     b = config.guide.bounds.get(f"{comp}.{item}.{hyper}")

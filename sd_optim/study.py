@@ -44,8 +44,8 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
     try:
         return cls(seed=seed, **opts)
     except TypeError as e:
-        raise ConfigError([f"optimizer.sampler_options: not accepted by {cls.__name__}: {e}, "
-                           f"got {options!r}"]) from None
+        raise ConfigError([(f"optimizer.sampler_options: not accepted by {cls.__name__}: {e}, "
+                           f"got {options!r}")]) from None
 
 
 def _grid(distributions, points: int) -> dict[str, list]:
@@ -103,8 +103,8 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
     names = [s.study_name for s in existing_studies(storage)]
     if resume:
         if name not in names:
-            raise ConfigError([f"--resume: no study named {name!r} in {storage} "
-                               f"(studies: {', '.join(names) or 'none'})"])
+            raise ConfigError([(f"--resume: no study named {name!r} in {storage} "
+                               f"(studies: {', '.join(names) or 'none'})")])
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         old = study.user_attrs.get(FINGERPRINT_ATTR, {})
         diffs = compare_fingerprints(old, fingerprint)
@@ -112,13 +112,13 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
             raise StudyMismatchError(name, diffs)
         return study
     if name in names:
-        raise ConfigError([f"optimizer.study: a study named {name!r} already exists in {storage}; "
-                           "resume it (--resume), fork it (--fork) or choose another name"])
+        raise ConfigError([(f"optimizer.study: a study named {name!r} already exists in {storage}; "
+                           "resume it (--resume), fork it (--fork) or choose another name")])
     fork_storage = fork_storage or storage
     parent_names = [s.study_name for s in existing_studies(fork_storage)] if fork_from else []
     if fork_from and fork_from not in parent_names:
-        raise ConfigError([f"--fork: no study named {fork_from!r} in {fork_storage} "
-                           f"(studies: {', '.join(parent_names) or 'none'})"])
+        raise ConfigError([(f"--fork: no study named {fork_from!r} in {fork_storage} "
+                           f"(studies: {', '.join(parent_names) or 'none'})")])
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="maximize")
     study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
@@ -126,7 +126,7 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
         parent = optuna.load_study(study_name=fork_from, storage=fork_storage)
         study.set_user_attr("sd_optim.forked_from", fork_from)
         seen = set()
-        for t in parent.get_trials(deep=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        for t in parent.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
             key = json.dumps(t.params, sort_keys=True)
             if key not in seen:
                 seen.add(key)

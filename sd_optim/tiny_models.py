@@ -24,9 +24,12 @@ import torch
 
 TINY_SIZE = 64  # image side in pixels; the latent side is TINY_SIZE // 8
 DTYPE = torch.float32
-_VERSION = 1  # bump when the weights a seed produces change (cached files get new names)
+_VERSION = 2  # bump when the weights a seed produces change (cached files get new names)
 
 _TEXT_WIDTH = 32
+# CLIP-G must be wider than CLIP-L: diffusers tells the two SDXL text encoders apart by their
+# position-embedding width, and with equal widths it silently loads CLIP-L into text_encoder_2.
+_TEXT_WIDTH_G = 48
 
 _SD1_UNET: dict[str, Any] = {
     "sample_size": TINY_SIZE // 8,
@@ -52,11 +55,11 @@ _SDXL_UNET: dict[str, Any] = {
     "layers_per_block": 2,
     "transformer_layers_per_block": [1, 2, 10],
     "attention_head_dim": [2, 2, 4],
-    "cross_attention_dim": 2 * _TEXT_WIDTH,  # CLIP-L and CLIP-G hidden states, concatenated
+    "cross_attention_dim": _TEXT_WIDTH + _TEXT_WIDTH_G,  # CLIP-L and CLIP-G states, concatenated
     "use_linear_projection": True,
     "addition_embed_type": "text_time",
     "addition_time_embed_dim": 8,
-    "projection_class_embeddings_input_dim": _TEXT_WIDTH + 6 * 8,  # pooled CLIP-G + 6 time ids
+    "projection_class_embeddings_input_dim": _TEXT_WIDTH_G + 6 * 8,  # pooled CLIP-G + 6 time ids
     "norm_num_groups": 4,
 }
 
@@ -72,9 +75,10 @@ _VAE: dict[str, Any] = {
     "sample_size": TINY_SIZE,
 }
 
-_CLIP_COMMON = dict(vocab_size=49408, hidden_size=_TEXT_WIDTH, intermediate_size=2 * _TEXT_WIDTH,
-                    num_attention_heads=4, max_position_embeddings=77,
-                    bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+_CLIP_COMMON: dict[str, Any] = {
+    "vocab_size": 49408, "num_attention_heads": 4, "max_position_embeddings": 77,
+    "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+}
 
 _SD1_SCHEDULER = {
     "_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -114,13 +118,15 @@ def vae_config(arch: str) -> dict[str, Any]:
 def _text_configs(arch: str):
     from transformers import CLIPTextConfig
 
-    cfgs = {"text_encoder": CLIPTextConfig(num_hidden_layers=12, hidden_act="quick_gelu",
-                                           projection_dim=_TEXT_WIDTH, **_CLIP_COMMON)}
+    cfgs = {"text_encoder": CLIPTextConfig(
+        num_hidden_layers=12, hidden_act="quick_gelu", hidden_size=_TEXT_WIDTH,
+        intermediate_size=2 * _TEXT_WIDTH, projection_dim=_TEXT_WIDTH, **_CLIP_COMMON)}
     if _arch(arch) == "sdxl":
         # projection_dim == hidden_size, as in SDXL: diffusers splits CLIP-G's fused in_proj
         # by text_projection's row count
-        cfgs["text_encoder_2"] = CLIPTextConfig(num_hidden_layers=32, hidden_act="gelu",
-                                                projection_dim=_TEXT_WIDTH, **_CLIP_COMMON)
+        cfgs["text_encoder_2"] = CLIPTextConfig(
+            num_hidden_layers=32, hidden_act="gelu", hidden_size=_TEXT_WIDTH_G,
+            intermediate_size=2 * _TEXT_WIDTH_G, projection_dim=_TEXT_WIDTH_G, **_CLIP_COMMON)
     return cfgs
 
 
@@ -143,8 +149,9 @@ def _bpe_merges() -> list[str]:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("open_clip is needed for its BPE vocabulary (bpe_simple_vocab_16e6.txt.gz)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(path) as f:
+        lines = f.read().decode("utf-8").split("\n")
     return lines[1 : 49152 - 256 - 2 + 1]
 
 

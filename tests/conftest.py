@@ -7,7 +7,12 @@ import os
 # No test may reach the network; huggingface_hub reads this once, at import.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
+import pytest
+import torch
+
+# On the small shared CPU machines, two intra-op threads competing with other processes make
+# tiny-model renders ~100x slower (OpenMP spin-waits); one thread is as fast when idle.
+torch.set_num_threads(1)
 
 # --- tiny real models (sd_optim.tiny_models) and the diffusers host ------------------------------
 

@@ -95,6 +95,10 @@ def test_from_single_file_reads_weights_back_exactly(arch, request):
     for k, v in sd.items():
         if k in back:
             assert torch.equal(back[k], v), k
+    # every diffusers tensor is fed by some file key (none left at its random init)
+    fed = {(t.component, t.name) for k in sd if k in rules for t in rules[k].targets}
+    for name, state in comps.items():
+        assert not [n for n in state if (name, n) not in fed], name
 
 
 def _image(host, **kw) -> np.ndarray:

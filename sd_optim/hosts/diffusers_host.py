@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import importlib.util
+import inspect
+import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,10 +34,9 @@ _SAMPLERS: dict[str, tuple[str, dict, str]] = {
     "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}, "Karras"),
     "DPM++ 2M": ("DPMSolverMultistepScheduler",
                  {"algorithm_type": "dpmsolver++", "solver_order": 2}, "Karras"),
+    # A1111 defaults to Exponential here, which diffusers 0.31 breaks for SDE solvers (below)
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler",
-                     {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, "Exponential"),
-    "DPM++ 3M SDE": ("DPMSolverMultistepScheduler",
-                     {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, "Exponential"),
+                     {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, "Karras"),
     # diffusers has no ancestral single-step solver: this is the closest (deterministic) one
     "DPM++ 2S a": ("DPMSolverSinglestepScheduler",
                    {"algorithm_type": "dpmsolver++", "solver_order": 2}, "Karras"),
@@ -57,6 +56,12 @@ _SCHEDULES: dict[str, tuple[str, object]] = {
     "Exponential": ("use_exponential_sigmas", True),
     "Beta": ("use_beta_sigmas", True),
 }
+# Combinations diffusers 0.31 accepts but renders wrong: NaN images (SDE solver with exponential
+# or beta sigmas) or a NameError inside set_timesteps. ("DPM++ 3M SDE" is left out altogether:
+# its third-order SDE step raises UnboundLocalError.)
+_BROKEN = {("DPM++ 2M SDE", "Exponential"), ("DPM++ 2M SDE", "Beta"),
+           ("DPM++ 2S a", "Exponential"), ("DPM++ 2S a", "Beta"),
+           ("UniPC", "Exponential"), ("UniPC", "Beta")}
 _SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 
 
@@ -68,7 +73,8 @@ def _schedules_for(sampler: str) -> list[str]:
     import diffusers
 
     params = _init_params(getattr(diffusers, _SAMPLERS[sampler][0]))
-    return [s for s, (arg, _) in _SCHEDULES.items() if not arg or arg in params]
+    return [s for s, (arg, _) in _SCHEDULES.items()
+            if (not arg or arg in params) and (sampler, s) not in _BROKEN]
 
 
 def make_scheduler(sampler: str, schedule: str, base_config: dict):
@@ -85,7 +91,7 @@ def make_scheduler(sampler: str, schedule: str, base_config: dict):
     cls_name, overrides, default = _SAMPLERS[sampler]
     cls = getattr(diffusers, cls_name)
     params = _init_params(cls)
-    kwargs = {k: v for k, v in overrides.items()}
+    kwargs = dict(overrides)
     for flag in _SIGMA_FLAGS:  # the checkpoint's own config may have one set
         if flag in params:
             kwargs[flag] = False
@@ -127,7 +133,7 @@ def _checkpoint_keys(path: Path) -> list[str]:
 
 def _quote(value: str) -> str:
     # A1111's infotext quoting: values with separators are JSON strings
-    return value if not any(c in value for c in ",:\n\"") else __import__("json").dumps(value)
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
 
 
 def _fmt_number(x: float) -> str:
@@ -138,18 +144,27 @@ class DiffusersSlot(Slot):
     """The pipeline's live tensors under checkpoint keys. Reads of single-tensor keys are views
     of the live parameters: treat them as read-only (clone before mutating)."""
 
+    METADATA_KEY = "__metadata__"
+
     def __init__(self, host: DiffusersHost):
         self._host = host
         self._snapshots: dict[str, object] = {}
+        # sd_mecha.merge(..., output=slot) writes the serialized recipe here first
+        self.metadata: dict | None = None
 
     @property
     def device(self) -> torch.device:
         return self._host.device
 
     def __getitem__(self, key: str) -> torch.Tensor:
+        if key == self.METADATA_KEY and self.metadata is not None:
+            return self.metadata  # type: ignore[return-value]
         return self._host._read(self._host._canonical(key))
 
     def __setitem__(self, key: str, value: torch.Tensor) -> None:
+        if key == self.METADATA_KEY and isinstance(value, dict):
+            self.metadata = dict(value)
+            return
         host = self._host
         k = host._canonical(key)
         if not isinstance(value, torch.Tensor):
@@ -398,6 +413,9 @@ class DiffusersHost(Host):
             seed = job.seed + i
             # a CPU generator makes the initial noise independent of the device
             generator = torch.Generator().manual_seed(seed)
+            # diffusers 0.31's exponential / beta sigmas read num_inference_steps before
+            # set_timesteps assigns it (None on a fresh scheduler): give it the value up front
+            self.pipe.scheduler.num_inference_steps = job.steps
             with torch.inference_mode():
                 out = self.pipe(
                     prompt=job.prompt, negative_prompt=job.negative_prompt,

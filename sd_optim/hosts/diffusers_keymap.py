@@ -19,9 +19,10 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -81,9 +82,9 @@ def _classify(src: torch.Tensor, out: torch.Tensor, first: int) -> tuple[str, in
         rows = out.shape[0]
         parts = src.shape[0] // rows
         index = first // out.numel()
-        if parts * rows == src.shape[0] and index < parts:
-            if torch.equal(src[index * rows : (index + 1) * rows], out):
-                return "chunk", index, parts
+        if (parts * rows == src.shape[0] and index < parts
+                and torch.equal(src[index * rows : (index + 1) * rows], out)):
+            return "chunk", index, parts
     raise RuntimeError(f"cannot express converter output of shape {tuple(out.shape)} "
                        f"as a view of a tensor of shape {tuple(src.shape)}")
 

@@ -7,8 +7,8 @@ merge for SDXL, REFERENCE.md §2). Presenting the cached tensors as an open
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import safetensors.torch
 import torch
@@ -20,7 +20,7 @@ class CachedStateDict(SafetensorsMapping):
         self._tensors = tensors
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "CachedStateDict":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CachedStateDict:
         return cls(safetensors.torch.load_file(str(path), device=str(device)))
 
     def __getitem__(self, key: str) -> torch.Tensor:

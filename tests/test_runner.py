@@ -1,0 +1,251 @@
+"""The optimizer loop end to end on tiny real models: real merges, real images, real Optuna."""
+
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+import safetensors.torch
+import sd_mecha
+import torch
+
+from sd_optim import events as ev
+from sd_optim.config import config_from_dict
+from sd_optim.errors import ConfigError, StudyMismatchError
+from sd_optim.merging import MergeEngine
+from sd_optim.planning import make_planner
+from sd_optim.runner import Runner, RunOptions, run_to_end
+from sd_optim.tiny_models import TINY_SIZE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@sd_mecha.merge_method
+def sd_optim_test_fragile_sum(
+    a: sd_mecha.Parameter(torch.Tensor),
+    b: sd_mecha.Parameter(torch.Tensor),
+    alpha: sd_mecha.Parameter(torch.Tensor) = 0.5,
+) -> sd_mecha.Return(torch.Tensor):
+    """weighted_sum that refuses alpha above 0.6: a user-registered method with a failure mode."""
+    if alpha.max() > 0.6:
+        raise ValueError(f"alpha too high: {float(alpha.max()):.3f}")
+    return torch.lerp(a, b, alpha)
+
+
+def make_config(paths, config_dir, out, **overrides):
+    data = {
+        "models": [{"path": str(paths[0]), "name": "a"}, {"path": str(paths[1]), "name": "b"}],
+        "diffusers_config": str(config_dir),
+        "merge": {"method": "weighted_sum"},
+        "guide": {"diffuser": ["single"], "clip_l": ["single"]},
+        "payloads": [{"name": "p", "prompt": "a red fox", "seed": 3, "steps": 2, "cfg_scale": 5,
+                      "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE}],
+        "scorers": ["image_stats"],
+        "optimizer": {"sampler": "random", "trials": 3, "seed": 0, "study": "s"},
+        "output_dir": str(out),
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return config_from_dict(data)
+
+
+def read_rows(run_dir):
+    from sd_optim.artifacts import RunFolder
+
+    return RunFolder(run_dir).read_trials()
+
+
+def run(config, host, **options):
+    return run_to_end(Runner(config, host, RunOptions(**options)))
+
+
+def assert_original(host, path):
+    original = safetensors.torch.load_file(str(path))
+    with host.open_slot() as slot:
+        for key, value in original.items():
+            if key in slot:
+                assert torch.equal(slot[key], value.to(slot[key].dtype)), key
+
+
+def render(host, config, params):
+    planner = make_planner(config, host.model_config())
+    engine = MergeEngine()
+    runner = Runner(config, host)
+    with host.open_slot() as slot:
+        engine.apply(planner.recipe(params), slot, planner.model_config)
+        return [np.asarray(g.image) for _, job in runner._jobs() for g in host.generate(job)]
+
+
+@pytest.fixture
+def cfg(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    return lambda **kw: make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs", **kw)
+
+
+def test_parameters_change_the_picture_and_repeat_exactly(sd1_host, cfg):
+    config = cfg()
+    a = render(sd1_host, config, {"diffuser.all.alpha": 0.1, "clip_l.all.alpha": 0.1})
+    b = render(sd1_host, config, {"diffuser.all.alpha": 0.9, "clip_l.all.alpha": 0.9})
+    a2 = render(sd1_host, config, {"diffuser.all.alpha": 0.1, "clip_l.all.alpha": 0.1})
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() > 1.0
+    assert np.array_equal(a[0], a2[0])
+
+
+def test_run_writes_artifacts_and_restores(sd1_host, cfg, tiny_sd1_paths):
+    final = run(cfg(), sd1_host)
+    assert final.reason == "completed" and final.trials == 3
+    rows = read_rows(final.run_dir)
+    assert [r["number"] for r in rows] == [0, 1, 2]
+    assert all(r["state"] == "COMPLETE" and "image_stats" in r["scores"]["p"] for r in rows)
+    assert set(rows[0]["timings"]) == {"merge", "generate", "score"}
+    from PIL import Image
+
+    png = Image.open(f"{final.run_dir}/{rows[0]['images'][0]['path']}")
+    meta = json.loads(png.text["sd_optim"])
+    assert meta["params"] == rows[0]["params"] and "Steps: 2" in png.text["parameters"]
+    assert sd_mecha.deserialize_path(__import__("pathlib").Path(final.best_recipe))
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_best_mecha_reproduces_the_slot(sd1_host, cfg):
+    config = cfg(guide={"diffuser": [{"strategy": "select", "patterns": ["IN0*", "OUT1*"]}],
+                        "clip_l": ["single"]})
+    final = run(config, sd1_host)
+    planner = make_planner(config, "sd1-ldm")
+    with sd1_host.open_slot() as slot:
+        MergeEngine().apply(planner.recipe(final.best_params), slot, "sd1-ldm")
+        live = {k: slot[k].clone() for k in slot}
+    recipe = sd_mecha.deserialize_path(__import__("pathlib").Path(final.best_recipe))
+    merged = sd_mecha.merge(recipe, output_dtype=torch.float32)
+    merged.pop("__metadata__", None)
+    compared = 0
+    for key, value in merged.items():
+        if value.is_floating_point():
+            assert torch.equal(live[key], value), key  # same arithmetic: bit-exact
+            compared += 1
+    assert compared > 1000
+
+
+def test_loop_improves_an_objective_it_can_steer(sd1_host, cfg, tmp_path):
+    from sd_optim.demo import render_references
+
+    hidden = {"diffuser.all.alpha": 0.8, "clip_l.all.alpha": 0.2}
+    refs = tmp_path / "refs"
+    config = cfg(scorers=[{"name": "reference", "options": {"folder": str(refs)}}],
+                 optimizer={"sampler": "tpe", "trials": 16, "sampler_options": {"n_startup_trials": 5}})
+    render_references(config, sd1_host, hidden, refs)
+    final = run(config, sd1_host)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{final.run_dir}/study.db")
+    values = [t.value for t in study.trials]
+    assert abs(final.best_params["diffuser.all.alpha"] - 0.8) < 0.2
+    assert np.mean(values[-5:]) > np.mean(values[:5])  # guided trials beat the random start-up ones
+
+
+def test_resume_continues_numbering_and_refuses_other_models(sd1_host, cfg, tiny_sd1_paths):
+    run(cfg(), sd1_host)
+    final = run(cfg(), sd1_host, resume="s", trials=2)
+    rows = read_rows(final.run_dir)
+    assert [r["number"] for r in rows] == [0, 1, 2, 3, 4]
+    other = cfg(models=[{"path": str(tiny_sd1_paths[0]), "name": "a"},
+                        {"path": str(tiny_sd1_paths[2]), "name": "b"}])
+    with pytest.raises(StudyMismatchError, match="models: study has"):
+        run(other, sd1_host, resume="s")
+    with pytest.raises(StudyMismatchError, match="space: study has"):
+        run(cfg(guide={"diffuser": ["single"], "clip_l": ["none"]}), sd1_host, resume="s")
+    with pytest.raises(ConfigError, match="already exists"):
+        run(cfg(), sd1_host)
+
+
+def test_fork_enqueues_the_parent_parameters(sd1_host, cfg):
+    parent = run(cfg(), sd1_host)
+    parent_study = optuna.load_study(study_name="s", storage=f"sqlite:///{parent.run_dir}/study.db")
+    child = run(cfg(optimizer={"study": "child"}), sd1_host, fork="s")
+    child_study = optuna.load_study(study_name="child", storage=f"sqlite:///{child.run_dir}/study.db")
+    assert [t.params for t in child_study.trials] == [t.params for t in parent_study.trials]
+
+
+def test_failing_trial_is_told_fail_and_run_goes_on(sd1_host, cfg, tiny_sd1_paths):
+    config = cfg(merge={"method": "sd_optim_test_fragile_sum"}, optimizer={"trials": 6})
+    runner = Runner(config, sd1_host)
+    final = run_to_end(runner)
+    finished = [e for e in runner.history if isinstance(e, ev.TrialFinished)]
+    failed = [e for e in finished if e.state == "FAIL"]
+    assert failed and len(finished) == 6 and final.reason == "completed"
+    assert all("alpha too high" in e.reason for e in failed)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{final.run_dir}/study.db")
+    t = study.trials[failed[0].number]
+    assert t.state == optuna.trial.TrialState.FAIL and "alpha too high" in t.user_attrs["fail_reason"]
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_on_trial_error_stop_ends_the_run_and_restores(sd1_host, cfg, tiny_sd1_paths):
+    config = cfg(merge={"method": "sd_optim_test_fragile_sum"},
+                 optimizer={"trials": 20, "on_trial_error": "stop"},
+                 guide={"diffuser": ["single"], "clip_l": ["single"],
+                        "bounds": {"alpha": {"low": 0.7, "high": 1.0}}})
+    final = run(config, sd1_host)
+    assert final.reason == "trial failed" and final.trials == 1
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_exception_mid_trial_restores_the_weights(sd1_host, cfg, tiny_sd1_paths):
+    runner = Runner(cfg(), sd1_host)
+    gen = runner.events()
+    for event in gen:
+        if isinstance(event, ev.TrialMerged):
+            break  # the consumer goes away after the merge was written into the slot
+    gen.close()
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_exception_inside_the_loop_restores_and_reports(sd1_host, cfg, tiny_sd1_paths):
+    runner = Runner(cfg(payloads=[{"name": "p", "prompt": "__missing__", "steps": 2, "width": TINY_SIZE,
+                                   "height": TINY_SIZE}], wildcards_dir=str(tiny_sd1_paths[0].parent)),
+                    sd1_host)
+    with pytest.raises(Exception, match="__missing__"):
+        run_to_end(runner)
+    assert isinstance(runner.history[-1], ev.RunFailed)
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_stop_request_fails_the_trial_in_flight(sd1_host, cfg, tiny_sd1_paths):
+    config = cfg(payloads=[{"name": "p", "prompt": "fox", "steps": 2, "width": TINY_SIZE,
+                            "height": TINY_SIZE, "batch_size": 3, "sampler": "Euler"}])
+    runner = Runner(config, sd1_host)
+    events = []
+    for event in runner.events():
+        events.append(event)
+        if isinstance(event, ev.TrialMerged) and event.number == 1:
+            runner.control.stop()
+    final = events[-1]
+    assert final.reason == "stopped"
+    last = [e for e in events if isinstance(e, ev.TrialFinished)][-1]
+    assert last.number == 1 and last.state == "FAIL" and last.reason == "stopped"
+    assert not [e for e in events if isinstance(e, ev.ImageScored) and e.trial == 1]
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_early_stopping_ends_the_run(sd1_host, cfg):
+    config = cfg(optimizer={"trials": 30, "early_stopping": {"patience": 2, "min_improvement": 10.0}})
+    final = run(config, sd1_host)
+    assert final.reason == "early stopping" and final.trials == 3
+
+
+def test_baselines_and_reference_rows(sd1_host, cfg):
+    config = cfg(optimizer={"baseline": ["defaults", "midpoint"], "score_inputs": True, "trials": 2})
+    final = run(config, sd1_host)
+    rows = read_rows(final.run_dir)
+    refs = [r for r in rows if r["kind"] == "reference"]
+    trials = [r for r in rows if r["kind"] == "trial"]
+    assert [r["model"] for r in refs] == ["a", "b"] and refs[0]["value"] != refs[1]["value"]
+    assert trials[0]["params"] == {"diffuser.all.alpha": 0.5, "clip_l.all.alpha": 0.5}
+
+
+def test_mixed_architectures_are_refused(sd1_host, cfg, tiny_sd1_paths, tiny_sdxl_paths):
+    config = cfg(models=[{"path": str(tiny_sd1_paths[0]), "name": "a"},
+                         {"path": str(tiny_sdxl_paths[0]), "name": "x"}])
+    with pytest.raises(ConfigError, match="sdxl-sgm but the loaded model is sd1-ldm"):
+        run(config, sd1_host)
