@@ -40,7 +40,7 @@ def key_to_block(block_config: str, model_config: str) -> dict[str, str]:
     bc, mc = model_configs.resolve(block_config), model_configs.resolve(model_config)
     key_map = conv.build_key_map([bc], {}, mc)
     out = {}
-    for key in mc:
+    for key in mc.keys():  # noqa: SIM118 - a ModelConfig is not iterable
         relation = key_map.get(key)
         if relation is None or not relation.clauses:
             continue

@@ -115,6 +115,7 @@ class Runner:
         cfg = self.config
         model_config = self.host.model_config()
         planner = make_planner(cfg, model_config)
+        self._check_payloads()
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
         fingerprint = {
             "mode": cfg.mode,
@@ -159,6 +160,22 @@ class Runner:
             raise ConfigError(problems)
         jobs = self._jobs()
         return model_config, planner, study, folder, scorers, jobs
+
+    def _check_payloads(self) -> None:
+        """Sampler and scheduler names against the host's own lists, before anything runs."""
+        from .errors import ConfigError
+
+        problems = []
+        samplers, schedulers = self.host.samplers(), self.host.schedulers()
+        for i, p in enumerate(self.config.payloads):
+            if samplers and p.sampler not in samplers:
+                problems.append(f"payloads[{i}].sampler: not a sampler of this host, got {p.sampler!r} "
+                                f"(valid: {', '.join(samplers)})")
+            if schedulers and p.scheduler not in schedulers:
+                problems.append(f"payloads[{i}].scheduler: not a scheduler of this host, got "
+                                f"{p.scheduler!r} (valid: {', '.join(schedulers)})")
+        if problems:
+            raise ConfigError(problems)
 
     def _jobs(self) -> list[tuple[Payload, GenerationJob]]:
         cfg = self.config

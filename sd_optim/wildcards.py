@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 _PATTERN = re.compile(r"__([A-Za-z0-9_./-]+?)__")
+_MAX_DEPTH = 10
 
 
 class WildcardError(ValueError):
@@ -37,9 +38,13 @@ def expand(text: str, folder: Path | None, seed: int) -> str:
                 raise WildcardError(f"wildcard __{name}__: {path} has no lines")
         return rng.choice(cache[name])
 
-    for _ in range(10):  # wildcard files may contain wildcards
+    for _ in range(_MAX_DEPTH):  # wildcard files may contain wildcards
         new = _PATTERN.sub(pick, text)
         if new == text:
-            break
+            return text
         text = new
+    left = _PATTERN.search(text)
+    if left:  # a cycle (a.txt uses __a__) would otherwise reach the model as literal text
+        raise WildcardError(f"wildcard __{left.group(1)}__: still unexpanded after {_MAX_DEPTH} levels "
+                            "of nesting; do the wildcard files refer to each other in a cycle?")
     return text

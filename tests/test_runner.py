@@ -249,3 +249,10 @@ def test_mixed_architectures_are_refused(sd1_host, cfg, tiny_sd1_paths, tiny_sdx
                          {"path": str(tiny_sdxl_paths[0]), "name": "x"}])
     with pytest.raises(ConfigError, match="sdxl-sgm but the loaded model is sd1-ldm"):
         run(config, sd1_host)
+
+
+def test_unknown_sampler_is_refused_before_anything_runs(sd1_host, cfg):
+    config = cfg(payloads=[{"name": "p", "prompt": "x", "sampler": "Euler b", "scheduler": "Karras"}])
+    with pytest.raises(ConfigError, match=r"payloads\[0\].sampler: not a sampler of this host, got 'Euler b'"):
+        run(config, sd1_host)
+    assert not (config.resolve_path(config.output_dir) / "s").exists()

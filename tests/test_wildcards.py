@@ -1,0 +1,79 @@
+"""Wildcards: ``__name__`` in a prompt becomes a seeded line of ``name.txt``."""
+
+import pytest
+
+from sd_optim.wildcards import WildcardError, expand
+
+ANIMALS = ["cat", "dog", "fox", "owl", "bat", "elk"]
+
+
+@pytest.fixture
+def cards(tmp_path):
+    (tmp_path / "animal.txt").write_text("\n".join(ANIMALS) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_wildcard_becomes_one_line_of_its_file(cards):
+    out = expand("a photo of a __animal__ at night", cards, seed=1)
+    assert out.startswith("a photo of a ") and out.endswith(" at night")
+    assert out[len("a photo of a "):-len(" at night")] in ANIMALS
+
+
+def test_same_seed_same_prompt_other_seeds_draw_other_lines(cards):
+    assert expand("__animal__", cards, 5) == expand("__animal__", cards, 5)
+    drawn = {expand("__animal__", cards, seed) for seed in range(20)}
+    assert drawn <= set(ANIMALS) and len(drawn) > 1
+
+
+def test_text_without_wildcards_is_unchanged(cards):
+    assert expand("a plain prompt, with_underscores_", cards, 0) == "a plain prompt, with_underscores_"
+
+
+def test_comment_and_blank_lines_are_never_drawn(tmp_path):
+    (tmp_path / "color.txt").write_text("# colours\n\n   \nred\n# blue\n  green  \n\n", encoding="utf-8")
+    drawn = {expand("__color__", tmp_path, seed) for seed in range(40)}
+    assert drawn == {"red", "green"}
+
+
+def test_nested_wildcards_expand_fully(tmp_path):
+    (tmp_path / "scene.txt").write_text("a __size__ __animal__\n", encoding="utf-8")
+    (tmp_path / "size.txt").write_text("big\n", encoding="utf-8")
+    (tmp_path / "animal.txt").write_text("fox\n", encoding="utf-8")
+    assert expand("photo of __scene__", tmp_path, 0) == "photo of a big fox"
+
+
+def test_wildcards_in_subfolders(tmp_path):
+    (tmp_path / "pets").mkdir()
+    (tmp_path / "pets" / "small.txt").write_text("hamster\n", encoding="utf-8")
+    assert expand("__pets/small__", tmp_path, 0) == "hamster"
+
+
+def test_missing_file_names_the_wildcard_and_the_path(cards):
+    with pytest.raises(WildcardError) as info:
+        expand("a __plant__", cards, 0)
+    assert "__plant__" in str(info.value) and str(cards / "plant.txt") in str(info.value)
+
+
+def test_missing_folder_names_the_wildcard_and_the_path(tmp_path):
+    folder = tmp_path / "no-such-folder"
+    with pytest.raises(WildcardError) as info:
+        expand("a __animal__", folder, 0)
+    assert "__animal__" in str(info.value) and str(folder) in str(info.value)
+
+
+def test_no_wildcards_dir_names_the_wildcard_and_the_setting():
+    with pytest.raises(WildcardError, match="__animal__.*wildcards_dir"):
+        expand("a __animal__", None, 0)
+
+
+def test_a_file_with_only_comments_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("# nothing yet\n\n", encoding="utf-8")
+    with pytest.raises(WildcardError, match="__empty__.*no lines"):
+        expand("__empty__", tmp_path, 0)
+
+
+def test_a_cycle_between_wildcard_files_is_an_error_not_a_literal_prompt(tmp_path):
+    (tmp_path / "a.txt").write_text("x __b__\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("y __a__\n", encoding="utf-8")
+    with pytest.raises(WildcardError, match="cycle"):
+        expand("__a__", tmp_path, 0)
