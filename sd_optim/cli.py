@@ -213,10 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .scoring import ScorerError
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, StudyMismatchError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, StudyMismatchError, ScorerError, FileExistsError, FileNotFoundError) as e:
         msg = str(e)
         if getattr(args, "json", False):
             print(json.dumps({"error": msg}))

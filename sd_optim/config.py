@@ -24,6 +24,7 @@ SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")
 MEANS = ("arithmetic", "geometric", "quadratic")
 BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
+SCORER_PATH_OPTIONS = ("folder", "head", "clip")  # scorer options that name files: relative to the config
 
 
 @dataclass
@@ -179,12 +180,12 @@ class RunConfig:
                 setattr(c, attr, str(self.resolve_path(getattr(self, attr)).resolve()))
         if self.recipe.path:
             c.recipe = RecipeSettings(str(self.resolve_path(self.recipe.path).resolve()))
-        c.scorers = list(self.scorers)
-        for i, sc in enumerate(self.scorers):
-            folder = sc.options.get("folder")
-            if isinstance(folder, str):
-                c.scorers[i] = ScorerSettings(sc.name, sc.weight,
-                                              {**sc.options, "folder": str(self.resolve_path(folder).resolve())})
+        c.scorers = [
+            ScorerSettings(sc.name, sc.weight, {
+                k: str(self.resolve_path(v).resolve()) if k in SCORER_PATH_OPTIONS and isinstance(v, str) and v
+                else v for k, v in sc.options.items()})
+            for sc in self.scorers
+        ]
         return c
 
     def to_dict(self) -> dict[str, Any]:

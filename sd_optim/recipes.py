@@ -35,9 +35,40 @@ def _subtract(a, b):
     return merge_methods.resolve("subtract")(a, b)
 
 
+def _repair_sd1_kohya_converter() -> None:
+    """sd-mecha 1.1.8's ``convert_'sd1-kohya'_to_'sd1-ldm'`` indexes its key relation like a
+    mapping (``relation["kohya_sd"]``), a TypeError on every key, so no SD1 LoRA converts to
+    ``sd1-ldm``. Replace its ``__call__`` with the intended one, only while it is broken."""
+    from sd_mecha.extensions.builtin.model_configs.convert_sd1_kohya_to_original import (
+        reshape_weight_for_sd,
+    )
+    from sd_mecha.keys_map import RealizedKeyRelation
+
+    try:
+        cls = merge_methods.resolve("convert_'sd1-kohya'_to_'sd1-ldm'").__wrapped__
+    except (KeyError, AttributeError):
+        return
+    probe = RealizedKeyRelation(("k",), {"kohya_sd": ("k",)}, False)
+    try:
+        cls()({"k": 0.0}, key_relation=probe)
+        return  # works as shipped
+    except TypeError as e:
+        if "not subscriptable" not in str(e):
+            return
+
+    def __call__(self, kohya_sd, **kwargs):
+        relation = kwargs["key_relation"]
+        res = kohya_sd[relation.inputs["kohya_sd"][0]]
+        return reshape_weight_for_sd(res) if relation.meta else res
+
+    cls.__call__ = __call__
+
+
 def input_nodes(config: RunConfig, model_config: str) -> tuple[list, Any]:
     """(the merge inputs with their LoRAs applied, the base model node or None)."""
     loras: dict[str, list] = {}
+    if config.loras and model_config == "sd1-ldm":
+        _repair_sd1_kohya_converter()
     for lora in config.loras:
         delta = sd_mecha.convert(model_node(config.resolve_path(lora.path)), model_config)
         loras.setdefault(lora.apply_to, []).append((delta, lora.strength))
@@ -46,7 +77,8 @@ def input_nodes(config: RunConfig, model_config: str) -> tuple[list, Any]:
     for m in config.models:
         node = model_node(config.resolve_path(m.path), model_config)
         for delta, strength in loras.get(m.name, []):
-            node = _add_difference(node, delta, alpha=strength)
+            # a LoRA has no value for most keys: without the fallback sd-mecha drops them all
+            node = _add_difference(node, delta, alpha=strength) | node
         if m.name == config.base_model:
             base = node
         else:
@@ -70,6 +102,12 @@ def build_merge_recipe(config: RunConfig, space: SearchSpace, params: dict[str, 
     model_params, _hypers = method_signature(method)
     inputs, base = input_nodes(config, space.model_config)
     args = _bind_models(config.merge.method, model_params, inputs, base)
+    ret = method.get_return_type().data.merge_space
+    if base is not None and not _is_delta(ret) and not any(mp.merge_spaces == ("delta",)
+                                                           for mp in model_params):
+        raise RecipeError(f"{config.merge.method} takes no difference from a base model, so "
+                          f"base_model {config.base_model!r} would be left out of the merge; "
+                          "remove base_model to merge it as an ordinary input")
     kwargs = {}
     for hyper, value in space.hyper_values(params).items():
         if value is not None:
@@ -78,7 +116,6 @@ def build_merge_recipe(config: RunConfig, space: SearchSpace, params: dict[str, 
         if hyper not in space.hypers and value is not None:
             kwargs[hyper] = value
     recipe = method(*args, **kwargs)
-    ret = method.get_return_type().data.merge_space
     if _is_delta(ret):
         if base is None:
             raise RecipeError(f"{config.merge.method} returns a delta: set base_model to add it to")

@@ -28,7 +28,7 @@ from .merging import MergeEngine
 from .planning import Planner, make_planner
 from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
 from .study import make_sampler, open_study, storage_url, study_name
-from .wildcards import expand
+from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
 
@@ -151,7 +151,8 @@ class Runner:
             for kind in cfg.optimizer.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
-        scorers = build_scorers(cfg.scorers, models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
+        scorers = build_scorers(cfg.absolute().scorers,
+                                models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
                                 device=self.host.device)
         problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
         if problems:
@@ -181,10 +182,17 @@ class Runner:
         cfg = self.config
         folder = cfg.resolve_path(cfg.wildcards_dir) if cfg.wildcards_dir else None
         jobs = []
-        for p in cfg.payloads:
+        for i, p in enumerate(cfg.payloads):
+            try:
+                prompt = expand(p.prompt, folder, p.seed)
+                negative = expand(p.negative_prompt, folder, p.seed + 1)
+            except WildcardError as e:
+                from .errors import ConfigError
+
+                raise ConfigError([f"payloads[{i}]: {e}"]) from None
             jobs.append((p, GenerationJob(
-                prompt=expand(p.prompt, folder, p.seed),
-                negative_prompt=expand(p.negative_prompt, folder, p.seed + 1),
+                prompt=prompt,
+                negative_prompt=negative,
                 seed=p.seed, steps=p.steps, cfg_scale=p.cfg_scale, sampler=p.sampler,
                 scheduler=p.scheduler, width=p.width, height=p.height, n_images=p.batch_size,
             )))

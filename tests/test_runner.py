@@ -202,13 +202,21 @@ def test_exception_mid_trial_restores_the_weights(sd1_host, cfg, tiny_sd1_paths)
 
 
 def test_exception_inside_the_loop_restores_and_reports(sd1_host, cfg, tiny_sd1_paths):
-    runner = Runner(cfg(payloads=[{"name": "p", "prompt": "__missing__", "steps": 2, "width": TINY_SIZE,
-                                   "height": TINY_SIZE}], wildcards_dir=str(tiny_sd1_paths[0].parent)),
-                    sd1_host)
-    with pytest.raises(Exception, match="__missing__"):
-        run_to_end(runner)
+    runner = Runner(cfg(), sd1_host)
+    gen = runner.events()
+    for event in gen:
+        if isinstance(event, ev.TrialMerged):
+            break
+    with pytest.raises(KeyboardInterrupt):  # e.g. Ctrl-C raised mid-trial in the consumer's thread
+        gen.throw(KeyboardInterrupt())
     assert isinstance(runner.history[-1], ev.RunFailed)
     assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_missing_wildcard_is_a_config_error(sd1_host, cfg, tmp_path):
+    config = cfg(payloads=[{"name": "p", "prompt": "a __missing__", "steps": 2}], wildcards_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"payloads\[0\]: wildcard __missing__"):
+        run(config, sd1_host)
 
 
 def test_stop_request_fails_the_trial_in_flight(sd1_host, cfg, tiny_sd1_paths):
