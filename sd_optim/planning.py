@@ -27,6 +27,11 @@ class MergePlanner:
         self.config = config
         self.model_config = model_config
         self.space = build_search_space(config, model_config)
+        if not self.space.params:
+            from .errors import SpaceError
+
+            raise SpaceError([("guide: no parameter to tune; add a strategy, e.g. "
+                              "guide: {diffuser: [all], clip_l: [single]}")])
         self.label = config.merge.method
 
     def fingerprint(self) -> dict[str, Any]:

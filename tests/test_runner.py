@@ -264,3 +264,13 @@ def test_unknown_sampler_is_refused_before_anything_runs(sd1_host, cfg):
     with pytest.raises(ConfigError, match=r"payloads\[0\].sampler: not a sampler of this host, got 'Euler b'"):
         run(config, sd1_host)
     assert not (config.resolve_path(config.output_dir) / "s").exists()
+
+
+def test_trial_limit_can_change_during_a_run(sd1_host, cfg):
+    runner = Runner(cfg(optimizer={"trials": 10}), sd1_host)
+    for event in runner.events():
+        if isinstance(event, ev.TrialFinished) and event.number == 0:
+            runner.control.trial_limit = 2  # e.g. the tab's trial count edited mid-run
+        final = event
+    assert final.reason == "completed" and final.trials == 2
+    assert [e.kind for e in runner.history].count("TrialFinished") == 2

@@ -1,0 +1,70 @@
+"""Samplers with their options, and the trial limit a UI can change during a run."""
+
+import optuna
+import pytest
+
+from sd_optim.config import config_from_dict
+from sd_optim.errors import ConfigError, SpaceError
+from sd_optim.planning import MergePlanner
+from sd_optim.space import build_search_space
+from sd_optim.study import make_sampler, open_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def space():
+    c = config_from_dict({"models": ["a.safetensors", "b.safetensors"], "payloads": [{"prompt": "x"}],
+                          "scorers": ["image_stats"],
+                          "guide": {"clip_l": ["single"], "diffuser": [{"strategy": "group",
+                                                                        "groups": {"in": ["IN*"], "out": ["OUT*"]}}],
+                                    "bounds": {"diffuser.out.alpha": {"choices": [0.0, 0.5, 1.0]}}}})
+    return build_search_space(c, "sd1-ldm")
+
+
+@pytest.mark.parametrize("name, options", [
+    ("tpe", {"n_startup_trials": 2}), ("cmaes", {}), ("gp", {"n_startup_trials": 2}),
+    ("qmc", {"scramble": True}), ("random", {}), ("grid", {"points": 3}),
+])
+def test_every_sampler_runs_an_ask_tell_study(name, options):
+    s = space()
+    dists = s.distributions()
+    if name == "cmaes":  # CMA-ES models continuous parameters; a categorical one falls back to random
+        dists = {k: v for k, v in dists.items() if not isinstance(v, optuna.distributions.CategoricalDistribution)}
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(name, options, 0, dists))
+    for _ in range(4):
+        trial = study.ask(dists)
+        study.tell(trial, -(trial.params["clip_l.all.alpha"] - 0.3) ** 2)
+    assert len(study.trials) == 4 and study.best_value <= 0
+    assert all(set(t.params) == set(dists) for t in study.trials)
+
+
+def test_sampler_options_are_checked():
+    with pytest.raises(ConfigError, match="optimizer.sampler_options: not accepted by TPESampler"):
+        make_sampler("tpe", {"n_startup": 3}, None, space().distributions())
+
+
+def test_tpe_is_multivariate_by_default():
+    sampler = make_sampler("tpe", {}, 0, space().distributions())
+    assert sampler._multivariate
+
+
+def test_resume_refusal_lists_what_differs(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    fp = {"models": {"a": "1234"}, "space": {"x": "float[0, 1]"}}
+    open_study(name="s", storage=storage, sampler=optuna.samplers.RandomSampler(), fingerprint=fp)
+    from sd_optim.errors import StudyMismatchError
+
+    with pytest.raises(StudyMismatchError) as info:
+        open_study(name="s", storage=storage, sampler=optuna.samplers.RandomSampler(), resume=True,
+                   fingerprint={"models": {"a": "9999"}, "space": {"x": "float[0, 1]"}})
+    assert info.value.differences == ['models: study has {"a": "1234"}, this run has {"a": "9999"}']
+    with pytest.raises(ConfigError, match="--resume: no study named 'zzz'"):
+        open_study(name="zzz", storage=storage, sampler=optuna.samplers.RandomSampler(), resume=True,
+                   fingerprint=fp)
+
+
+def test_empty_guide_is_an_error():
+    c = config_from_dict({"models": ["a.safetensors", "b.safetensors"], "payloads": [{"prompt": "x"}],
+                          "scorers": ["image_stats"]})
+    with pytest.raises(SpaceError, match="guide: no parameter to tune"):
+        MergePlanner(c, "sd1-ldm")
