@@ -33,6 +33,17 @@ class MergePlanner:
             raise SpaceError([("guide: no parameter to tune; add a strategy, e.g. "
                               "guide: {diffuser: [all], clip_l: [single]}")])
         self.label = config.merge.method
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """Build one recipe now, so a wrong model count or a missing base fails before the run."""
+        from .errors import ConfigError
+        from .recipes import RecipeError
+
+        try:
+            self.recipe(self.space.default_point())
+        except (RecipeError, ValueError) as e:
+            raise ConfigError([f"merge.method ({self.config.merge.method}): {e}"]) from None
 
     def fingerprint(self) -> dict[str, Any]:
         return {"method": self.config.merge.method, "fixed": self.config.merge.fixed}

@@ -12,6 +12,7 @@ from typing import Any
 import sd_mecha
 from sd_mecha import recipe_nodes
 from sd_mecha.extensions import merge_methods
+from sd_mecha.extensions.merge_spaces import MergeSpace
 
 from .config import RunConfig
 from .methods import method_signature, resolve_method
@@ -124,6 +125,9 @@ def build_merge_recipe(config: RunConfig, space: SearchSpace, params: dict[str, 
 
 
 def _is_delta(spaces) -> bool:
+    # a return type holds one MergeSpace (``Return(T, "delta")``) or a generic MergeSpaceSymbol
+    if isinstance(spaces, MergeSpace):
+        spaces = {spaces}
     if isinstance(spaces, (set, frozenset, tuple, list)):
         ids = {getattr(s, "identifier", s) for s in spaces}
         return ids == {"delta"}

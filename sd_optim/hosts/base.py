@@ -60,8 +60,9 @@ class Slot(MutableMapping, abc.ABC):
     """The live model's tensors under checkpoint key names.
 
     ``slot[key] = tensor`` copies into the live parameter in place (the live dtype and device);
-    the first write to a key snapshots its original value so that :meth:`restore` can put
-    it back bit-exact. Keys cannot be deleted.
+    it must copy, never keep the tensor it was given: merge outputs may be the merge engine's
+    cached input tensors themselves. The first write to a key snapshots its original value so
+    that :meth:`restore` can put it back bit-exact. Keys cannot be deleted.
     """
 
     @abc.abstractmethod

@@ -110,12 +110,17 @@ class MergeEngine:
         from sd_mecha.extensions import model_configs
 
         config_keys = set(model_configs.resolve(model_config).keys())
+        expected = set(config_keys)
         for node in recipe:
             if isinstance(node, ModelRecipeNode):
-                sd = self.cached(node.path)
-                if node.model_config is not None and node.model_config.identifier == model_config:
-                    config_keys &= set(sd.keys())
-        return config_keys
+                keys = set(self.cached(node.path).keys())
+                if node.model_config is not None:
+                    is_model = node.model_config.identifier == model_config
+                else:  # a .mecha line with model_config=null: sd-mecha's own >= 10% key-name rule
+                    is_model = len(keys & config_keys) >= 0.1 * len(config_keys)
+                if is_model:  # LoRAs and other configs supply some keys only
+                    expected &= keys
+        return expected
 
     def apply(self, recipe, slot, model_config: str) -> MergeStats:
         start = time.perf_counter()
