@@ -116,6 +116,13 @@ def cmd_run(args) -> int:
     from .config import load_config
 
     config = load_config(args.config)
+    if args.study and args.resume:
+        raise ConfigError([f"--study: names a new study; --resume continues {args.resume!r}"])
+    if args.study:
+        config.optimizer.study = args.study
+    if args.fork and config.optimizer.study == args.fork:
+        raise ConfigError([(f"--fork: the new study needs a name other than {args.fork!r} "
+                            "(optimizer.study); pass --study NEW_NAME")])
     result = execute_run(config, trials=args.trials, resume=args.resume or "", fork=args.fork or "",
                          json_out=args.json)
     _print_result(result, args.json)
@@ -177,6 +184,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sd_optim",
                                 description="Find the best merge of Stable Diffusion checkpoints.")
@@ -184,15 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an optimization from a YAML config")
     r.add_argument("config")
-    r.add_argument("--trials", type=int, help="trials to run now (default: optimizer.trials)")
+    r.add_argument("--trials", type=_positive_int, help="trials to run now (default: optimizer.trials)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", metavar="NAME", help="continue the study NAME")
     g.add_argument("--fork", metavar="NAME", help="new study seeded with NAME's parameter sets")
+    r.add_argument("--study", metavar="NAME", help="name of the new study (default: optimizer.study)")
     r.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo", help="a real optimization on tiny generated models")
-    d.add_argument("--trials", type=int, default=12)
+    d.add_argument("--trials", type=_positive_int, default=12)
     d.add_argument("--out", help="folder for the models and the run (default: a temp folder)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)

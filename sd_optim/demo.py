@@ -19,7 +19,7 @@ HIDDEN = {"diffuser.all.alpha": 0.7, "clip_l.all.alpha": 0.25}
 
 
 def demo_config(folder: Path, models: list[Path], config_dir: Path, trials: int,
-                references: Path) -> dict[str, Any]:
+                references: Path, study: str = "demo") -> dict[str, Any]:
     from .tiny_models import TINY_SIZE
 
     return {
@@ -36,7 +36,7 @@ def demo_config(folder: Path, models: list[Path], config_dir: Path, trials: int,
         ],
         "scorers": [{"name": "reference", "options": {"folder": str(references)}}],
         "optimizer": {"sampler": "tpe", "trials": trials, "seed": 0,
-                      "sampler_options": {"n_startup_trials": 4}, "study": "demo"},
+                      "sampler_options": {"n_startup_trials": 4}, "study": study},
         "output_dir": str(folder / "runs"),
     }
 
@@ -59,6 +59,11 @@ def render_references(config, host, params: dict[str, float], folder: Path) -> N
 
 def run_demo(trials: int = 12, folder: Path | None = None, json_out: bool = False) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    # The tiny models' tensors are too small for intra-op threads to pay off; on a 2-core
+    # machine they make merges and renders several times slower.
+    torch.set_num_threads(1)
     from .cli import execute_run, make_host
     from .tiny_models import tiny_diffusers_config, tiny_model_set
 
@@ -67,9 +72,19 @@ def run_demo(trials: int = 12, folder: Path | None = None, json_out: bool = Fals
     models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
     config_dir = tiny_diffusers_config("sd1", folder / "diffusers-config")
     references = folder / "references"
-    config = config_from_dict(demo_config(folder, models, config_dir, trials, references))
+    config = config_from_dict(demo_config(folder, models, config_dir, trials, references,
+                                          _free_study_name(folder / "runs")))
     host = make_host(config)
     render_references(config, host, HIDDEN, references)
     result = execute_run(config, json_out=json_out, host=host)
     result["hidden_params"] = HIDDEN
     return result
+
+
+def _free_study_name(runs: Path) -> str:
+    """``demo``, or ``demo-2``, ``demo-3``... when ``--out`` already holds earlier demo runs."""
+    name, n = "demo", 1
+    while (runs / name).exists():
+        n += 1
+        name = f"demo-{n}"
+    return name

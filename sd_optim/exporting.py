@@ -28,12 +28,15 @@ def load_run(output_dir: Path, study: str, storage: str = ""):
 def trial_recipe(study: optuna.Study, config, trial: int | None):
     model_config = study.user_attrs.get(FINGERPRINT_ATTR, {}).get("model_config", "sd1-ldm")
     planner = make_planner(config, model_config)
+    done = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if trial is None:
+        if not done:
+            raise ConfigError([(f"study {study.study_name!r}: no completed trial to export "
+                                f"({len(study.trials)} trials, none completed)")])
         t = study.best_trial
     else:
         matches = [t for t in study.trials if t.number == trial]
         if not matches or matches[0].state != optuna.trial.TrialState.COMPLETE:
-            done = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             raise ConfigError([f"--trial: no completed trial {trial} (completed: {done})"])
         t = matches[0]
     return planner.recipe(t.params)

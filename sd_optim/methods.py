@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from sd_mecha.extensions import merge_methods
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -38,7 +40,7 @@ def resolve_method(name: str):
         names = [m.identifier for m in merge_methods.get_all() if not _is_converter(m)]
         near = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"merge.method: unknown sd-mecha merge method{hint}, got {name!r}") from None
+        raise ConfigError([f"merge.method: unknown sd-mecha merge method{hint}, got {name!r}"]) from None
 
 
 def _is_converter(m) -> bool:

@@ -112,12 +112,33 @@ class Runner:
     # --- set-up ------------------------------------------------------------------------------
 
     def _prepare(self):
+        """Everything that can refuse the run, first; the study is opened (created) last, so a
+        refused run leaves nothing behind."""
         cfg = self.config
         model_config = self.host.model_config()
         planner = make_planner(cfg, model_config)
         self._check_payloads()
-        hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
-        fingerprint = {
+        scorers = self._scorers()
+        jobs = self._jobs()
+        study, folder = self._open_study(planner, model_config)
+        return model_config, planner, study, folder, scorers, jobs
+
+    def _scorers(self):
+        from .errors import ConfigError
+
+        cfg = self.config
+        scorers = build_scorers(cfg.absolute().scorers,
+                                models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
+                                device=self.host.device)
+        problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
+        if problems:
+            raise ConfigError(problems)
+        return scorers
+
+    def _fingerprint(self, planner: Planner, model_config: str, hashes: dict[str, str]) -> dict[str, Any]:
+        """What makes two runs' trials comparable: resuming refuses when any of it differs."""
+        cfg = self.config
+        return {
             "mode": cfg.mode,
             "model_config": model_config,
             "models": {m.name: hashes[m.name] for m in cfg.models},
@@ -129,38 +150,38 @@ class Runner:
             "scorers": [[s.name, s.weight, s.options] for s in cfg.scorers],
             "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean],
         }
+
+    def _open_study(self, planner: Planner, model_config: str):
+        cfg = self.config
+        hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
         name = self.options.resume or study_name(cfg.optimizer.study, planner.label,
                                                  [m.name for m in cfg.models])
         out = cfg.resolve_path(cfg.output_dir)
         folder = RunFolder(out / name)
         storage = storage_url(cfg.optimizer.storage, folder.path)
-        fork_storage = ""
-        if self.options.fork and not cfg.optimizer.storage:
-            fork_storage = storage_url("", out / self.options.fork)
-        sampler = make_sampler(cfg.optimizer.sampler, cfg.optimizer.sampler_options,
-                               cfg.optimizer.seed, planner.space.distributions())
-        study = open_study(name=name, storage=storage, sampler=sampler, fingerprint=fingerprint,
+        fork_storage = storage_url("", out / self.options.fork) \
+            if self.options.fork and not cfg.optimizer.storage else ""
+        distributions = planner.space.distributions()
+        opt = cfg.optimizer
+        study = open_study(name=name, storage=storage,
+                           sampler=make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions),
+                           fingerprint=self._fingerprint(planner, model_config, hashes),
                            resume=bool(self.options.resume), fork_from=self.options.fork,
                            fork_storage=fork_storage)
+        if self.options.resume and opt.seed is not None:
+            # the same seed again would replay the first session's parameter sets
+            study.sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed + len(study.trials),
+                                         distributions)
         study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
                                                          "hash": hashes[m.name]} for m in cfg.models})
         study.set_user_attr("sd_optim.mode", cfg.mode)
         study.set_user_attr("sd_optim.method", planner.label)
         study.set_user_attr("sd_optim.scorers", [[s.name, s.weight] for s in cfg.scorers])
         if not self.options.resume and not self.options.fork:
-            for kind in cfg.optimizer.baseline:
+            for kind in opt.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
-        scorers = build_scorers(cfg.absolute().scorers,
-                                models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
-                                device=self.host.device)
-        problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
-        if problems:
-            from .errors import ConfigError
-
-            raise ConfigError(problems)
-        jobs = self._jobs()
-        return model_config, planner, study, folder, scorers, jobs
+        return study, folder
 
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""

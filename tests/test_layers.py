@@ -71,7 +71,7 @@ def core_modules() -> list[str]:
 
 def probe(blocked: list[str], modules: list[str]) -> dict:
     proc = subprocess.run([sys.executable, "-c", PROBE, ",".join(blocked), *modules], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -1,7 +1,12 @@
 """Wildcards: ``__name__`` in a prompt becomes a seeded line of ``name.txt``."""
 
 import pytest
+from test_runner import make_config
 
+from sd_optim import events as ev
+from sd_optim.errors import ConfigError
+from sd_optim.runner import Runner, run_to_end
+from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.wildcards import WildcardError, expand
 
 ANIMALS = ["cat", "dog", "fox", "owl", "bat", "elk"]
@@ -77,3 +82,48 @@ def test_a_cycle_between_wildcard_files_is_an_error_not_a_literal_prompt(tmp_pat
     (tmp_path / "b.txt").write_text("y __a__\n", encoding="utf-8")
     with pytest.raises(WildcardError, match="cycle"):
         expand("__a__", tmp_path, 0)
+
+
+# --- through the runner ----------------------------------------------------------------------
+
+
+def test_every_trial_renders_the_same_expanded_prompt(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,
+                                                      cards, tmp_path):
+    (cards / "style.txt").write_text("blurry\nlow contrast\ngrainy\n", encoding="utf-8")
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs", wildcards_dir=str(cards),
+                         payloads=[{"name": "p", "prompt": "a __animal__ in the snow", "seed": 11,
+                                    "negative_prompt": "__style__", "steps": 2, "sampler": "Euler",
+                                    "width": TINY_SIZE, "height": TINY_SIZE, "batch_size": 2}],
+                         optimizer={"trials": 2})
+    runner = Runner(config, sd1_host)
+    final = run_to_end(runner)
+    assert final.trials == 2
+    images = [e for e in runner.history if isinstance(e, ev.ImageScored)]
+    assert sorted({(e.trial, e.index) for e in images}) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert {e.prompt for e in images} == {expand("a __animal__ in the snow", cards, 11)}
+    assert {e.negative_prompt for e in images} == {expand("__style__", cards, 12)}
+    prompt, negative = images[0].prompt, images[0].negative_prompt
+    assert prompt.removeprefix("a ").removesuffix(" in the snow") in ANIMALS
+    assert negative in {"blurry", "low contrast", "grainy"}
+
+
+def test_missing_wildcard_file_is_a_config_error_naming_the_set_and_file(sd1_host, tiny_sd1_paths,
+                                                                        tiny_sd1_config_dir, cards,
+                                                                        tmp_path):
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs", wildcards_dir=str(cards),
+                         payloads=[{"name": "p", "prompt": "a __plant__", "steps": 2, "sampler": "Euler",
+                                    "width": TINY_SIZE, "height": TINY_SIZE}])
+    with pytest.raises(ConfigError) as info:
+        run_to_end(Runner(config, sd1_host))
+    assert "payloads[0]" in str(info.value) and str(cards / "plant.txt") in str(info.value)
+
+
+def test_fixing_a_missing_wildcard_lets_the_same_run_start(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,
+                                                           cards, tmp_path):
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs", wildcards_dir=str(cards),
+                         payloads=[{"name": "p", "prompt": "a __plant__", "steps": 2, "sampler": "Euler",
+                                    "width": TINY_SIZE, "height": TINY_SIZE}], optimizer={"trials": 1})
+    with pytest.raises(ConfigError):
+        run_to_end(Runner(config, sd1_host))
+    (cards / "plant.txt").write_text("fern\n", encoding="utf-8")
+    assert run_to_end(Runner(config, sd1_host)).trials == 1
