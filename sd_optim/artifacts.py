@@ -81,10 +81,8 @@ class ArtifactWriter:
         entry: dict[str, Any] = {"payload": e.payload, "index": e.index, "seed": e.seed,
                                  "scores": e.scores}
         if self.save_images:
-            sub = "reference" if e.trial < 0 else f"{e.trial:05d}"
+            sub = f"reference/{e.params.get('model', 'input')}" if e.trial < 0 else f"{e.trial:05d}"
             path = self.folder.path / "images" / sub / f"{e.payload}-{e.index:02d}.png"
-            if e.trial < 0:
-                path = path.with_name(f"{e.payload}-{e.index:02d}-{len(self._images.get(-1, []))}.png")
             path.parent.mkdir(parents=True, exist_ok=True)
             info = PngImagePlugin.PngInfo()
             info.add_text("parameters", e.infotext or e.prompt)

@@ -27,9 +27,13 @@ def make_host(config, device: str | None = None):
     model = config.model_by_name(config.host_model) if config.host_model else None
     if model is None:
         raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])
-    return DiffusersHost(config.resolve_path(model.path),
-                         config_dir=config.resolve_path(config.diffusers_config) if config.diffusers_config else None,
-                         device=device or _device(config.device))
+    path = config.resolve_path(model.path)
+    try:
+        return DiffusersHost(path,
+                             config_dir=config.resolve_path(config.diffusers_config) if config.diffusers_config else None,
+                             device=device or _device(config.device))
+    except (ValueError, OSError) as e:
+        raise ConfigError([f"host_model ({model.name}, {path}): cannot load it: {e}"]) from None
 
 
 class _Progress:
@@ -59,8 +63,11 @@ class _Progress:
 
 
 def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host=None) -> dict[str, Any]:
+    import optuna
+
     from .runner import RunControl, Runner, RunOptions
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials
     host = host or make_host(config)
     control = RunControl()
     runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials), control)

@@ -23,6 +23,7 @@ import optuna
 from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder
 from .config import Payload, RunConfig
+from .errors import ConfigError
 from .hosts.base import GenerationJob, Host
 from .merging import MergeEngine
 from .planning import Planner, make_planner
@@ -67,7 +68,8 @@ class RunControl:
         return not self._resume.is_set()
 
     def wait_if_paused(self) -> None:
-        while not self._resume.wait(0.1):
+        # A bounded wait in a loop, not one unbounded wait, keeps Ctrl-C working in the main thread.
+        while not self._resume.wait(0.5):
             pass
 
 
@@ -79,13 +81,23 @@ class RunOptions:
     save_images: bool = True
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def file_hash(path: str | Path) -> str:
-    """A1111's short hash: the first 10 hex digits of the file's sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:10]
+    """A1111's short hash: the first 10 hex digits of the file's sha256.
+
+    Remembered per (path, size, mtime) for the life of the process: an SDXL checkpoint takes
+    seconds to hash, and a WebUI starts many runs on the same files."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()[:10]
+    return _HASHES[key]
 
 
 @dataclass
@@ -124,8 +136,6 @@ class Runner:
         return model_config, planner, study, folder, scorers, jobs
 
     def _scorers(self):
-        from .errors import ConfigError
-
         cfg = self.config
         scorers = build_scorers(cfg.absolute().scorers,
                                 models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
@@ -185,8 +195,6 @@ class Runner:
 
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""
-        from .errors import ConfigError
-
         problems = []
         samplers, schedulers = self.host.samplers(), self.host.schedulers()
         for i, p in enumerate(self.config.payloads):
@@ -208,8 +216,6 @@ class Runner:
                 prompt = expand(p.prompt, folder, p.seed)
                 negative = expand(p.negative_prompt, folder, p.seed + 1)
             except WildcardError as e:
-                from .errors import ConfigError
-
                 raise ConfigError([f"payloads[{i}]: {e}"]) from None
             jobs.append((p, GenerationJob(
                 prompt=prompt,

@@ -203,7 +203,7 @@ def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:
             except SpaceError as e:
                 problems.extend(e.problems)
     if not problems:
-        _apply_fixed_bounds(space, config, problems)
+        _check_fixed_bounds(space, config, problems)
     if problems:
         raise SpaceError(problems)
     return space
@@ -268,9 +268,11 @@ def _apply_strategy(space: SearchSpace, config: RunConfig, comp: str, where: str
         for item, keys in units:
             _claim(claims, hyper_name, keys, label)
             name = f"{comp}.{item}.{hyper_name}"
-            b = config.guide.bounds.get(name) or config.guide.bounds.get(hyper_name)
-            if b is not None and b.fixed is not None:
-                continue  # handled by _apply_fixed_bounds
+            own = config.guide.bounds.get(name)
+            if own is not None and own.fixed is not None:  # held at a value, not tuned
+                space.fixed.setdefault(hyper_name, {}).update({k: own.fixed for k in keys})
+                continue
+            b = own or config.guide.bounds.get(hyper_name)
             dist = make_distribution(f"guide.bounds.{name}", hyper, b)
             default = space.defaults.get(hyper_name)
             if not _inside(dist, default):
@@ -287,39 +289,13 @@ def _claim(claims: dict, hyper: str, keys: tuple[str, ...], label: str) -> None:
         claims[(hyper, key)] = label
 
 
-def _apply_fixed_bounds(space: SearchSpace, config: RunConfig, problems: list[str]) -> None:
-    """``guide.bounds.<generated name>: {fixed: v}`` holds that parameter's keys at ``v``."""
+def _check_fixed_bounds(space: SearchSpace, config: RunConfig, problems: list[str]) -> None:
+    """``fixed`` belongs on generated names; a hyperparameter held everywhere is ``merge.fixed``."""
     for name, b in config.guide.bounds.items():
         if b.fixed is None:
             continue
         if name in space.hypers:
             problems.append(f"guide.bounds.{name}.fixed: to hold a hyperparameter for every key "
                             f"use merge.fixed.{name}")
-            continue
-        hyper = name.rsplit(".", 1)[-1]
-        if "." not in name or hyper not in space.hypers:
+        elif "." not in name or name.rsplit(".", 1)[-1] not in space.hypers:
             problems.append(f"guide.bounds.{name}: not a hyperparameter or generated parameter name")
-    # Fixed generated parameters were skipped in _apply_strategy; record their keys now.
-    for comp, strategies in config.guide.components.items():
-        for i, s in enumerate(strategies):
-            if s.strategy == "none":
-                continue
-            _kind, items = _items(config, space.model_config, comp, s, f"guide.{comp}[{i}]")
-            for hyper in s.params or list(space.hypers):
-                for item, keys in _units_for_fixed(s, items):
-                    b = config.guide.bounds.get(f"{comp}.{item}.{hyper}")
-                    if b is not None and b.fixed is not None:
-                        space.fixed.setdefault(hyper, {}).update({k: b.fixed for k in keys})
-
-
-def _units_for_fixed(s: Strategy, items: dict[str, tuple[str, ...]]):
-    if s.strategy == "single":
-        return [("all", tuple(k for keys in items.values() for k in keys))]
-    if s.strategy == "group":
-        return [(g, tuple(k for n in items for k in items[n]
-                          if any(fnmatch.fnmatchcase(n, p) for p in pats)))
-                for g, pats in s.groups.items()]
-    if s.strategy == "select":
-        return [(n, keys) for n, keys in items.items()
-                if any(fnmatch.fnmatchcase(n, p) for p in s.patterns)]
-    return list(items.items())

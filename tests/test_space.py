@@ -88,6 +88,19 @@ def test_fixed_generated_parameter_is_held_not_tuned():
     assert values.default == 0.5  # weighted_sum's default for keys no strategy covers
 
 
+def test_none_strategy_on_selected_keys():
+    # none claims the keys it matches, so a second strategy over the same keys is a conflict
+    with pytest.raises(SpaceError, match="both claim"):
+        space_for({"vae": [{"strategy": "none", "items": "keys", "patterns": ["*.decoder.*"]},
+                           {"strategy": "single", "items": "keys"}]})
+    space = space_for({"vae": [{"strategy": "none", "items": "keys", "patterns": ["*.decoder.*"],
+                                "fixed": {"alpha": 1.0}},
+                               {"strategy": "select", "items": "keys", "patterns": ["*.encoder.*"]}]})
+    decoder = [k for k in component_keys("sd1-ldm", "vae") if ".decoder." in k]
+    assert decoder and all(space.fixed["alpha"][k] == 1.0 for k in decoder)
+    assert all(".encoder." in p.keys[0] for p in space.params)
+
+
 def test_none_strategy_fixed_values():
     space = space_for({"vae": [{"strategy": "none", "fixed": {"alpha": 0.0}}], "clip_l": ["single"]})
     v = space.hyper_values({"clip_l.all.alpha": 0.9})["alpha"]
