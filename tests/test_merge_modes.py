@@ -17,6 +17,7 @@ from sd_mecha.extensions import merge_methods
 from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError
 from sd_optim.merging import MergeEngine, MergeError
+from sd_optim.merging._engine import _NoProgress
 from sd_optim.planning import make_planner
 from sd_optim.recipes import RecipeError, recipe_text
 from sd_optim.tiny_models import TINY_SIZE
@@ -58,23 +59,6 @@ def merge_into_slot(host, config, params, engine=None):
         engine.apply(recipe, slot, planner.model_config)
         live = {k: slot[k].clone() for k in slot}
     return recipe, live
-
-
-class _NoProgress:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, *args, **kwargs):
-        pass
-
-    def set_postfix(self, *args, **kwargs):
-        pass
 
 
 def plain_merge(recipe) -> dict[str, torch.Tensor]:
