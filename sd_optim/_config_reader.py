@@ -1,0 +1,409 @@
+"""Reads plain YAML data into the run config dataclasses, collecting every problem.
+
+Each problem names its field path and the bad value (``payloads[2].steps: must be >= 1,
+got 0``), so a bad file reports everything at once and nothing runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    BASELINES,
+    ITEM_KINDS,
+    MEANS,
+    MODES,
+    ON_ERROR,
+    SAMPLERS,
+    STRATEGIES,
+    Bounds,
+    EarlyStopping,
+    Guide,
+    LoraInput,
+    MergeSettings,
+    ModelInput,
+    OptimizerSettings,
+    Payload,
+    RecipeSettings,
+    RunConfig,
+    ScorerSettings,
+    ScoringSettings,
+    Strategy,
+)
+
+
+class ConfigReader:
+    """Reads plain YAML data into the dataclasses, collecting every problem with its path."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+
+    def bad(self, path: str, message: str, value: Any = dataclasses.MISSING) -> None:
+        got = "" if value is dataclasses.MISSING else f", got {value!r}"
+        self.problems.append(f"{path}: {message}{got}")
+
+    # --- primitive readers ---------------------------------------------------------------
+
+    def mapping(self, path: str, value: Any, known: tuple[str, ...]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.bad(path, "must be a mapping", value)
+            return {}
+        for key in value:
+            if key not in known:
+                hint = _nearest(str(key), known)
+                self.bad(f"{path}.{key}" if path else str(key), f"unknown field{hint}")
+        return value
+
+    def str_(self, path: str, value: Any, default: str = "", choices=None) -> str:
+        if value is None or (value == "" and choices):
+            return default
+        if not isinstance(value, str):
+            self.bad(path, "must be a string", value)
+            return default
+        if choices and value not in choices:
+            self.bad(path, f"must be one of {', '.join(choices)}", value)
+            return default
+        return value
+
+    def num(self, path: str, value: Any, default, *, integer=False, minimum=None, maximum=None,
+            allow_none=False):
+        if value is None:
+            if not allow_none and default is None:
+                self.bad(path, "is required")
+            return default
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            self.bad(path, "must be an integer" if integer else "must be a number", value)
+            return default
+        if not integer and not math.isfinite(value):
+            self.bad(path, "must be finite", value)
+            return default
+        if minimum is not None and value < minimum:
+            self.bad(path, f"must be >= {minimum}", value)
+            return default
+        if maximum is not None and value > maximum:
+            self.bad(path, f"must be <= {maximum}", value)
+            return default
+        return value
+
+    def bool_(self, path: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.bad(path, "must be true or false", value)
+            return default
+        return value
+
+    def str_list(self, path: str, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            self.bad(path, "must be a list of strings", value)
+            return []
+        return list(value)
+
+    def list_(self, path: str, value: Any) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.bad(path, "must be a list", value)
+            return []
+        return value
+
+    def plain_dict(self, path: str, value: Any) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            self.bad(path, "must be a mapping with string keys", value)
+            return {}
+        return dict(value)
+
+    # --- sections ------------------------------------------------------------------------
+
+    def run_config(self, data: Any, base_dir: str) -> RunConfig:
+        top = self.mapping("", data, tuple(f.name for f in dataclasses.fields(RunConfig)
+                                           if f.name != "base_dir") + ("name",))
+        if data is not None and not isinstance(data, dict):
+            return RunConfig(models=[], payloads=[], scorers=[])
+        mode = self.str_("mode", top.get("mode"), "merge", MODES)
+        models = self.models(top.get("models"), mode)
+        names = [m.name for m in models]
+        cfg = RunConfig(
+            models=models,
+            payloads=self.payloads(top.get("payloads")),
+            scorers=self.scorers(top.get("scorers")),
+            mode=mode,
+            loras=self.loras(top.get("loras"), names),
+            base_model=self.model_name("base_model", top.get("base_model"), names),
+            host_model=self.model_name("host_model", top.get("host_model"), names),
+            diffusers_config=self.str_("diffusers_config", top.get("diffusers_config")),
+            merge=self.merge(top.get("merge"), mode),
+            recipe=self.recipe(top.get("recipe"), mode),
+            guide=self.guide(top.get("guide")),
+            wildcards_dir=self.str_("wildcards_dir", top.get("wildcards_dir")),
+            scoring=self.scoring(top.get("scoring")),
+            optimizer=self.optimizer(top.get("optimizer")),
+            output_dir=self.str_("output_dir", top.get("output_dir"), "runs"),
+            models_dir=self.str_("models_dir", top.get("models_dir")),
+            device=self.str_("device", top.get("device"), "auto"),
+            base_dir=base_dir,
+        )
+        if top.get("name") is not None:
+            cfg.optimizer.study = self.str_("name", top.get("name"))
+        if not cfg.host_model and cfg.models:
+            cfg.host_model = cfg.models[0].name
+        for i, lora in enumerate(cfg.loras):
+            if not lora.apply_to and cfg.models:
+                lora.apply_to = cfg.models[0].name
+        self.check_scorer_filters(cfg)
+        if mode == "merge" and len(cfg.merge_inputs()) < 1:
+            self.bad("models", "merge mode needs at least two models (one may be base_model)",
+                     [m.path for m in models])
+        return cfg
+
+    def models(self, value: Any, mode: str) -> list[ModelInput]:
+        out: list[ModelInput] = []
+        items = self.list_("models", value)
+        if mode == "merge" and len(items) < 2:
+            self.bad("models", "merge mode needs at least two checkpoints", value)
+        for i, item in enumerate(items):
+            path = f"models[{i}]"
+            if isinstance(item, str):
+                item = {"path": item}
+            d = self.mapping(path, item, ("path", "name"))
+            p = self.str_(f"{path}.path", d.get("path"))
+            if not p:
+                self.bad(f"{path}.path", "is required")
+            name = self.str_(f"{path}.name", d.get("name")) or Path(p).stem
+            if name in [m.name for m in out]:
+                self.bad(f"{path}.name", "duplicates another model's name (set name: to tell them apart)", name)
+            out.append(ModelInput(path=p, name=name))
+        return out
+
+    def model_name(self, path: str, value: Any, names: list[str]) -> str:
+        name = self.str_(path, value)
+        if name and name not in names:
+            self.bad(path, f"must name one of the models ({', '.join(names)})", name)
+            return ""
+        return name
+
+    def loras(self, value: Any, names: list[str]) -> list[LoraInput]:
+        out = []
+        for i, item in enumerate(self.list_("loras", value)):
+            path = f"loras[{i}]"
+            d = self.mapping(path, {"path": item} if isinstance(item, str) else item,
+                             ("path", "apply_to", "strength"))
+            p = self.str_(f"{path}.path", d.get("path"))
+            if not p:
+                self.bad(f"{path}.path", "is required")
+            out.append(LoraInput(
+                path=p,
+                apply_to=self.model_name(f"{path}.apply_to", d.get("apply_to"), names),
+                strength=self.num(f"{path}.strength", d.get("strength"), 1.0),
+            ))
+        return out
+
+    def merge(self, value: Any, mode: str) -> MergeSettings:
+        d = self.mapping("merge", value, ("method", "fixed"))
+        method = self.str_("merge.method", d.get("method"), "weighted_sum")
+        fixed = self.plain_dict("merge.fixed", d.get("fixed"))
+        for k, x in fixed.items():
+            if isinstance(x, bool) or not isinstance(x, (int, float, str)) and x is not None:
+                self.bad(f"merge.fixed.{k}", "must be a number, string or null", x)
+        return MergeSettings(method=method, fixed=fixed)
+
+    def recipe(self, value: Any, mode: str) -> RecipeSettings:
+        d = self.mapping("recipe", value, ("path",))
+        p = self.str_("recipe.path", d.get("path"))
+        if mode == "recipe" and not p:
+            self.bad("recipe.path", "recipe mode needs a .mecha file")
+        return RecipeSettings(path=p)
+
+    def guide(self, value: Any) -> Guide:
+        if value is None:
+            return Guide()
+        if not isinstance(value, dict):
+            self.bad("guide", "must be a mapping", value)
+            return Guide()
+        g = Guide()
+        for comp, strategies in value.items():
+            if comp == "bounds":
+                for name, b in self.plain_dict("guide.bounds", strategies).items():
+                    g.bounds[name] = self.bounds(f"guide.bounds.{name}", b)
+            elif comp == "blocks":
+                g.blocks = self.str_("guide.blocks", strategies)
+            elif comp == "recipe":
+                d = self.mapping("guide.recipe", strategies, ("include", "exclude"))
+                g.recipe_include = self.str_list("guide.recipe.include", d.get("include")) or ["*"]
+                g.recipe_exclude = self.str_list("guide.recipe.exclude", d.get("exclude"))
+            else:
+                items = strategies if isinstance(strategies, list) else [strategies]
+                g.components[str(comp)] = [
+                    self.strategy(f"guide.{comp}[{i}]", s) for i, s in enumerate(items)
+                ]
+        return g
+
+    def strategy(self, path: str, value: Any) -> Strategy:
+        if isinstance(value, str):
+            value = {"strategy": value}
+        d = self.mapping(path, value, ("strategy", "items", "patterns", "groups", "params", "fixed"))
+        kind = self.str_(f"{path}.strategy", d.get("strategy"), "", STRATEGIES)
+        if not d.get("strategy"):
+            self.bad(f"{path}.strategy", f"is required (one of {', '.join(STRATEGIES)})")
+        s = Strategy(
+            strategy=kind,
+            items=self.str_(f"{path}.items", d.get("items"), "", ITEM_KINDS),
+            patterns=self.str_list(f"{path}.patterns", d.get("patterns")),
+            params=self.str_list(f"{path}.params", d.get("params")),
+            fixed=self.plain_dict(f"{path}.fixed", d.get("fixed")),
+        )
+        groups = self.plain_dict(f"{path}.groups", d.get("groups"))
+        for name, pats in groups.items():
+            s.groups[name] = self.str_list(f"{path}.groups.{name}", pats)
+            if not s.groups[name]:
+                self.bad(f"{path}.groups.{name}", "needs at least one pattern", pats)
+        if kind == "select" and not s.patterns:
+            self.bad(f"{path}.patterns", "select needs at least one pattern")
+        if kind == "group" and not s.groups:
+            self.bad(f"{path}.groups", "group needs at least one named group")
+        if kind != "group" and s.groups:
+            self.bad(f"{path}.groups", f"only the group strategy takes groups (this is {kind!r})")
+        if kind != "none" and s.fixed:
+            self.bad(f"{path}.fixed", "only the none strategy takes fixed values; use guide.bounds")
+        return s
+
+    def bounds(self, path: str, value: Any) -> Bounds:
+        if not isinstance(value, dict):  # a bare value fixes the parameter
+            return Bounds(fixed=value)
+        d = self.mapping(path, value, ("low", "high", "log", "step", "choices", "fixed"))
+        b = Bounds(
+            low=self.num(f"{path}.low", d.get("low"), None, allow_none=True),
+            high=self.num(f"{path}.high", d.get("high"), None, allow_none=True),
+            log=self.bool_(f"{path}.log", d.get("log"), False),
+            step=self.num(f"{path}.step", d.get("step"), None, allow_none=True),
+            choices=self.list_(f"{path}.choices", d.get("choices")) or None,
+            fixed=d.get("fixed"),
+        )
+        if b.low is not None and b.high is not None and b.low >= b.high:
+            self.bad(f"{path}.high", f"must be greater than low ({b.low})", b.high)
+        if b.log and b.low is not None and b.low <= 0:
+            self.bad(f"{path}.low", "must be > 0 with log: true", b.low)
+        if b.step is not None and b.step <= 0:
+            self.bad(f"{path}.step", "must be > 0", b.step)
+        if b.step is not None and b.log:
+            self.bad(f"{path}.step", "cannot be combined with log: true", b.step)
+        return b
+
+    def payloads(self, value: Any) -> list[Payload]:
+        items = self.list_("payloads", value)
+        if not items:
+            self.bad("payloads", "at least one prompt set is required")
+        out: list[Payload] = []
+        known = tuple(f.name for f in dataclasses.fields(Payload))
+        for i, item in enumerate(items):
+            p = f"payloads[{i}]"
+            d = self.mapping(p, item, known)
+            prompt = self.str_(f"{p}.prompt", d.get("prompt"))
+            if not prompt:
+                self.bad(f"{p}.prompt", "is required")
+            name = self.str_(f"{p}.name", d.get("name")) or f"set{i}"
+            if name in [x.name for x in out]:
+                self.bad(f"{p}.name", "duplicates another prompt set's name", name)
+            width = self.num(f"{p}.width", d.get("width"), 512, integer=True, minimum=8)
+            height = self.num(f"{p}.height", d.get("height"), 512, integer=True, minimum=8)
+            for dim, val in (("width", width), ("height", height)):
+                if val % 8:
+                    self.bad(f"{p}.{dim}", "must be a multiple of 8", val)
+            out.append(Payload(
+                name=name,
+                prompt=prompt,
+                negative_prompt=self.str_(f"{p}.negative_prompt", d.get("negative_prompt")),
+                seed=self.num(f"{p}.seed", d.get("seed"), 0, integer=True, minimum=0),
+                steps=self.num(f"{p}.steps", d.get("steps"), 20, integer=True, minimum=1, maximum=1000),
+                cfg_scale=self.num(f"{p}.cfg_scale", d.get("cfg_scale"), 7.0, minimum=0),
+                sampler=self.str_(f"{p}.sampler", d.get("sampler"), "Euler a"),
+                scheduler=self.str_(f"{p}.scheduler", d.get("scheduler"), "Automatic"),
+                width=width,
+                height=height,
+                batch_size=self.num(f"{p}.batch_size", d.get("batch_size"), 1, integer=True, minimum=1),
+                weight=self.num(f"{p}.weight", d.get("weight"), 1.0, minimum=0),
+                scorers=self.str_list(f"{p}.scorers", d.get("scorers")),
+            ))
+        return out
+
+    def scorers(self, value: Any) -> list[ScorerSettings]:
+        items = self.list_("scorers", value)
+        if not items:
+            self.bad("scorers", "at least one scorer is required")
+        out = []
+        for i, item in enumerate(items):
+            p = f"scorers[{i}]"
+            d = self.mapping(p, {"name": item} if isinstance(item, str) else item,
+                             ("name", "weight", "options"))
+            name = self.str_(f"{p}.name", d.get("name"))
+            if not name:
+                self.bad(f"{p}.name", "is required")
+            if name and name in [s.name for s in out]:
+                self.bad(f"{p}.name", "is listed twice; each scorer may appear once", name)
+            out.append(ScorerSettings(
+                name=name,
+                weight=self.num(f"{p}.weight", d.get("weight"), 1.0, minimum=0),
+                options=self.plain_dict(f"{p}.options", d.get("options")),
+            ))
+        return out
+
+    def check_scorer_filters(self, cfg: RunConfig) -> None:
+        names = [s.name for s in cfg.scorers]
+        for i, p in enumerate(cfg.payloads):
+            for j, s in enumerate(p.scorers):
+                if s not in names:
+                    self.bad(f"payloads[{i}].scorers[{j}]",
+                             f"must name a configured scorer ({', '.join(names)})", s)
+
+    def scoring(self, value: Any) -> ScoringSettings:
+        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean"))
+        return ScoringSettings(
+            scorer_mean=self.str_("scoring.scorer_mean", d.get("scorer_mean"), "arithmetic", MEANS),
+            payload_mean=self.str_("scoring.payload_mean", d.get("payload_mean"), "arithmetic", MEANS),
+        )
+
+    def optimizer(self, value: Any) -> OptimizerSettings:
+        known = tuple(f.name for f in dataclasses.fields(OptimizerSettings))
+        d = self.mapping("optimizer", value, known)
+        es = self.mapping("optimizer.early_stopping", d.get("early_stopping"),
+                          ("patience", "min_improvement"))
+        baseline = self.str_list("optimizer.baseline", d.get("baseline"))
+        for i, b in enumerate(baseline):
+            if b not in BASELINES:
+                self.bad(f"optimizer.baseline[{i}]", f"must be one of {', '.join(BASELINES)}", b)
+        return OptimizerSettings(
+            sampler=self.str_("optimizer.sampler", d.get("sampler"), "tpe", SAMPLERS),
+            sampler_options=self.plain_dict("optimizer.sampler_options", d.get("sampler_options")),
+            trials=self.num("optimizer.trials", d.get("trials"), 20, integer=True, minimum=1),
+            seed=self.num("optimizer.seed", d.get("seed"), None, integer=True, minimum=0, allow_none=True),
+            storage=self.str_("optimizer.storage", d.get("storage")),
+            study=self.str_("optimizer.study", d.get("study")),
+            early_stopping=EarlyStopping(
+                patience=self.num("optimizer.early_stopping.patience", es.get("patience"), 0,
+                                  integer=True, minimum=0),
+                min_improvement=self.num("optimizer.early_stopping.min_improvement",
+                                         es.get("min_improvement"), 0.0, minimum=0),
+            ),
+            baseline=[b for b in baseline if b in BASELINES],
+            score_inputs=self.bool_("optimizer.score_inputs", d.get("score_inputs"), False),
+            on_trial_error=self.str_("optimizer.on_trial_error", d.get("on_trial_error"),
+                                     "continue", ON_ERROR),
+        )
+
+
+def _nearest(word: str, options) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
