@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -57,3 +58,22 @@ def check_inputs(config: RunConfig, model_config: str) -> None:
         problems.append(f"recipe.path: no such file, got {config.recipe.path!r}")
     if problems:
         raise ConfigError(problems)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: str | Path) -> str:
+    """A1111's short hash: the first 10 hex digits of the file's sha256.
+
+    Remembered per (path, size, mtime) for the life of the process: an SDXL checkpoint takes
+    seconds to hash, and a WebUI starts many runs on the same files."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()[:10]
+    return _HASHES[key]

@@ -8,14 +8,12 @@ set of images; the host's slot restores the original weights on every exit path.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,6 +23,7 @@ from .artifacts import ArtifactWriter, RunFolder
 from .config import Payload, RunConfig
 from .errors import ConfigError
 from .hosts.base import GenerationJob, Host
+from .inputs import file_hash
 from .merging import MergeEngine
 from .planning import Planner, make_planner
 from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
@@ -79,25 +78,6 @@ class RunOptions:
     fork: str = ""  # the name of the study whose parameter sets seed a new one
     trials: int | None = None  # overrides optimizer.trials
     save_images: bool = True
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_hash(path: str | Path) -> str:
-    """A1111's short hash: the first 10 hex digits of the file's sha256.
-
-    Remembered per (path, size, mtime) for the life of the process: an SDXL checkpoint takes
-    seconds to hash, and a WebUI starts many runs on the same files."""
-    st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()[:10]
-    return _HASHES[key]
 
 
 @dataclass

@@ -274,3 +274,17 @@ def test_trial_limit_can_change_during_a_run(sd1_host, cfg):
         final = event
     assert final.reason == "completed" and final.trials == 2
     assert [e.kind for e in runner.history].count("TrialFinished") == 2
+
+
+def test_host_interrupt_stops_the_run(sd1_host, cfg, tiny_sd1_paths):
+    runner = Runner(cfg(), sd1_host)
+    events = []
+    for event in runner.events():
+        events.append(event)
+        if isinstance(event, ev.TrialMerged):
+            sd1_host.interrupt()  # the host's own Interrupt (the WebUI button, the app's Stop)
+    last = [e for e in events if isinstance(e, ev.TrialFinished)][-1]
+    assert (last.number, last.state, last.reason) == (0, "FAIL", "interrupted")
+    assert events[-1].reason == "interrupted"
+    assert_original(sd1_host, tiny_sd1_paths[0])
+    assert run(cfg(optimizer={"study": "after"}), sd1_host).reason == "completed"  # not sticky

@@ -7,7 +7,6 @@ pipeline's live parameters under the checkpoint's own key names (see ``diffusers
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -20,6 +19,7 @@ import torch
 
 from sd_optim.hosts import diffusers_keymap as km
 from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
+from sd_optim.inputs import file_hash
 
 _ABSENT = object()
 
@@ -256,7 +256,6 @@ class DiffusersHost(Host):
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self._lock = threading.Lock()
         self._interrupt = threading.Event()
-        self._short_hash: str | None = None
         self._build_key_tables(file_keys)
 
     # --- key tables ---------------------------------------------------------------------------
@@ -348,14 +347,8 @@ class DiffusersHost(Host):
         return self._device
 
     def short_hash(self) -> str:
-        """First 10 hex digits of the file's sha256 (A1111's shorthash), computed once."""
-        if self._short_hash is None:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._short_hash = h.hexdigest()[:10]
-        return self._short_hash
+        """First 10 hex digits of the file's sha256 (A1111's shorthash)."""
+        return file_hash(self.path)
 
     def checkpoints(self) -> list[CheckpointRef]:
         short = self.short_hash()
@@ -366,6 +359,7 @@ class DiffusersHost(Host):
     def open_slot(self) -> Iterator[DiffusersSlot]:
         if not self._lock.acquire(blocking=False):
             raise RuntimeError("a slot is already open on this host")
+        self._interrupt.clear()  # an interrupt belongs to the run it stopped, not to the next one
         slot = DiffusersSlot(self)
         try:
             yield slot
@@ -405,7 +399,6 @@ class DiffusersHost(Host):
 
     def generate(self, job: GenerationJob,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[GeneratedImage]:
-        self._interrupt.clear()
         self.pipe.scheduler = make_scheduler(job.sampler, job.scheduler, self._base_scheduler_config)
         for i in range(job.n_images):
             if should_stop() or self.interrupted():
