@@ -288,3 +288,12 @@ def test_host_interrupt_stops_the_run(sd1_host, cfg, tiny_sd1_paths):
     assert events[-1].reason == "interrupted"
     assert_original(sd1_host, tiny_sd1_paths[0])
     assert run(cfg(optimizer={"study": "after"}), sd1_host).reason == "completed"  # not sticky
+
+
+def test_shared_storage_url_lets_a_second_worker_continue_the_study(sd1_host, cfg, tmp_path):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first = run(cfg(optimizer={"storage": url, "trials": 2}), sd1_host)
+    second = run(cfg(optimizer={"storage": url, "trials": 2}), sd1_host, resume="s")  # another worker
+    study = optuna.load_study(study_name="s", storage=url)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert first.run_dir == second.run_dir and not (tmp_path / "runs" / "s" / "study.db").exists()
