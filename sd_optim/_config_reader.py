@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class ConfigReader:
             optimizer=self.optimizer(top.get("optimizer")),
             output_dir=self.str_("output_dir", top.get("output_dir"), "runs"),
             models_dir=self.str_("models_dir", top.get("models_dir")),
-            device=self.str_("device", top.get("device"), "auto"),
+            device=self.device(top.get("device")),
             base_dir=base_dir,
         )
         if top.get("name") is not None:
@@ -263,7 +264,8 @@ class ConfigReader:
             items=self.str_(f"{path}.items", d.get("items"), "", ITEM_KINDS),
             patterns=self.str_list(f"{path}.patterns", d.get("patterns")),
             params=self.str_list(f"{path}.params", d.get("params")),
-            fixed=self.plain_dict(f"{path}.fixed", d.get("fixed")),
+            fixed={k: self.num(f"{path}.fixed.{k}", v, None)
+                   for k, v in self.plain_dict(f"{path}.fixed", d.get("fixed")).items()},
         )
         groups = self.plain_dict(f"{path}.groups", d.get("groups"))
         for name, pats in groups.items():
@@ -280,18 +282,30 @@ class ConfigReader:
             self.bad(f"{path}.fixed", "only the none strategy takes fixed values; use guide.bounds")
         return s
 
+    def device(self, value: Any) -> str:
+        device = self.str_("device", value, "auto")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            self.bad("device", "must be auto, cpu, cuda, cuda:N or mps", device)
+            return "auto"
+        return device
+
     def bounds(self, path: str, value: Any) -> Bounds:
         if not isinstance(value, dict):  # a bare value fixes the parameter
-            return Bounds(fixed=value)
+            return Bounds(fixed=self.num(path, value, None, allow_none=True))
         d = self.mapping(path, value, ("low", "high", "log", "step", "choices", "fixed"))
+        choices = self.list_(f"{path}.choices", d.get("choices")) or None
+        for i, c in enumerate(choices or []):
+            self.num(f"{path}.choices[{i}]", c, None)
         b = Bounds(
             low=self.num(f"{path}.low", d.get("low"), None, allow_none=True),
             high=self.num(f"{path}.high", d.get("high"), None, allow_none=True),
             log=self.bool_(f"{path}.log", d.get("log"), False),
             step=self.num(f"{path}.step", d.get("step"), None, allow_none=True),
-            choices=self.list_(f"{path}.choices", d.get("choices")) or None,
-            fixed=d.get("fixed"),
+            choices=choices,
+            fixed=self.num(f"{path}.fixed", d.get("fixed"), None, allow_none=True),
         )
+        if b.log and b.low is None:
+            self.bad(f"{path}.low", "log: true needs an explicit low > 0")
         if b.low is not None and b.high is not None and b.low >= b.high:
             self.bad(f"{path}.high", f"must be greater than low ({b.low})", b.high)
         if b.log and b.low is not None and b.low <= 0:

@@ -18,12 +18,16 @@ def _device(requested: str) -> str:
 
     if requested in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError([f"device: no CUDA device is available here, got {requested!r}"])
     return requested
 
 
 def make_host(config, device: str | None = None):
     from .hosts.diffusers_host import DiffusersHost
+    from .inputs import check_files
 
+    check_files(config)  # a missing or unsupported file is named as such, not as a load failure
     model = config.model_by_name(config.host_model) if config.host_model else None
     if model is None:
         raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])

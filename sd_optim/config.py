@@ -201,7 +201,8 @@ class RunConfig:
 
 
 def _prune(d: dict) -> dict:
-    return {k: v for k, v in d.items() if v not in (None, False)}
+    # by identity: 0 and 0.0 are real bounds and fixed values (0 == False)
+    return {k: v for k, v in d.items() if v is not None and v is not False}
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -36,26 +36,35 @@ def infer_model_config(path: Path) -> str | None:
     return best if best_score >= 0.1 else None
 
 
-def check_inputs(config: RunConfig, model_config: str) -> None:
+def check_files(config: RunConfig) -> None:
+    """Every input file exists and is a format we load; before any model is loaded."""
     problems = []
     for i, m in enumerate(config.models):
         path = config.resolve_path(m.path)
         if not path.is_file():
             problems.append(f"models[{i}].path: no such file, got {str(path)!r}")
-            continue
-        if path.suffix != ".safetensors":
+        elif path.suffix != ".safetensors":
             problems.append(f"models[{i}].path: only .safetensors checkpoints are supported, got {str(path)!r}")
-            continue
-        found = infer_model_config(path)
-        if found != model_config:
-            problems.append(
-                f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "
-                f"model is {model_config}; all checkpoints must share one architecture (no SD1/SDXL mix)")
     for i, lo in enumerate(config.loras):
         if not config.resolve_path(lo.path).is_file():
             problems.append(f"loras[{i}].path: no such file, got {lo.path!r}")
     if config.mode == "recipe" and not config.resolve_path(config.recipe.path).is_file():
         problems.append(f"recipe.path: no such file, got {config.recipe.path!r}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_inputs(config: RunConfig, model_config: str) -> None:
+    """:func:`check_files`, and every checkpoint has the loaded model's architecture."""
+    check_files(config)
+    problems = []
+    for i, m in enumerate(config.models):
+        path = config.resolve_path(m.path)
+        found = infer_model_config(path)
+        if found != model_config:
+            problems.append(
+                f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "
+                f"model is {model_config}; all checkpoints must share one architecture (no SD1/SDXL mix)")
     if problems:
         raise ConfigError(problems)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sd_mecha
@@ -19,7 +20,7 @@ from sd_mecha.serialization import SerializerVisitor
 
 from .config import ModelInput, RunConfig
 from .errors import SpaceError
-from .graph import rebuild
+from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
 from .recipes import model_node, recipe_text
 from .space import ParamSpec, SearchSpace, make_distribution
@@ -85,6 +86,8 @@ def find_sites(recipe: RecipeNode) -> list[Site]:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         continue
                     name = f"{ref}.{pname}" if singleton else f"{ref}.{pname}[{key}]"
+                    if any(s.name == name for s in sites):  # e.g. literal(0.3) | 0.6: two scalars
+                        name = f"{ref}.{pname}[default]"
                     sites.append(Site(name, ref, node.merge_method.identifier, pname, hyper.kind,
                                       id(lit), key, value))
     return sites
@@ -119,6 +122,18 @@ class RecipePlanner:
                 problems.extend(e.problems)
                 continue
             params.append(ParamSpec(s.name, s.param, "", s.name, (), dist, s.value))
+        known = {s.name for s in self.sites} | {s.param for s in self.sites}
+        for name in config.guide.bounds:
+            if name not in known:
+                problems.append(f"guide.bounds.{name}: not a site or parameter name of {path.name} "
+                                f"(sites: {', '.join(s.name for s in self.sites) or 'none'})")
+        if not params and not problems:
+            problems.append(f"guide.recipe: no site of {path.name} to tune (sites: "
+                            f"{', '.join(s.name for s in self.sites) or 'none'}; include: "
+                            f"{config.guide.recipe_include}, exclude: {config.guide.recipe_exclude})")
+        missing = [str(p) for p in model_paths(self.source) if not Path(p).is_file()]
+        if missing:
+            problems.append(f"recipe.path: {path.name} uses models that do not exist: {', '.join(missing)}")
         if problems:
             raise SpaceError(problems)
         self.space = SearchSpace(model_config, {}, params)
@@ -127,7 +142,10 @@ class RecipePlanner:
         self._text = text
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"recipe": recipe_text(self.source), "fixed": self._fixed}
+        from .inputs import file_hash
+
+        return {"recipe": recipe_text(self.source), "fixed": self._fixed,
+                "recipe_models": [file_hash(p) for p in model_paths(self.source)]}
 
     def recipe(self, params: dict[str, Any]):
         values = {**self._fixed, **params}

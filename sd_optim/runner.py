@@ -112,7 +112,7 @@ class Runner:
         self._check_payloads()
         scorers = self._scorers()
         jobs = self._jobs()
-        study, folder = self._open_study(planner, model_config)
+        study, folder = self._open_study(planner, model_config, jobs)
         return model_config, planner, study, folder, scorers, jobs
 
     def _scorers(self):
@@ -125,42 +125,54 @@ class Runner:
             raise ConfigError(problems)
         return scorers
 
-    def _fingerprint(self, planner: Planner, model_config: str, hashes: dict[str, str]) -> dict[str, Any]:
-        """What makes two runs' trials comparable: resuming refuses when any of it differs."""
+    def _fingerprint(self, planner: Planner, model_config: str, hashes: dict[str, str],
+                     jobs: list[tuple[Payload, GenerationJob]]) -> dict[str, Any]:
+        """What makes two runs' trials comparable: resuming refuses when any of it differs.
+
+        Files enter by content hash, not path; prompts as expanded (wildcards included)."""
         cfg = self.config
         return {
             "mode": cfg.mode,
             "model_config": model_config,
-            "models": {m.name: hashes[m.name] for m in cfg.models},
+            "models": [[m.name, hashes[m.name]] for m in cfg.models],  # order gives the roles
             "base_model": cfg.base_model,
+            "host_model": cfg.host_model,
+            "device": self.host.device.type,
             "loras": [[lo.apply_to, file_hash(cfg.resolve_path(lo.path)), lo.strength] for lo in cfg.loras],
             **planner.fingerprint(),
             "space": planner.space.fingerprint(),
-            "payloads": [_payload_fp(p) for p in cfg.payloads],
-            "scorers": [[s.name, s.weight, s.options] for s in cfg.scorers],
+            "payloads": [_payload_fp(p, job) for p, job in jobs],
+            "scorers": [[s.name, s.weight, s.options] for s in cfg.absolute().scorers],
             "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean],
         }
 
-    def _open_study(self, planner: Planner, model_config: str):
-        cfg = self.config
+    def _open_study(self, planner: Planner, model_config: str, jobs):
+        cfg, opt = self.config, self.config.optimizer
+        distributions = planner.space.distributions()
+        seed = opt.seed
+        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
-        name = self.options.resume or study_name(cfg.optimizer.study, planner.label,
-                                                 [m.name for m in cfg.models])
+        name = self.options.resume or study_name(opt.study, planner.label, [m.name for m in cfg.models])
         out = cfg.resolve_path(cfg.output_dir)
         folder = RunFolder(out / name)
-        storage = storage_url(cfg.optimizer.storage, folder.path)
+        if out.exists() and not out.is_dir():
+            raise ConfigError([f"output_dir: not a folder, got {str(out)!r}"])
+        if self.options.resume and not opt.storage and not (folder.path / "study.db").exists():
+            known = sorted(d.name for d in out.glob("*") if (d / "study.db").exists()) if out.is_dir() else []
+            raise ConfigError([(f"--resume: no study named {name!r} in {out} "
+                               f"(studies: {', '.join(known) or 'none'})")])
+        if not opt.storage:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        storage = storage_url(opt.storage, folder.path)
         fork_storage = storage_url("", out / self.options.fork) \
-            if self.options.fork and not cfg.optimizer.storage else ""
-        distributions = planner.space.distributions()
-        opt = cfg.optimizer
-        study = open_study(name=name, storage=storage,
-                           sampler=make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions),
-                           fingerprint=self._fingerprint(planner, model_config, hashes),
+            if self.options.fork and not opt.storage else ""
+        study = open_study(name=name, storage=storage, sampler=sampler,
+                           fingerprint=self._fingerprint(planner, model_config, hashes, jobs),
                            resume=bool(self.options.resume), fork_from=self.options.fork,
-                           fork_storage=fork_storage)
-        if self.options.resume and opt.seed is not None:
+                           fork_storage=fork_storage, distributions=distributions)
+        if self.options.resume and seed is not None:
             # the same seed again would replay the first session's parameter sets
-            study.sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed + len(study.trials),
+            study.sampler = make_sampler(opt.sampler, opt.sampler_options, seed + len(study.trials),
                                          distributions)
         study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
                                                          "hash": hashes[m.name]} for m in cfg.models})
@@ -230,7 +242,10 @@ class Runner:
         try:
             with self.host.open_slot() as slot:
                 if self.config.optimizer.score_inputs and not self.options.resume:
-                    yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
+                    try:
+                        yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
+                    except (RunStopped, ScoringStopped):
+                        pass  # the loop below sees the stop and ends the run as "stopped"
                 while ran < (self.control.trial_limit or limit):
                     self.control.wait_if_paused()
                     if self.should_stop():
@@ -301,22 +316,18 @@ class Runner:
                 {p.name: p.weight for p in self.config.payloads},
                 self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
         except (RunStopped, ScoringStopped):
-            reason = self.control.stop_reason
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            finished = ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings,
-                                        reason=reason)
+            finished = self._fail(study, trial, params, timings, self.control.stop_reason)
             yield self._emit(finished)
             return finished
         except Exception as e:  # noqa: BLE001 - the per-trial boundary: fail the trial, go on
-            reason = f"{type(e).__name__}: {e}"
-            log.warning("trial %d failed: %s\n%s", trial.number, reason, traceback.format_exc())
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            finished = ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings,
-                                        reason=reason)
+            log.warning("trial %d failed: %s\n%s", trial.number, e, traceback.format_exc())
+            finished = self._fail(study, trial, params, timings, f"{type(e).__name__}: {e}")
             yield self._emit(finished)
             return finished
+        except BaseException as e:  # the run itself ends (consumer gone, Ctrl-C): no trial stays RUNNING
+            reason = "stopped" if isinstance(e, GeneratorExit) else f"interrupted ({type(e).__name__})"
+            self._emit(self._fail(study, trial, params, timings, reason))
+            raise
         for k, v in timings.items():
             trial.set_user_attr(f"seconds_{k}", round(v, 4))
         trial.set_user_attr("per_payload", per_payload)
@@ -325,6 +336,11 @@ class Runner:
                                     per_scorer, timings)
         yield self._emit(finished)
         return finished
+
+    def _fail(self, study, trial, params, timings, reason: str) -> ev.TrialFinished:
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings, reason=reason)
 
     def _generate_and_score(self, number, params, scorers, jobs, timings):
         per_payload: dict[str, dict[str, list[float]]] = {}
@@ -366,8 +382,8 @@ class Runner:
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
 
 
-def _payload_fp(p: Payload) -> list[Any]:
-    return [p.name, p.prompt, p.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
+def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
+    return [p.name, job.prompt, job.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
             p.scheduler, p.width, p.height, p.batch_size, p.weight, sorted(p.scorers)]
 
 

@@ -21,7 +21,9 @@ Recipe mode names its sites by the node's index in the serialized recipe: ``&7.a
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,7 @@ class SearchSpace:
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyper -> key -> value
     defaults: dict[str, Any] = field(default_factory=dict)  # hyper -> value for unclaimed keys
     notes: list[str] = field(default_factory=list)
+    fixed_names: list[str] = field(default_factory=list)  # generated names held by guide.bounds
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return {p.name: p.distribution for p in self.params}
@@ -72,8 +75,18 @@ class SearchSpace:
     def describe(self) -> list[str]:
         return [f"{p.name}  {_describe(p.distribution)}  ({len(p.keys)} keys)" for p in self.params]
 
-    def fingerprint(self) -> dict[str, str]:
-        return {p.name: _describe(p.distribution) for p in self.params}
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that decides what a parameter set means: names, ranges, the keys each
+        parameter covers, and the values held fixed."""
+        def digest(keys) -> str:
+            return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+
+        return {
+            "params": {p.name: f"{_describe(p.distribution)} keys:{digest(p.keys)}" for p in self.params},
+            "fixed": {h: {f"{v!r}": digest(k for k, x in kv.items() if x == v) for v in set(kv.values())}
+                      for h, kv in sorted(self.fixed.items())},
+            "defaults": {h: repr(v) for h, v in sorted(self.defaults.items())},
+        }
 
     def hyper_values(self, params: dict[str, Any]) -> dict[str, Any]:
         """Trial params -> per hyperparameter a scalar or a :class:`PerKey`."""
@@ -203,7 +216,7 @@ def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:
             except SpaceError as e:
                 problems.extend(e.problems)
     if not problems:
-        _check_fixed_bounds(space, config, problems)
+        _check_bounds_names(space, config, problems)
     if problems:
         raise SpaceError(problems)
     return space
@@ -216,7 +229,10 @@ def _items(config: RunConfig, model_config: str, comp: str, strategy: Strategy, 
     if kind == "blocks":
         if not block_config:
             raise SpaceError([f"{where}.items: {model_config} has no block config; use items: keys"])
-        return kind, blocks_mod.component_blocks(block_config, model_config, comp)
+        try:
+            return kind, blocks_mod.component_blocks(block_config, model_config, comp)
+        except ValueError as e:
+            raise SpaceError([f"guide.blocks: {e}, got {block_config!r}"]) from None
     return kind, {k: (k,) for k in blocks_mod.component_keys(model_config, comp)}
 
 
@@ -271,6 +287,7 @@ def _apply_strategy(space: SearchSpace, config: RunConfig, comp: str, where: str
             own = config.guide.bounds.get(name)
             if own is not None and own.fixed is not None:  # held at a value, not tuned
                 space.fixed.setdefault(hyper_name, {}).update({k: own.fixed for k in keys})
+                space.fixed_names.append(name)
                 continue
             b = own or config.guide.bounds.get(hyper_name)
             dist = make_distribution(f"guide.bounds.{name}", hyper, b)
@@ -289,13 +306,17 @@ def _claim(claims: dict, hyper: str, keys: tuple[str, ...], label: str) -> None:
         claims[(hyper, key)] = label
 
 
-def _check_fixed_bounds(space: SearchSpace, config: RunConfig, problems: list[str]) -> None:
-    """``fixed`` belongs on generated names; a hyperparameter held everywhere is ``merge.fixed``."""
+def _check_bounds_names(space: SearchSpace, config: RunConfig, problems: list[str]) -> None:
+    """Every ``guide.bounds`` entry must name a hyperparameter or a generated parameter, so a
+    typo is an error, not a silently ignored range; ``fixed`` belongs on generated names."""
+    generated = {p.name for p in space.params} | set(space.fixed_names)
     for name, b in config.guide.bounds.items():
-        if b.fixed is None:
-            continue
         if name in space.hypers:
-            problems.append(f"guide.bounds.{name}.fixed: to hold a hyperparameter for every key "
-                            f"use merge.fixed.{name}")
-        elif "." not in name or name.rsplit(".", 1)[-1] not in space.hypers:
-            problems.append(f"guide.bounds.{name}: not a hyperparameter or generated parameter name")
+            if b.fixed is not None:
+                problems.append(f"guide.bounds.{name}.fixed: to hold a hyperparameter for every key "
+                                f"use merge.fixed.{name}")
+        elif name not in generated:
+            near = difflib.get_close_matches(name, sorted(generated | set(space.hypers)), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"guide.bounds.{name}: not a tuned hyperparameter or generated parameter "
+                            f"name{hint}")

@@ -40,10 +40,13 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
     if cls is None:
         raise ConfigError([f"optimizer.sampler: gp needs a newer Optuna, got {optuna.__version__}"])
     if name == "grid":
-        opts.setdefault("search_space", _grid(distributions, opts.pop("points", 5)))
+        points = opts.pop("points", 5)
+        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+            raise ConfigError([f"optimizer.sampler_options.points: must be an integer >= 2, got {points!r}"])
+        opts.setdefault("search_space", _grid(distributions, points))
     try:
         return cls(seed=seed, **opts)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError([(f"optimizer.sampler_options: not accepted by {cls.__name__}: {e}, "
                            f"got {options!r}")]) from None
 
@@ -61,9 +64,9 @@ def _grid(distributions, points: int) -> dict[str, list]:
 
 
 def storage_url(storage: str, run_root: Path) -> str:
+    """The storage URL: the one given, or SQLite ``study.db`` in the run folder."""
     if storage:
         return storage
-    run_root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(run_root / 'study.db').resolve()}"
 
 
@@ -98,9 +101,18 @@ def _short(value: Any) -> str:
 
 def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
                fingerprint: dict[str, Any], resume: bool = False, fork_from: str = "",
-               fork_storage: str = "") -> optuna.Study:
-    """Create a new study, resume one (refusing a mismatch), or fork one into a new study."""
-    names = [s.study_name for s in existing_studies(storage)]
+               fork_storage: str = "",
+               distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
+               ) -> optuna.Study:
+    """Create a new study, resume one (refusing a mismatch), or fork one into a new study.
+
+    A fork enqueues the parent's completed parameter sets that fit ``distributions`` (the new
+    search space): parameters the new space lacks are dropped, sets with a value outside it are
+    skipped."""
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
+        raise ConfigError([f"optimizer.storage: cannot open {storage!r}: {type(e).__name__}: {e}"]) from None
     if resume:
         if name not in names:
             raise ConfigError([(f"--resume: no study named {name!r} in {storage} "
@@ -127,9 +139,28 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
         study.set_user_attr("sd_optim.forked_from", fork_from)
         seen = set()
         for t in parent.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-            key = json.dumps(t.params, sort_keys=True)
-            if key not in seen:
+            params = _fitting(t.params, distributions)
+            key = json.dumps(params, sort_keys=True)
+            if params and key not in seen:
                 seen.add(key)
-                study.enqueue_trial(t.params, user_attrs={"sd_optim.forked_trial": t.number},
+                study.enqueue_trial(params, user_attrs={"sd_optim.forked_trial": t.number},
                                     skip_if_exists=True)
     return study
+
+
+def _fitting(params: dict[str, Any], distributions) -> dict[str, Any]:
+    """``params`` restricted to ``distributions``; empty when a value lies outside its range."""
+    if distributions is None:
+        return dict(params)
+    out = {}
+    for name, value in params.items():
+        d = distributions.get(name)
+        if d is None:
+            continue
+        try:
+            if not d._contains(d.to_internal_repr(value)):
+                return {}
+        except (ValueError, TypeError):
+            return {}
+        out[name] = value
+    return out

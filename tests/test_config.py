@@ -86,3 +86,25 @@ def test_example_configs_load():
     assert len(examples) >= 3
     for path in examples:
         load_config(path)
+
+
+@pytest.mark.parametrize("data, expected", [
+    (with_(device="gpu"), "device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (with_(guide={"bounds": {"alpha": {"log": True}}}), "guide.bounds.alpha.low: log: true needs an explicit low"),
+    (with_(guide={"bounds": {"alpha": {"choices": [{"a": 1}]}}}), "guide.bounds.alpha.choices[0]: must be a number"),
+    (with_(guide={"bounds": {"diffuser.IN00.alpha": "abc"}}), "guide.bounds.diffuser.IN00.alpha: must be a number"),
+    (with_(guide={"vae": [{"strategy": "none", "fixed": {"alpha": "high"}}]}),
+     "guide.vae[0].fixed.alpha: must be a number, got 'high'"),
+])
+def test_more_bad_values(data, expected):
+    found = problems(data)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_zero_bounds_and_fixed_values_survive_the_round_trip(tmp_path):
+    c = config_from_dict(with_(guide={"bounds": {"alpha": {"low": -1, "high": 0},
+                                                 "diffuser.IN00.alpha": 0}}))
+    save_config(c.absolute(), tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert (again.guide.bounds["alpha"].low, again.guide.bounds["alpha"].high) == (-1, 0)
+    assert again.guide.bounds["diffuser.IN00.alpha"].fixed == 0

@@ -199,6 +199,8 @@ def test_exception_mid_trial_restores_the_weights(sd1_host, cfg, tiny_sd1_paths)
             break  # the consumer goes away after the merge was written into the slot
     gen.close()
     assert_original(sd1_host, tiny_sd1_paths[0])
+    trial = runner.study.trials[0]  # told FAIL, not left RUNNING in the study
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["fail_reason"] == "stopped"
 
 
 def test_exception_inside_the_loop_restores_and_reports(sd1_host, cfg, tiny_sd1_paths):
@@ -297,3 +299,44 @@ def test_shared_storage_url_lets_a_second_worker_continue_the_study(sd1_host, cf
     study = optuna.load_study(study_name="s", storage=url)
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert first.run_dir == second.run_dir and not (tmp_path / "runs" / "s" / "study.db").exists()
+
+
+def test_resume_refuses_swapped_model_order(sd1_host, cfg, tiny_sd1_paths):
+    run(cfg(), sd1_host)
+    swapped = cfg(models=[{"path": str(tiny_sd1_paths[1]), "name": "b"},
+                          {"path": str(tiny_sd1_paths[0]), "name": "a"}], host_model="b")
+    with pytest.raises(StudyMismatchError, match="models: study has"):
+        run(swapped, sd1_host, resume="s")
+
+
+def test_resume_of_a_missing_study_leaves_no_folder(sd1_host, cfg):
+    config = cfg()
+    with pytest.raises(ConfigError, match="--resume: no study named 'nope'"):
+        run(config, sd1_host, resume="nope")
+    assert not (config.resolve_path(config.output_dir) / "nope").exists()
+
+
+def test_stop_while_scoring_the_inputs_ends_cleanly(sd1_host, cfg, tiny_sd1_paths):
+    runner = Runner(cfg(optimizer={"score_inputs": True}), sd1_host)
+    events = []
+    for event in runner.events():
+        events.append(event)
+        if isinstance(event, ev.ImageScored) and event.trial == -1:
+            runner.control.stop()
+    assert isinstance(events[-1], ev.RunFinished) and events[-1].reason == "stopped"
+    assert not [e for e in events if isinstance(e, ev.TrialStarted)]
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_fork_skips_parameter_sets_outside_the_new_space(sd1_host, cfg):
+    parent = run(cfg(optimizer={"trials": 4}), sd1_host)
+    parent_study = optuna.load_study(study_name="s", storage=f"sqlite:///{parent.run_dir}/study.db")
+    narrow = cfg(optimizer={"study": "narrow", "trials": 1},
+                 guide={"diffuser": ["single"], "clip_l": ["single"], "bounds": {"alpha": {"low": 0.5, "high": 1.0}}})
+    child = run(narrow, sd1_host, fork="s")
+    child_study = optuna.load_study(study_name="narrow", storage=f"sqlite:///{child.run_dir}/study.db")
+    inside = [t.params for t in parent_study.trials if min(t.params.values()) >= 0.5]
+    forked = [t.system_attrs["fixed_params"] for t in child_study.trials
+              if "sd_optim.forked_trial" in t.user_attrs]
+    assert len(inside) < 4  # the random parent tried values below 0.5 too
+    assert sorted(map(str, forked)) == sorted(map(str, inside))

@@ -156,3 +156,19 @@ def test_cheap_enough_for_a_live_preview():
     start = time.perf_counter()
     space_for({"diffuser": [{"strategy": "all", "items": "keys"}]})
     assert time.perf_counter() - start < 5  # generous: it is a preview, run on every edit
+
+
+def test_bounds_typo_is_an_error_with_a_suggestion():
+    with pytest.raises(SpaceError, match=r"guide.bounds.diffuser.IN99.alpha: not a tuned .*did you mean 'diffuser.IN09.alpha'"):
+        space_for({"diffuser": ["all"], "bounds": {"diffuser.IN99.alpha": {"low": 0.1, "high": 0.2}}})
+    with pytest.raises(SpaceError, match="guide.blocks: no sd-mecha converter"):
+        space_for({"diffuser": ["all"], "blocks": "sdxl-supermerger_blocks"})
+
+
+def test_fingerprint_sees_keys_and_fixed_values():
+    a = space_for({"diffuser": [{"strategy": "group", "groups": {"g": ["OUT*"]}}]})
+    b = space_for({"diffuser": [{"strategy": "group", "groups": {"g": ["OUT0*"]}}]})
+    assert [p.name for p in a.params] == [p.name for p in b.params] and a.fingerprint() != b.fingerprint()
+    c = space_for({"diffuser": ["single"], "vae": [{"strategy": "none", "fixed": {"alpha": 0.0}}]})
+    d = space_for({"diffuser": ["single"], "vae": [{"strategy": "none", "fixed": {"alpha": 1.0}}]})
+    assert c.fingerprint() != d.fingerprint()
