@@ -146,6 +146,9 @@ def cmd_demo(args) -> int:
     result = run_demo(trials=args.trials, folder=Path(args.out) if args.out else None,
                       json_out=args.json)
     _print_result(result, args.json)
+    if not args.json:
+        hidden = ", ".join(f"{k} = {v}" for k, v in result["hidden_params"].items())
+        print(f"the references were rendered from the hidden blend: {hidden}")
     return 0
 
 
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo", help="a real optimization on tiny generated models")
-    d.add_argument("--trials", type=_positive_int, default=12)
+    d.add_argument("--trials", type=_positive_int, default=16)
     d.add_argument("--out", help="folder for the models and the run (default: a temp folder)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)

@@ -57,7 +57,7 @@ def render_references(config, host, params: dict[str, float], folder: Path) -> N
                 img.image.save(folder / payload.name / f"{i}.png")
 
 
-def run_demo(trials: int = 12, folder: Path | None = None, json_out: bool = False) -> dict[str, Any]:
+def run_demo(trials: int = 16, folder: Path | None = None, json_out: bool = False) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
