@@ -165,6 +165,10 @@ class ConfigReader:
             if not lora.apply_to and cfg.models:
                 lora.apply_to = cfg.models[0].name
         self.check_scorer_filters(cfg)
+        if cfg.scorers and not any(sc.weight > 0 for sc in cfg.scorers):
+            self.bad("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
+        if cfg.payloads and not any(p.weight > 0 for p in cfg.payloads):
+            self.bad("payloads", "at least one prompt set needs a weight > 0", [p.weight for p in cfg.payloads])
         if mode == "merge" and len(cfg.merge_inputs()) < 1:
             self.bad("models", "merge mode needs at least two models (one may be base_model)",
                      [m.path for m in models])

@@ -90,6 +90,8 @@ def test_example_configs_load():
 
 @pytest.mark.parametrize("data, expected", [
     (with_(device="gpu"), "device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (with_(scorers=[{"name": "image_stats", "weight": 0}]), "scorers: at least one scorer needs a weight > 0"),
+    (with_(payloads=[{"prompt": "x", "weight": 0}]), "payloads: at least one prompt set needs a weight > 0"),
     (with_(guide={"bounds": {"alpha": {"log": True}}}), "guide.bounds.alpha.low: log: true needs an explicit low"),
     (with_(guide={"bounds": {"alpha": {"choices": [{"a": 1}]}}}), "guide.bounds.alpha.choices[0]: must be a number"),
     (with_(guide={"bounds": {"diffuser.IN00.alpha": "abc"}}), "guide.bounds.diffuser.IN00.alpha: must be a number"),
