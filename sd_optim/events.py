@@ -71,6 +71,18 @@ class TrialFinished(Event):
 
 
 @dataclass
+class RunPaused(Event):
+    """Between trials, until the control object resumes (or stops) the run."""
+
+    next_trial_index: int  # trials run so far in this session
+
+
+@dataclass
+class RunResumed(Event):
+    pass
+
+
+@dataclass
 class NewBest(Event):
     number: int
     value: float

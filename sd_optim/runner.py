@@ -247,7 +247,10 @@ class Runner:
                     except (RunStopped, ScoringStopped):
                         pass  # the loop below sees the stop and ends the run as "stopped"
                 while ran < (self.control.trial_limit or limit):
-                    self.control.wait_if_paused()
+                    if self.control.paused:
+                        yield self._emit(ev.RunPaused(ran))
+                        self.control.wait_if_paused()
+                        yield self._emit(ev.RunResumed())
                     if self.should_stop():
                         reason = self.control.stop_reason
                         break

@@ -340,3 +340,27 @@ def test_fork_skips_parameter_sets_outside_the_new_space(sd1_host, cfg):
               if "sd_optim.forked_trial" in t.user_attrs]
     assert len(inside) < 4  # the random parent tried values below 0.5 too
     assert sorted(map(str, forked)) == sorted(map(str, inside))
+
+
+def test_pause_between_trials_and_resume_from_another_thread(sd1_host, cfg):
+    import queue
+    import threading
+
+    runner = Runner(cfg(optimizer={"trials": 2}), sd1_host)
+    events: queue.Queue = queue.Queue()
+    worker = threading.Thread(target=lambda: [events.put(e) for e in runner.events()], daemon=True)
+    runner.control.pause()  # paused before the first trial: the worker must wait for us
+    worker.start()
+    seen = []
+    while True:
+        event = events.get(timeout=120)
+        seen.append(event)
+        if isinstance(event, ev.RunPaused):
+            assert not any(isinstance(e, ev.TrialStarted) for e in seen)
+            runner.control.resume()
+        if isinstance(event, ev.RunFinished):
+            break
+    worker.join(timeout=60)
+    kinds = [e.kind for e in seen]
+    assert kinds.index("RunPaused") < kinds.index("RunResumed") < kinds.index("TrialStarted")
+    assert seen[-1].trials == 2
