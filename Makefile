@@ -4,7 +4,7 @@
 PYTHON := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: env demo test lint
+.PHONY: env demo test test-a1111 lint
 
 env:
 	@bash tools/ensure-venv.sh
@@ -14,6 +14,11 @@ demo: env
 
 test: env
 	$(PYTHON) -m pytest -q $(ARGS)
+
+# The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111).
+test-a1111:
+	@bash tools/ensure-venv.sh requirements/a1111.txt .venv-a1111
+	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 lint: env
 	$(PYTHON) -m ruff check sd_optim tests

@@ -269,7 +269,9 @@ def tiny_components(arch: str, seed: int) -> dict[str, torch.nn.Module]:
 
 
 def _state_dict_with_prefix(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    sd = module.state_dict()
+    # position_ids is a buffer, persistent in transformers 4.30 and not in 4.46: leave it out so
+    # the files are the same whichever version built them
+    sd = {k: v for k, v in module.state_dict().items() if not k.endswith("position_ids")}
     # transformers 5 drops the "text_model." prefix from CLIPTextModel's state dict
     if hasattr(module, "text_model") and not any(k.startswith("text_model.") for k in sd):
         sd = {(k if k.startswith("text_projection") else "text_model." + k): v for k, v in sd.items()}

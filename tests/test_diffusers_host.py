@@ -60,6 +60,8 @@ def test_refuses_other_model_configs(tmp_path, tiny_sd1_config_dir):
 
 
 def _perturbed(v: torch.Tensor) -> torch.Tensor:
+    if not v.is_floating_point():  # e.g. position_ids, a live int64 buffer in transformers 4.30
+        return v * -2 + 1
     return v * -1.5 + 0.25
 
 
@@ -68,8 +70,8 @@ def test_every_key_round_trips_through_the_slot(arch, request):
     host = request.getfixturevalue(f"{arch}_host")
     file = request.getfixturevalue(f"{arch}_file")
     with host.open_slot() as slot:
-        assert set(slot) == set(file)
-        assert len(slot) == len(file)
+        # transformers 4.30 also keeps position_ids as a live buffer (the file leaves it out)
+        assert {k for k in slot if not k.endswith("position_ids")} == set(file)
         for k, v in file.items():
             assert torch.equal(slot[k], v), k
         for k, v in file.items():
@@ -106,17 +108,18 @@ def test_slot_errors(sd1_host, sd1_file):
 
 
 def test_side_keys_and_aliases(sd1_host, sdxl_host, sdxl_file):
-    pos = "cond_stage_model.transformer.text_model.embeddings.position_ids"
+    pos = "alphas_cumprod"  # an sd1-ldm key: not in the file, no live tensor in diffusers
     with sd1_host.open_slot() as slot:
-        assert pos not in slot  # not in the file, no live parameter
-        slot[pos] = torch.arange(77).unsqueeze(0)
-        assert pos in slot and len(slot) == 1131
-        assert torch.equal(slot[pos], torch.arange(77).unsqueeze(0))
+        n = len(slot)  # 1130, or 1131 where transformers keeps position_ids as a live buffer (4.30)
+        assert pos not in slot
+        slot[pos] = torch.linspace(1, 0, 1000)
+        assert pos in slot and len(slot) == n + 1
+        assert torch.equal(slot[pos], torch.linspace(1, 0, 1000))
         alias = "cond_stage_model.transformer.embeddings.position_embedding.weight"
         canonical = "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
         assert torch.equal(slot[alias], slot[canonical])
     with sd1_host.open_slot() as slot:
-        assert pos not in slot and len(slot) == 1130
+        assert pos not in slot and len(slot) == n
     scale = "conditioner.embedders.1.model.logit_scale"
     with sdxl_host.open_slot() as slot:
         slot[scale] = torch.tensor(1.0, dtype=torch.float16)

@@ -97,8 +97,8 @@ def test_from_single_file_reads_weights_back_exactly(arch, request):
             assert torch.equal(back[k], v), k
     # every diffusers tensor is fed by some file key (none left at its random init)
     fed = {(t.component, t.name) for k in sd if k in rules for t in rules[k].targets}
-    for name, state in comps.items():
-        assert not [n for n in state if (name, n) not in fed], name
+    for name, state in comps.items():  # (position_ids: a buffer transformers 4.30 fills itself)
+        assert not [n for n in state if (name, n) not in fed and not n.endswith("position_ids")], name
 
 
 def _image(host, **kw) -> np.ndarray:

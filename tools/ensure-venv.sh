@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's environment in .venv/ from requirements/standalone.txt.
+#   tools/ensure-venv.sh [PIN_FILE [LINK]]   e.g. requirements/a1111.txt .venv-a1111
 #
 # The venv itself lives in a cache folder keyed by the pin file's hash and the Python version
 # (default ~/.cache/sd-optim, override with SD_OPTIM_VENV_CACHE), and .venv is a link to it,
@@ -7,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pins=requirements/standalone.txt
+pins="${1:-requirements/standalone.txt}"
+link="${2:-.venv}"
 py="${SD_OPTIM_PYTHON:-}"
 if [ -z "$py" ]; then
   for candidate in python3.11 python3.10 python3; do
@@ -39,9 +41,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ -L .venv ] || [ ! -e .venv ]; then
-  ln -sfn "$target" .venv
-elif [ ! -f .venv/.sd-optim-ready ]; then
-  echo "error: .venv exists and was not made by this script; move it away and run again" >&2
+if [ -L "$link" ] || [ ! -e "$link" ]; then
+  ln -sfn "$target" "$link"
+elif [ ! -f "$link/.sd-optim-ready" ]; then
+  echo "error: $link exists and was not made by this script; move it away and run again" >&2
   exit 1
 fi
