@@ -1,0 +1,1 @@
+"""Faithful doubles of the WebUIs' ``modules.*`` for the host tests (see DESIGN.md, "Fake WebUIs")."""

@@ -1,0 +1,47 @@
+"""Fake of ``modules/shared.py`` + ``modules/shared_items.py`` (A1111 v1.10.1, 82a973c0).
+
+``shared.sd_model`` is a module property over ``sd_models.model_data`` (the first read loads a
+model when none was ever loaded), as A1111 does by swapping the module's class.
+"""
+
+import sys
+import types
+
+from modules import devices, options, shared_state
+
+OptionInfo = options.OptionInfo
+options_section = options.options_section
+
+cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=False,
+                                 no_half_vae=False, skip_install=False, no_hashing=False)
+
+_DEFAULTS = {
+    "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
+    "fp8_storage": "Disable", "cache_fp16_weight": False, "persistent_cond_cache": True,
+    "pad_cond_uncond": False, "sd_unet": "Automatic", "sd_vae": "Automatic",
+    "CLIP_stop_at_last_layers": 1, "lora_functional": False, "sd_lora": "None",
+    "samples_save": True, "grid_save": True, "return_grid": True, "sdxl_crop_left": 0,
+    "sdxl_crop_top": 0, "emphasis": "Original", "hide_samplers": [],
+    "interrupt_after_current": True,
+}
+opts = options.Options({k: OptionInfo(v) for k, v in _DEFAULTS.items()})
+state = shared_state.State()
+device = devices.device
+loaded_hypernetworks: list = []
+
+
+class Shared(types.ModuleType):
+    @property
+    def sd_model(self):
+        from modules import sd_models
+
+        return sd_models.model_data.get_sd_model()
+
+    @sd_model.setter
+    def sd_model(self, value):
+        from modules import sd_models
+
+        sd_models.model_data.set_sd_model(value)
+
+
+sys.modules[__name__].__class__ = Shared

@@ -1,0 +1,56 @@
+"""Fake of ``modules/shared_state.py`` (A1111 v1.10.1, 82a973c0): the ``State`` job/interrupt flags."""
+
+import time
+
+
+class State:
+    def __init__(self):
+        self.skipped = False
+        self.interrupted = False
+        self.stopping_generation = False
+        self.job = ""
+        self.job_no = 0
+        self.job_count = 0
+        self.processing_has_refined_job_count = False
+        self.job_timestamp = "0"
+        self.sampling_step = 0
+        self.sampling_steps = 0
+        self.current_latent = None
+        self.current_image = None
+        self.textinfo = None
+        self.time_start = None
+        self.id_live_preview = 0
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def skip(self):
+        self.skipped = True
+
+    def stop_generating(self):
+        self.stopping_generation = True
+
+    def nextjob(self):
+        self.job_no += 1
+        self.sampling_step = 0
+        self.current_image_sampling_step = 0
+
+    def begin(self, job: str = "(unknown)"):
+        self.sampling_step = 0
+        self.time_start = time.time()
+        self.job_count = -1
+        self.processing_has_refined_job_count = False
+        self.job_no = 0
+        self.job_timestamp = time.strftime("%Y%m%d%H%M%S")
+        self.current_latent = None
+        self.current_image = None
+        self.id_live_preview = 0
+        self.skipped = False
+        self.interrupted = False
+        self.stopping_generation = False
+        self.textinfo = None
+        self.job = job
+
+    def end(self):
+        self.job = ""
+        self.job_count = 0

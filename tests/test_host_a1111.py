@@ -1,0 +1,247 @@
+"""The A1111 1.10 host against the faithful fake WebUI (tests/fakes/a1111): real merges into the
+hijacked LDM-layout model, real pictures rendered from its live weights, a real runner."""
+
+import threading
+
+import numpy as np
+import optuna
+import pytest
+import safetensors.torch
+import torch
+from fakes.a1111 import installed
+
+from sd_optim import events as ev
+from sd_optim.config import config_from_dict
+from sd_optim.errors import ConfigError
+from sd_optim.hosts.a1111 import A1111Host, HostStateError, checkpoint_key
+from sd_optim.merging import MergeEngine
+from sd_optim.planning import make_planner
+from sd_optim.runner import Runner, run_to_end
+from sd_optim.tiny_models import TINY_SIZE
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+P1 = {"diffuser.all.alpha": 0.1, "clip_l.all.alpha": 0.1}
+P2 = {"diffuser.all.alpha": 0.9, "clip_l.all.alpha": 0.9}
+
+
+@pytest.fixture
+def fake(tiny_sd1_paths, tiny_sd1_config_dir):
+    with installed(tiny_sd1_paths, tiny_sd1_config_dir) as f:
+        yield f
+
+
+@pytest.fixture
+def cfg(tiny_sd1_paths, tmp_path):
+    def make(**overrides):
+        data = {
+            "models": [{"path": str(tiny_sd1_paths[0]), "name": "a"},
+                       {"path": str(tiny_sd1_paths[1]), "name": "b"}],
+            "merge": {"method": "weighted_sum"},
+            "guide": {"diffuser": ["single"], "clip_l": ["single"]},
+            "payloads": [{"name": "p", "prompt": "a red fox", "seed": 3, "steps": 2, "cfg_scale": 5,
+                          "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE}],
+            "scorers": ["image_stats"],
+            "optimizer": {"sampler": "random", "trials": 2, "seed": 0, "study": "s"},
+            "output_dir": str(tmp_path / "runs"),
+        }
+        data.update(overrides)
+        return config_from_dict(data)
+
+    return make
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(int)
+
+
+def assert_original(fake, path):
+    """Every parameter equals the file bit-exact, under hijacked and un-hijacked names."""
+    want = safetensors.torch.load_file(str(path))
+    live = fake.parameters()
+    assert {checkpoint_key(n) for n in live} == set(want)
+    for name, value in live.items():
+        assert torch.equal(value, want[checkpoint_key(name)]), name
+    unhijacked = fake.unhijacked_state_dict()
+    for key, value in want.items():
+        assert torch.equal(unhijacked[key], value), key
+
+
+def render(host, config, params):
+    planner = make_planner(config, host.model_config())
+    job = Runner(config, host)._jobs()[0][1]
+    with host.open_slot() as slot:
+        MergeEngine().apply(planner.recipe(params), slot, planner.model_config)
+        return [pixels(g.image) for g in host.generate(job)]
+
+
+def test_model_config_lists_and_refusals(fake, tiny_sd1_paths, tiny_sd1_config_dir):
+    host = A1111Host()
+    assert host.model_config() == "sd1-ldm"
+    assert host.samplers()[:2] == ["DPM++ 2M", "DPM++ SDE"] and "LCM" in host.samplers()
+    assert "Karras" in host.schedulers() and "Align Your Steps" in host.schedulers()
+    assert sorted(c.path for c in host.checkpoints()) == sorted(str(p) for p in tiny_sd1_paths)
+    fake.model.is_sd1, fake.model.is_sd2 = False, True
+    with pytest.raises(HostStateError, match="the loaded model is SD2"):
+        host.model_config()
+    fake.model.is_sd1, fake.model.is_sd2 = True, False
+    second = A1111Host.open_slot(host)
+    with host.open_slot(), pytest.raises(RuntimeError, match="already live"):  # at once, no wait
+        second.__enter__()
+    with installed(tiny_sd1_paths, tiny_sd1_config_dir, load=False), \
+            pytest.raises(HostStateError, match="no model is loaded"):
+        A1111Host().model_config()
+
+
+def test_unknown_sampler_names_the_webui_list(fake, cfg):
+    config = cfg(payloads=[{"name": "p", "prompt": "x", "sampler": "Euler b"}])
+    with pytest.raises(ConfigError, match=r"got 'Euler b' \(valid: DPM\+\+ 2M, DPM\+\+ SDE"):
+        run_to_end(Runner(config, A1111Host()))
+
+
+def test_merge_changes_the_picture_and_repeats(fake, cfg, tiny_sd1_paths):
+    host, config = A1111Host(), cfg()
+    a = render(host, config, P1)
+    b = render(host, config, P2)
+    a2 = render(host, config, P1)
+    assert np.abs(a[0] - b[0]).mean() > 1.0
+    assert np.array_equal(a[0], a2[0])
+    assert_original(fake, tiny_sd1_paths[0])
+
+
+def test_run_holds_the_queue_and_restores_everything(fake, cfg, tiny_sd1_paths):
+    before = pixels(fake.txt2img().images[0])
+    host = A1111Host()
+    runner = Runner(cfg(), host)
+    seen = []
+
+    def probe(event):
+        if isinstance(event, ev.TrialStarted):
+            got = []
+            t = threading.Thread(target=lambda: got.append(fake.call_queue.queue_lock.acquire(blocking=False)))
+            t.start()
+            t.join()
+            seen.append((got[0], fake.state.job))
+
+    runner.listeners.append(probe)
+    final = run_to_end(runner)
+    assert final.reason == "completed" and final.trials == 2
+    assert seen == [(False, "sd-optim")] * 2
+    rows = [e for e in runner.history if isinstance(e, ev.ImageScored)]
+    assert "Steps: 2, Sampler: Euler" in rows[0].infotext and rows[0].seed == 3
+    assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
+    fake.call_queue.queue_lock.release()
+    assert_original(fake, tiny_sd1_paths[0])
+    # the class-level conds computed from merged text encoders are gone too
+    assert np.array_equal(pixels(fake.txt2img().images[0]), before)
+
+
+def test_text_encoder_writes_reset_the_cond_caches(fake, cfg, tiny_sd1_paths):
+    host, config = A1111Host(), cfg()
+    job = Runner(config, host)._jobs()[0][1]
+    other = safetensors.torch.load_file(str(tiny_sd1_paths[1]))
+    before = pixels(fake.txt2img().images[0])
+    empty_before = fake.model.cond_stage_model_empty_prompt
+    with host.open_slot() as slot:
+        for key, value in other.items():
+            if key.startswith("cond_stage_model."):
+                slot[key] = value
+        stale = pixels(next(host.generate(job)).image)
+        assert np.array_equal(stale, before)  # the fake really serves cached conds
+        slot.commit()
+        fresh = pixels(next(host.generate(job)).image)
+        assert np.abs(fresh - before).mean() > 1.0
+        empty = fake.model.cond_stage_model_empty_prompt
+        assert torch.equal(empty, fake.model.get_learned_conditioning([""]))
+        assert not torch.equal(empty, empty_before)
+    assert fake.model.cond_stage_model_empty_prompt is empty_before
+    assert np.array_equal(pixels(fake.txt2img().images[0]), before)
+    assert_original(fake, tiny_sd1_paths[0])
+
+
+@pytest.mark.parametrize("how", ["close", "throw"])
+def test_exception_mid_trial_restores(fake, cfg, tiny_sd1_paths, how):
+    runner = Runner(cfg(), A1111Host())
+    gen = runner.events()
+    for event in gen:
+        if isinstance(event, ev.TrialMerged):
+            break
+    if how == "close":
+        gen.close()
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            gen.throw(KeyboardInterrupt())
+    assert runner.study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
+    fake.call_queue.queue_lock.release()
+    assert_original(fake, tiny_sd1_paths[0])
+
+
+def test_interrupt_mid_sampling_fails_the_trial_unscored(fake, cfg, tiny_sd1_paths):
+    host = A1111Host()
+    runner = Runner(cfg(), host)
+    events = []
+    for event in runner.events():
+        events.append(event)
+        if isinstance(event, ev.TrialMerged) and event.number == 1:
+            fake.renderer.step_hook = lambda step: fake.state.interrupt()  # the Interrupt button
+    last = [e for e in events if isinstance(e, ev.TrialFinished)][-1]
+    assert (last.number, last.state, last.reason) == (1, "FAIL", "interrupted")
+    assert events[-1].reason == "interrupted"
+    assert not [e for e in events if isinstance(e, ev.ImageScored) and e.trial == 1]
+    assert_original(fake, tiny_sd1_paths[0])
+    fake.renderer.step_hook = None
+    assert run_to_end(Runner(cfg(optimizer={"trials": 1, "seed": 0, "study": "t"}), host)).reason == "completed"
+
+
+def test_baked_lora_neither_leaks_into_trials_nor_resurrects(fake, cfg, tiny_sd1_paths):
+    host, config = A1111Host(), cfg()
+    clean = render(host, config, P1)
+    with_lora = pixels(fake.txt2img("<lora:detail> a red fox").images[0])  # the user's last generation
+    assert fake.networks.loaded_networks and not torch.equal(
+        fake.parameters()["model.diffusion_model.out.2.weight"],
+        safetensors.torch.load_file(str(tiny_sd1_paths[0]))["model.diffusion_model.out.2.weight"])
+    assert np.array_equal(render(host, config, P1)[0], clean[0])
+    assert_original(fake, tiny_sd1_paths[0])
+    assert [n.name for n in fake.networks.loaded_networks] == ["detail"]
+    assert np.array_equal(pixels(fake.txt2img("<lora:detail> a red fox").images[0]), with_lora)
+
+
+def test_external_vae_is_left_in_place(fake, tiny_sd1_paths):
+    other = safetensors.torch.load_file(str(tiny_sd1_paths[1]))
+    external = {k[len("first_stage_model."):]: v for k, v in other.items() if k.startswith("first_stage_model.")}
+    fake.use_external_vae(external)
+    key = "first_stage_model.decoder.conv_out.weight"
+    live = fake.model.first_stage_model.decoder.conv_out.weight
+    with A1111Host().open_slot() as slot:
+        slot[key] = torch.zeros_like(live)
+        assert torch.equal(live, other[key]) and not slot[key].any()
+    assert torch.equal(live, other[key])
+
+
+def test_checkpoint_switch_in_settings_stops_the_run(fake, cfg, tiny_sd1_paths):
+    opts = fake.shared.opts
+    target = fake.sd_models.checkpoint_aliases[tiny_sd1_paths[1].name].title
+    queued = opts.data_labels["sd_model_checkpoint"].onchange
+    written = threading.Event()
+
+    def onchange():  # Settings wrote the option; the reload now waits for the queue lock
+        written.set()
+        queued()
+
+    opts.data_labels["sd_model_checkpoint"].onchange = onchange
+    switch = threading.Thread(target=lambda: opts.set("sd_model_checkpoint", target))
+    runner = Runner(cfg(optimizer={"trials": 3, "seed": 0, "study": "s"}), A1111Host())
+    events = []
+    for event in runner.events():
+        events.append(event)
+        if isinstance(event, ev.TrialFinished) and event.number == 0:
+            switch.start()
+            written.wait()
+    switch.join()
+    failed = [e for e in events if isinstance(e, ev.TrialFinished) and e.state == "FAIL"]
+    assert failed and "checkpoint selected in the WebUI changed" in failed[0].reason
+    assert events[-1].reason == "interrupted"
+    # the user's switch ran after the run released the queue: the new checkpoint, intact
+    assert fake.model.sd_model_checkpoint == str(tiny_sd1_paths[1])
+    assert_original(fake, tiny_sd1_paths[1])
