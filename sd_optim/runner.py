@@ -97,8 +97,8 @@ class Runner:
         return event
 
     def should_stop(self) -> bool:
-        if self.host.interrupted():
-            self.control.stop("interrupted")
+        if self.host.interrupted() and not self.control.stopping:
+            self.control.stop(self.host.stop_reason())
         return self.control.stopping
 
     # --- set-up ------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ def test_checkpoint_switch_in_settings_stops_the_run(fake, cfg, tiny_sd1_paths):
     switch.join()
     failed = [e for e in events if isinstance(e, ev.TrialFinished) and e.state == "FAIL"]
     assert failed and "checkpoint selected in the WebUI changed" in failed[0].reason
-    assert events[-1].reason == "interrupted"
+    assert "checkpoint selected in the WebUI changed" in events[-1].reason  # the run says why
     # the user's switch ran after the run released the queue: the new checkpoint, intact
     assert fake.model.sd_model_checkpoint == str(tiny_sd1_paths[1])
     assert_original(fake, tiny_sd1_paths[1])

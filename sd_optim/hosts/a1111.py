@@ -240,6 +240,9 @@ class A1111Host(Host):
         # with "Don't interrupt in the middle" the Interrupt button calls stop_generating()
         return bool(state.interrupted or state.stopping_generation or self._changed)
 
+    def stop_reason(self) -> str:
+        return self._changed or "interrupted"
+
     # --- the run --------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -120,6 +120,10 @@ class Host(abc.ABC):
         """The host's own interrupt (the WebUI's Interrupt button)."""
         return False
 
+    def stop_reason(self) -> str:
+        """Why :meth:`interrupted` is true, in words for the run's summary."""
+        return "interrupted"
+
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
