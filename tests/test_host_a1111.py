@@ -9,15 +9,14 @@ import pytest
 import safetensors.torch
 import torch
 from fakes.a1111 import installed
+from test_runner import make_config
 
 from sd_optim import events as ev
-from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError
 from sd_optim.hosts.a1111 import A1111Host, HostStateError, checkpoint_key
 from sd_optim.merging import MergeEngine
 from sd_optim.planning import make_planner
 from sd_optim.runner import Runner, run_to_end
-from sd_optim.tiny_models import TINY_SIZE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -32,21 +31,10 @@ def fake(tiny_sd1_paths, tiny_sd1_config_dir):
 
 
 @pytest.fixture
-def cfg(tiny_sd1_paths, tmp_path):
+def cfg(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
     def make(**overrides):
-        data = {
-            "models": [{"path": str(tiny_sd1_paths[0]), "name": "a"},
-                       {"path": str(tiny_sd1_paths[1]), "name": "b"}],
-            "merge": {"method": "weighted_sum"},
-            "guide": {"diffuser": ["single"], "clip_l": ["single"]},
-            "payloads": [{"name": "p", "prompt": "a red fox", "seed": 3, "steps": 2, "cfg_scale": 5,
-                          "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE}],
-            "scorers": ["image_stats"],
-            "optimizer": {"sampler": "random", "trials": 2, "seed": 0, "study": "s"},
-            "output_dir": str(tmp_path / "runs"),
-        }
-        data.update(overrides)
-        return config_from_dict(data)
+        return make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs",
+                           **{"optimizer": {"trials": 2}, **overrides})
 
     return make
 
