@@ -21,6 +21,7 @@ from .config import (
     ON_ERROR,
     SAMPLERS,
     STRATEGIES,
+    AfterRun,
     Bounds,
     EarlyStopping,
     Guide,
@@ -152,6 +153,7 @@ class ConfigReader:
             wildcards_dir=self.str_("wildcards_dir", top.get("wildcards_dir")),
             scoring=self.scoring(top.get("scoring")),
             optimizer=self.optimizer(top.get("optimizer")),
+            after_run=self.after_run(top.get("after_run")),
             output_dir=self.str_("output_dir", top.get("output_dir"), "runs"),
             models_dir=self.str_("models_dir", top.get("models_dir")),
             device=self.device(top.get("device")),
@@ -420,6 +422,16 @@ class ConfigReader:
             on_trial_error=self.str_("optimizer.on_trial_error", d.get("on_trial_error"),
                                      "continue", ON_ERROR),
         )
+
+
+    def after_run(self, value: Any) -> AfterRun:
+        d = self.mapping("after_run", value, tuple(f.name for f in dataclasses.fields(AfterRun)))
+        name = self.str_("after_run.save_name", d.get("save_name"))
+        if name and (name != Path(name).name or name.startswith(".")):
+            self.bad("after_run.save_name", "must be a plain file name (no folders)", name)
+        return AfterRun(keep_best=self.bool_("after_run.keep_best", d.get("keep_best"), False),
+                        save_best=self.bool_("after_run.save_best", d.get("save_best"), False),
+                        save_name=name)
 
 
 def _nearest(word: str, options) -> str:

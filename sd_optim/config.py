@@ -134,6 +134,15 @@ class OptimizerSettings:
 
 
 @dataclass
+class AfterRun:
+    """What happens to the WebUI's model when a run ends (the original is restored by default)."""
+
+    keep_best: bool = False  # leave the best trial's merge loaded instead of restoring
+    save_best: bool = False  # write the best trial as a checkpoint into the WebUI's checkpoint folder
+    save_name: str = ""  # file name stem for save_best; default "<study>-trial<N>"
+
+
+@dataclass
 class RunConfig:
     models: list[ModelInput]
     payloads: list[Payload]
@@ -149,6 +158,7 @@ class RunConfig:
     wildcards_dir: str = ""
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    after_run: AfterRun = field(default_factory=AfterRun)
     output_dir: str = "runs"
     models_dir: str = ""  # scorer weights folder
     device: str = "auto"

@@ -100,6 +100,9 @@ class RunFinished(Event):
     best_value: float | None
     best_params: dict[str, Any]
     best_recipe: str  # path of best.mecha, "" if no trial completed
+    kept_trial: int | None = None  # after_run.keep_best: the trial left loaded in the host
+    saved_checkpoint: str = ""  # after_run.save_best: the checkpoint written
+    after_run_note: str = ""  # why keep/save did not happen, when asked for
 
 
 @dataclass

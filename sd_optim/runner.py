@@ -8,12 +8,14 @@ set of images; the host's slot restores the original weights on every exit path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,7 +24,7 @@ from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder
 from .config import Payload, RunConfig
 from .errors import ConfigError
-from .hosts.base import GenerationJob, Host
+from .hosts.base import GenerationJob, Host, KeptMerge
 from .inputs import file_hash
 from .merging import MergeEngine
 from .planning import Planner, make_planner
@@ -278,6 +280,7 @@ class Runner:
                     if es.patience and since_best >= es.patience:
                         reason = "early stopping"
                         break
+                after = self._after_run(study, planner, engine, slot, model_config, folder)
         except GeneratorExit:  # the consumer went away: the slot context has restored the model
             raise
         except BaseException as e:
@@ -285,9 +288,57 @@ class Runner:
             raise
         finally:
             self.listeners.remove(writer)
-        yield self._emit(self._finished(study, folder, planner, reason, ran))
+        yield self._emit(self._finished(study, folder, planner, reason, ran, after))
 
-    def _finished(self, study, folder, planner, reason, ran) -> ev.RunFinished:
+    def _after_run(self, study, planner: Planner, engine, slot, model_config, folder) -> dict[str, Any]:
+        """keep-best / save-best, inside the open slot (the WebUI's queue is still ours)."""
+        after = self.config.after_run
+        if not (after.keep_best or after.save_best):
+            return {}
+        try:
+            bt = study.best_trial
+        except ValueError:
+            return {"after_run_note": "no completed trial: nothing kept or saved"}
+        changed = self.host.model_changed()
+        if changed:
+            return {"after_run_note": f"nothing kept or saved: {changed}"}
+        out: dict[str, Any] = {}
+        recipe = planner.recipe(bt.params)
+        if after.save_best:
+            try:
+                out["saved_checkpoint"] = str(self._save_best(study, bt, recipe, folder))
+            except Exception as e:  # noqa: BLE001 - the run's results stay; say why nothing was saved
+                log.warning("save-best failed: %s\n%s", e, traceback.format_exc())
+                out["after_run_note"] = f"save-best failed: {type(e).__name__}: {e}"
+        if after.keep_best:
+            engine.apply(recipe, slot, model_config)
+            slot.commit()
+            slot.keep()
+            self.host.mark_kept(KeptMerge(study.study_name, bt.number, float(bt.value),
+                                          planner.recipe_text(bt.params), str(folder.best_recipe)))
+            out["kept_trial"] = bt.number
+        return out
+
+    def _save_best(self, study, bt, recipe, folder) -> Path:
+        import sd_mecha
+        import torch
+
+        target = self.host.checkpoint_dir() or folder.path
+        stem = self.config.after_run.save_name or f"{study.study_name}-trial{bt.number}"
+        target.mkdir(parents=True, exist_ok=True)
+        path, n = target / f"{stem}.safetensors", 1
+        while path.exists():  # never overwrite
+            n += 1
+            path = target / f"{stem}-{n}.safetensors"
+        tmp = path.with_name(path.name + ".part")
+        # sd-mecha writes the recipe into the file's metadata ("mecha_recipe")
+        sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
+                       check_finite_output=False, omit_non_finite_inputs=False)
+        tmp.rename(path)
+        self.host.refresh_checkpoints()
+        return path
+
+    def _finished(self, study, folder, planner, reason, ran, after=None) -> ev.RunFinished:
         try:
             bt = study.best_trial
         except ValueError:
@@ -299,6 +350,7 @@ class Runner:
             best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
             best_params=dict(bt.params) if bt else {},
             best_recipe=str(folder.best_recipe) if bt else "",
+            **(after or {}),
         )
 
     def _trial(self, study, planner: Planner, engine, slot, model_config, scorers, jobs):
@@ -351,6 +403,7 @@ class Runner:
         for payload, job in jobs:
             t0 = time.perf_counter()
             images = []
+            job = dataclasses.replace(job, infotext_params=trial_infotext(self.study, number, params))
             for img in self.host.generate(job, self.should_stop):
                 images.append(img)
                 if self.should_stop():
@@ -383,6 +436,18 @@ class Runner:
                 {p.name: p.weight for p in self.config.payloads},
                 self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
+
+
+def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, Any]) -> dict[str, str]:
+    """The infotext fields of a trial's images: which study and trial, and its parameters."""
+    name = study.study_name if study is not None else ""
+    label = f"{name} trial {number}" if number >= 0 else f"{name} input {params.get('model', '')}"
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in params.items() if number >= 0)
+    out = {"sd-optim": label.strip()}
+    if values:
+        out["sd-optim params"] = values
+    return out
 
 
 def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:

@@ -2,6 +2,7 @@
 hijacked LDM-layout model, real pictures rendered from its live weights, a real runner."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -15,8 +16,9 @@ from sd_optim import events as ev
 from sd_optim.errors import ConfigError
 from sd_optim.hosts.a1111 import A1111Host, HostStateError, checkpoint_key
 from sd_optim.merging import MergeEngine
+from sd_optim.merging._engine import _NoProgress
 from sd_optim.planning import make_planner
-from sd_optim.runner import Runner, run_to_end
+from sd_optim.runner import Runner, RunOptions, run_to_end
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -233,3 +235,59 @@ def test_checkpoint_switch_in_settings_stops_the_run(fake, cfg, tiny_sd1_paths):
     # the user's switch ran after the run released the queue: the new checkpoint, intact
     assert fake.model.sd_model_checkpoint == str(tiny_sd1_paths[1])
     assert_original(fake, tiny_sd1_paths[1])
+
+
+def test_trial_images_carry_the_trial_in_their_infotext(fake, cfg):
+    runner = Runner(cfg(optimizer={"trials": 1, "seed": 0, "study": "info"}), A1111Host())
+    run_to_end(runner)
+    row = next(e for e in runner.history if isinstance(e, ev.ImageScored))
+    assert "sd-optim: info trial 0" in row.infotext
+    assert '"diffuser.all.alpha=' in row.infotext  # A1111 quotes a value holding commas
+
+
+def test_keep_best_leaves_the_merge_loaded_until_the_webui_reloads(fake, cfg, tiny_sd1_paths):
+    import sd_mecha
+
+    host = A1111Host()
+    original = fake.txt2img().images[0]
+    runner = Runner(cfg(optimizer={"trials": 2, "seed": 0, "study": "keep"},
+                        after_run={"keep_best": True}), host)
+    final = run_to_end(runner)
+    assert final.kept_trial == final.best_trial is not None and not final.after_run_note
+    kept = host.kept_merge()
+    assert (kept.study, kept.trial) == ("keep", final.best_trial)
+    assert kept.infotext_params()["sd-optim merge"] == f"keep trial {final.best_trial}"
+    # the live weights are the best trial's merge (what sd-mecha computes for its recipe)
+    want = sd_mecha.merge(runner.planner.recipe(final.best_params), merge_device="cpu",
+                          output_dtype=torch.float32, tqdm=_NoProgress)
+    live = {checkpoint_key(n): v for n, v in fake.parameters().items()}
+    for key in ("model.diffusion_model.out.2.weight",
+                "cond_stage_model.transformer.text_model.final_layer_norm.weight"):
+        assert torch.allclose(live[key], want[key].to(live[key].dtype), atol=1e-6), key
+    # bookkeeping untouched (no reload), conds from the kept text encoder, the user's queue free
+    assert fake.model.sd_model_checkpoint == str(tiny_sd1_paths[0])
+    assert torch.equal(fake.model.cond_stage_model_empty_prompt, fake.model.get_learned_conditioning([""]))
+    assert np.abs(pixels(fake.txt2img().images[0]) - pixels(original)).mean() > 1.0
+    # a reload of the same checkpoint drops the merge, and the host knows
+    fake.sd_models.reload_model_weights(forced_reload=True)
+    assert host.kept_merge() is None
+    assert_original(fake, tiny_sd1_paths[0])
+
+
+def test_save_best_writes_a_new_checkpoint_with_its_recipe(fake, cfg, tiny_sd1_paths):
+    host = A1111Host()
+    final = run_to_end(Runner(cfg(optimizer={"trials": 2, "seed": 0, "study": "save"},
+                                  after_run={"save_best": True}), host))
+    path = Path(final.saved_checkpoint)
+    assert path.parent == Path(fake.sd_models.model_path)
+    assert path.name == f"save-trial{final.best_trial}.safetensors"
+    with safetensors.safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("model.diffusion_model.out.2.weight").dtype == torch.float16
+    assert "merge_method" in meta["mecha_recipe"] or "model" in meta["mecha_recipe"]
+    assert path.name in [Path(c.path).name for c in host.checkpoints()]  # the list was refreshed
+    assert_original(fake, tiny_sd1_paths[0])  # saving alone restores the model
+    again = run_to_end(Runner(cfg(optimizer={"trials": 1, "seed": 0, "study": "save"},
+                                  after_run={"save_best": True, "save_name": path.stem}),
+                              host, RunOptions(resume="save")))
+    assert Path(again.saved_checkpoint).name == f"{path.stem}-2.safetensors"  # never overwritten

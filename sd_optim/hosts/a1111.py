@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -77,6 +78,7 @@ class A1111Slot(Slot):
         self._snapshots: dict[str, torch.Tensor | None] = {}
         self._te_dirty = False
         self.te_written = False
+        self.kept = False
         self._lock = threading.Lock()
 
     @property
@@ -149,6 +151,11 @@ class A1111Slot(Slot):
             refresh_conditioning(self._model)
             self._te_dirty = False
 
+    def keep(self) -> None:
+        with self._lock:
+            self._snapshots = {}
+            self.kept = True
+
     def restore(self) -> None:
         with self._lock:
             snapshots, self._snapshots = self._snapshots, {}
@@ -176,14 +183,21 @@ def refresh_conditioning(model) -> None:
         model.cond_stage_model_empty_prompt = empty["crossattn"] if isinstance(empty, dict) else empty
 
 
+# one live run per WebUI process, whichever host object started it
+_RUN_LOCK = threading.Lock()
+
+
 class A1111Host(Host):
     name = "a1111"
 
     def __init__(self):
-        self._run_lock = threading.Lock()
+        self._run_lock = _RUN_LOCK
         self._model = None
         self._checkpoint = None
         self._changed = ""
+        self._kept = None
+        self._kept_on = None  # (model, checkpoint) the kept merge lives in
+        self._watching_loads = False
 
     # --- the loaded model -----------------------------------------------------------------
 
@@ -243,6 +257,46 @@ class A1111Host(Host):
     def stop_reason(self) -> str:
         return self._changed or "interrupted"
 
+    def model_changed(self) -> str:
+        if self._model is None:
+            return ""
+        return self._changed or self._weights_replaced() or self._selection_changed()
+
+    # --- after a run ----------------------------------------------------------------------
+
+    def checkpoint_dir(self) -> Path:
+        from modules import sd_models, shared
+
+        return Path(getattr(shared.cmd_opts, "ckpt_dir", None) or sd_models.model_path)
+
+    def refresh_checkpoints(self) -> None:
+        from modules import sd_models
+
+        sd_models.list_models()
+
+    def mark_kept(self, kept) -> None:
+        from modules import script_callbacks
+
+        self._kept = kept
+        self._kept_on = (self._model, self._checkpoint) if kept is not None else None
+        if kept is not None and not self._watching_loads:
+            # any weight load (a reload of the same file included) replaces the kept merge
+            script_callbacks.on_model_loaded(self._forget_kept)
+            self._watching_loads = True
+
+    def _forget_kept(self, _sd_model=None) -> None:
+        self._kept, self._kept_on = None, None
+
+    def kept_merge(self):
+        if self._kept is None:
+            return None
+        from modules import sd_models
+
+        model = sd_models.model_data.sd_model
+        if self._kept_on != (model, getattr(model, "sd_model_checkpoint", None)):
+            self._forget_kept()
+        return self._kept
+
     # --- the run --------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -283,7 +337,9 @@ class A1111Host(Host):
             log.warning("sd-optim: the loaded model changed during the run; nothing to restore")
             return
         slot.restore()
-        if slot.te_written:
+        if slot.kept:
+            refresh_conditioning(model)  # the kept merge's text encoders, not the original's
+        elif slot.te_written:
             _reset_cond_caches(processing)
             if empty_cond is not None:
                 model.cond_stage_model_empty_prompt = empty_cond
@@ -326,6 +382,7 @@ class A1111Host(Host):
                 return
             self._check_model()
             seed = job.seed + i
+            label = job.infotext_params.get("sd-optim", "")
             p = processing.StableDiffusionProcessingTxt2Img(
                 prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
                 subseed=seed, subseed_strength=0, sampler_name=job.sampler, scheduler=job.scheduler,
@@ -339,8 +396,9 @@ class A1111Host(Host):
                 override_settings_restore_afterwards=True,
             )
             p.scripts = None
+            p.extra_generation_params.update(job.infotext_params)
             state.job_count, state.job_no = job.n_images, i
-            state.textinfo = f"sd-optim: image {i + 1}/{job.n_images}"
+            state.textinfo = f"sd-optim: {label + ', ' if label else ''}image {i + 1}/{job.n_images}"
             with contextlib.closing(p):
                 processed = processing.process_images(p)
             if state.interrupted or state.stopping_generation:

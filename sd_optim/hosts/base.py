@@ -12,6 +12,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,6 +46,26 @@ class GenerationJob:
     height: int = 512
     n_images: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    # added to each image's infotext (the trial and its parameters), after the WebUI's own fields
+    infotext_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeptMerge:
+    """A merge left loaded in the host after a run (keep-best)."""
+
+    study: str
+    trial: int
+    value: float
+    recipe: str  # the .mecha text
+    recipe_path: str = ""  # best.mecha in the run folder
+
+    def infotext_params(self) -> dict[str, str]:
+        """What an image generated from the kept merge adds to its infotext."""
+        params = {"sd-optim merge": f"{self.study} trial {self.trial}"}
+        if self.recipe_path:
+            params["sd-optim recipe"] = self.recipe_path
+        return params
 
 
 @dataclass
@@ -85,6 +106,11 @@ class Slot(MutableMapping, abc.ABC):
     def commit(self) -> None:
         """Host-specific work after a batch of writes (caches, conditioning, ...)."""
 
+    def keep(self) -> None:
+        """Make the current weights the model's own: forget every snapshot, so that
+        :meth:`restore` (and the host's slot exit) leaves them loaded (keep-best)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep a merge loaded")
+
     @abc.abstractmethod
     def restore(self) -> None:
         """Put back every snapshotted tensor, bit-exact, and forget the snapshots."""
@@ -123,6 +149,28 @@ class Host(abc.ABC):
     def stop_reason(self) -> str:
         """Why :meth:`interrupted` is true, in words for the run's summary."""
         return "interrupted"
+
+    def model_changed(self) -> str:
+        """While a slot is open: why the loaded weights are no longer the ones the run started
+        with (the WebUI switched or reloaded the checkpoint), or "" when they still are."""
+        return ""
+
+    # --- after a run (keep-best, save-best) -----------------------------------------------------
+
+    def checkpoint_dir(self) -> Path | None:
+        """The folder the host lists checkpoints from; ``None``: save-best writes to the run folder."""
+        return None
+
+    def refresh_checkpoints(self) -> None:
+        """Re-list the checkpoints after save-best wrote one."""
+
+    def mark_kept(self, kept: KeptMerge | None) -> None:
+        """The loaded weights are now ``kept`` (a merge), or the original again (``None``)."""
+        self._kept = kept
+
+    def kept_merge(self) -> KeptMerge | None:
+        """The merge still loaded, or ``None`` (never kept, or the host reloaded weights since)."""
+        return getattr(self, "_kept", None)
 
     @property
     def device(self) -> torch.device:

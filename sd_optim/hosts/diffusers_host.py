@@ -194,6 +194,9 @@ class DiffusersSlot(Slot):
         except KeyError:
             return False
 
+    def keep(self) -> None:
+        self._snapshots = {}
+
     def restore(self) -> None:
         host = self._host
         snapshots, self._snapshots = self._snapshots, {}
@@ -393,6 +396,7 @@ class DiffusersHost(Host):
             ("Steps", str(job.steps)), ("Sampler", job.sampler), ("Schedule type", job.scheduler),
             ("CFG scale", _fmt_number(job.cfg_scale)), ("Seed", str(seed)),
             ("Size", f"{job.width}x{job.height}"), ("Model", self.path.stem),
+            *job.infotext_params.items(),
         ]
         lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in params))
         return "\n".join(lines)

@@ -81,16 +81,26 @@ class _SlotWriter(MutableMapping):
 
 class MergeEngine:
     def __init__(self, *, device: str | torch.device = "cpu", merge_dtype: torch.dtype = torch.float32,
-                 threads: int = 0):
+                 threads: int = 0, device_budget_bytes: int = 0):
+        """``device_budget_bytes``: how much of the merge device's memory the cached input models
+        may use (the WebUI setting "memory budget"); inputs that do not fit stay in CPU memory.
+        0 keeps every input in CPU memory."""
         self.device = torch.device(device)
         self.merge_dtype = merge_dtype
         self.threads = threads
+        self.device_budget_bytes = device_budget_bytes
         self._cache: dict[str, CachedStateDict] = {}
+        self.placement: dict[str, str] = {}  # input path -> device its cached tensors live on
 
     def cached(self, path: str | Path) -> CachedStateDict:
         key = str(Path(path).resolve())
         if key not in self._cache:
-            self._cache[key] = CachedStateDict.load(key)
+            sd = CachedStateDict.load(key)
+            on_device = sum(c.nbytes for k, c in self._cache.items() if self.placement[k] != "cpu")
+            if self.device.type != "cpu" and on_device + sd.nbytes <= self.device_budget_bytes:
+                sd = CachedStateDict({k: t.to(self.device) for k, t in sd.items()})
+            self.placement[key] = str(next(iter(sd.values())).device) if len(sd) else "cpu"
+            self._cache[key] = sd
         return self._cache[key]
 
     def preload(self, recipe) -> None:

@@ -14,12 +14,14 @@ the A1111 file it stands for); no WebUI code is copied. The model is SD1 only.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from ._render import renderer_for
+from ..render import renderer_for
 
 WEBUI = Path(__file__).resolve().parent / "webui"
 _OWNED = ("modules", "networks")
@@ -92,7 +94,8 @@ def installed(checkpoints, config_dir, *, load: bool = True):
         from modules import call_queue, sd_models, shared
 
         sd_models.checkpoint_files[:] = [str(p) for p in checkpoints]
-        sd_models.renderer = renderer_for(checkpoints[0], config_dir)
+        sd_models.model_path = tempfile.mkdtemp(prefix="fake-a1111-Stable-diffusion-")
+        sd_models.renderer = renderer_for("sd1-ldm", checkpoints[0], config_dir)
         sd_models.list_models()
         # initialize_util: a checkpoint change in Settings reloads through the queue
         shared.opts.onchange("sd_model_checkpoint",
@@ -108,6 +111,7 @@ def installed(checkpoints, config_dir, *, load: bool = True):
         yield fake
     finally:
         fake.renderer.step_hook = None
+        shutil.rmtree(sd_models.model_path, ignore_errors=True)
         sys.modules["networks"].originals.undo()
         for k in [k for k in sys.modules if _owned(k)]:
             del sys.modules[k]

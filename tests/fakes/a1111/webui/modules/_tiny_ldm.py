@@ -5,7 +5,7 @@ of plain modules whose parameter names are exactly the checkpoint keys
 (``model.diffusion_model.*``, ``cond_stage_model.transformer.text_model.*``,
 ``first_stage_model.*``), plus the LDM schedule buffer ``alphas_cumprod`` (a non-parameter
 ``state_dict`` entry, as in the real model). Nothing is computed by these modules: the renderer
-(tests/fakes/a1111/_render.py) reads their live parameters whenever the model "runs".
+(tests/fakes/render.py) reads their live parameters whenever the model "runs".
 
 ``Layer`` stands for the real ``Linear`` / ``Conv2d`` / ``GroupNorm`` / ``LayerNorm`` / ``Embedding``
 leaves: it owns parameters and is what the Lora extension patches. ``Layer.run`` stands for
@@ -69,6 +69,11 @@ class LatentDiffusion(nn.Module):
         self.base_vae = None
         self.loaded_vae_file = None
 
+    def live_checkpoint_tensors(self) -> dict:
+        """The live parameters under checkpoint names (the hijack's ``wrapped`` segments dropped)."""
+        return {".".join(s for s in n.split(".") if s != "wrapped"): p for n, p in self.named_parameters()}
+
     def get_learned_conditioning(self, prompts):
         run_layers(self.cond_stage_model)
-        return self.renderer.encode(self, list(prompts))
+        self.renderer.sync(self.live_checkpoint_tensors(), ("cond_stage_model.",))
+        return self.renderer.encode(list(prompts))

@@ -11,6 +11,7 @@ images after ``state.interrupt()``; no grid with ``do_not_save_grid``.
 """
 
 import dataclasses
+import json
 import random
 
 import torch
@@ -185,13 +186,20 @@ class Processed:
         self.sd_model_name = shared.sd_model.sd_checkpoint_info.name_for_extra
 
 
+def quote(text):
+    """``infotext_utils.quote``: JSON-quote a value holding a comma, a newline or a colon."""
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 def create_infotext(p, index):
     m = shared.sd_model
     params = [("Steps", p.steps), ("Sampler", p.sampler_name), ("Schedule type", p.scheduler),
               ("CFG scale", p.cfg_scale), ("Seed", p.all_seeds[index]), ("Size", f"{p.width}x{p.height}"),
               ("Model hash", m.sd_model_hash), ("Model", m.sd_checkpoint_info.name_for_extra),
-              ("Version", "v1.10.1")]
-    text = ", ".join(f"{k}: {v}" for k, v in params if v is not None)
+              *p.extra_generation_params.items(), ("Version", "v1.10.1")]
+    text = ", ".join(f"{k}: {quote(str(v))}" for k, v in params if v is not None)
     neg = f"\nNegative prompt: {p.all_negative_prompts[index]}" if p.all_negative_prompts[index] else ""
     return f"{p.all_prompts[index]}{neg}\n{text}"
 
@@ -248,8 +256,9 @@ def process_images_inner(p):
         _tiny_ldm.run_layers(m.first_stage_model)
         for j in range(p.batch_size):
             index = batch * p.batch_size + j
+            m.renderer.sync(m.live_checkpoint_tensors(), ("model.diffusion_model.", "first_stage_model."))
             image = m.renderer.sample(
-                m, p.c[j : j + 1], p.uc[j : j + 1], seed=p.all_seeds[index], steps=p.steps,
+                p.c[j : j + 1], p.uc[j : j + 1], seed=p.all_seeds[index], steps=p.steps,
                 cfg_scale=p.cfg_scale, width=p.width, height=p.height, sampler=p.sampler_name,
                 scheduler=p.scheduler, state=state)
             images.append(image)

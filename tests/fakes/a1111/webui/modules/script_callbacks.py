@@ -36,3 +36,25 @@ def on_script_unloaded(callback, *, name=None):
 def model_loaded_callback(sd_model):
     for fn in callbacks["model_loaded"]:
         fn(sd_model)
+
+
+def app_started_callback(demo, app):
+    for fn in callbacks["app_started"]:
+        fn(demo, app)
+
+
+def ui_tabs_callback():
+    res = []
+    for fn in callbacks["ui_tabs"]:
+        res += fn() or []
+    return res
+
+
+def ui_settings_callback():
+    for fn in callbacks["ui_settings"]:
+        fn()
+
+
+def script_unloaded_callback():
+    for fn in callbacks["script_unloaded"]:
+        fn()

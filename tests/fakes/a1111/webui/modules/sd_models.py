@@ -63,9 +63,16 @@ class CheckpointInfo:
 
 
 def list_models():
+    """Re-lists ``checkpoint_files`` plus every ``.safetensors``/``.ckpt`` in ``model_path`` and
+    ``cmd_opts.ckpt_dir`` (A1111: ``modelloader.load_models``), as new ``CheckpointInfo`` objects."""
     checkpoints_list.clear()
     checkpoint_aliases.clear()
-    for f in checkpoint_files:
+    found = list(checkpoint_files)
+    for folder in (model_path, shared.cmd_opts.ckpt_dir):
+        if folder and os.path.isdir(folder):
+            found += sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                            if f.endswith((".safetensors", ".ckpt")))
+    for f in found:
         CheckpointInfo(f).register()
 
 

@@ -13,7 +13,8 @@ OptionInfo = options.OptionInfo
 options_section = options.options_section
 
 cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=False,
-                                 no_half_vae=False, skip_install=False, no_hashing=False)
+                                 no_half_vae=False, skip_install=False, no_hashing=False,
+                                 ckpt_dir=None)
 
 _DEFAULTS = {
     "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,

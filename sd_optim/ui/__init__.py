@@ -1,0 +1,1 @@
+"""The ui layer (DESIGN.md): the WebUI tab, its API routes, the run manager and the entry glue."""

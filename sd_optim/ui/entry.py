@@ -1,0 +1,121 @@
+"""What the extension registers in the WebUI: the "Optimize Merge" tab, the settings section,
+the API routes under ``/sd-optim/``, the unload hook, and an always-on script that marks images
+generated from a kept merge. ``scripts/sd_optim_tab.py`` calls :func:`register` and exposes
+:class:`KeptMergeInfotext`.
+
+Only imported inside a WebUI (it imports ``modules.*``); the run logic is in ``runs.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from modules import script_callbacks, scripts, shared
+
+from ..errors import ConfigError
+from ..hosts import webui_host
+from .runs import Defaults, RunBusy, RunManager
+
+log = logging.getLogger("sd_optim")
+
+TAB_TITLE = "Optimize Merge"
+TAB_ID = "sd_optim"
+SECTION = ("sd_optim", "Optimize Merge")
+
+# key: (default, label)
+SETTINGS: dict[str, tuple[Any, str]] = {
+    "sd_optim_output_dir": ("outputs/sd-optim", "Output folder for runs (a folder per study)"),
+    "sd_optim_models_dir": ("models/sd-optim", "Scorer models folder (aesthetic / CLIP weights)"),
+    "sd_optim_cache_budget_gb": (0.0, ("Memory budget for cached input models, in GB of GPU memory "
+                                       "(0: keep them in CPU memory)")),
+    "sd_optim_storage": ("", ("Default Optuna storage URL (empty: SQLite in the run folder; "
+                              "postgresql://... to share a study between WebUIs)")),
+}
+
+_manager: RunManager | None = None
+
+
+def manager() -> RunManager:
+    """The process's run manager (one live run per WebUI), created on first use."""
+    global _manager
+    if _manager is None:
+        _manager = RunManager(webui_host())
+    _manager.defaults = current_defaults()
+    return _manager
+
+
+def current_defaults() -> Defaults:
+    def opt(key):
+        return getattr(shared.opts, key, SETTINGS[key][0])
+
+    try:
+        budget = float(opt("sd_optim_cache_budget_gb") or 0)
+    except (TypeError, ValueError):
+        budget = 0.0
+    return Defaults(output_dir=str(opt("sd_optim_output_dir") or ""),
+                    models_dir=str(opt("sd_optim_models_dir") or ""),
+                    storage=str(opt("sd_optim_storage") or ""), cache_budget_gb=max(budget, 0.0))
+
+
+# --- callbacks ------------------------------------------------------------------------------
+
+def on_ui_settings() -> None:
+    for key, (default, label) in SETTINGS.items():
+        shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION))
+
+
+def on_ui_tabs():
+    from .tab import build_tab
+
+    return [(build_tab(manager), TAB_TITLE, TAB_ID)]
+
+
+def on_app_started(_demo, app) -> None:
+    from .api import add_routes
+
+    add_routes(app, manager)
+
+
+def on_script_unloaded() -> None:
+    if _manager is not None and _manager.live:
+        log.info("sd-optim: the extension is unloading; stopping the run and restoring the model")
+        _manager.shutdown()
+
+
+def register() -> None:
+    script_callbacks.on_ui_settings(on_ui_settings)
+    script_callbacks.on_ui_tabs(on_ui_tabs)
+    script_callbacks.on_app_started(on_app_started)
+    script_callbacks.on_script_unloaded(on_script_unloaded)
+
+
+def start_run(source: str | dict, **kwargs) -> dict[str, Any]:
+    """Start a run; errors come back as ``{"state": "refused", "text": ...}`` for the tab."""
+    try:
+        return manager().start(source, **kwargs)
+    except RunBusy as e:
+        return {**e.status, "state": "refused", "text": str(e)}
+    except ConfigError as e:
+        return {"state": "refused", "text": str(e), "problems": list(e.problems)}
+
+
+class KeptMergeInfotext(scripts.Script):
+    """After keep-best, every image the user generates from the kept merge says so in its
+    infotext (until the WebUI reloads the checkpoint)."""
+
+    def title(self):
+        return "sd-optim kept merge"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return []
+
+    def process(self, p, *args):
+        if _manager is None:
+            return
+        kept = _manager.host.kept_merge()
+        if kept is not None:
+            p.extra_generation_params.update(kept.infotext_params())
