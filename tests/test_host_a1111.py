@@ -291,3 +291,109 @@ def test_save_best_writes_a_new_checkpoint_with_its_recipe(fake, cfg, tiny_sd1_p
                                   after_run={"save_best": True, "save_name": path.stem}),
                               host, RunOptions(resume="save")))
     assert Path(again.saved_checkpoint).name == f"{path.stem}-2.safetensors"  # never overwritten
+
+
+# --- SDXL and fp8 storage ---------------------------------------------------------------------
+
+PXL1 = {"diffuser.all.alpha": 0.1, "clip_l.all.alpha": 0.1, "clip_g.all.alpha": 0.1}
+PXL2 = {"diffuser.all.alpha": 0.9, "clip_l.all.alpha": 0.9, "clip_g.all.alpha": 0.9}
+
+
+@pytest.fixture
+def fake_xl(tiny_sdxl_paths, tiny_sdxl_config_dir):
+    with installed(tiny_sdxl_paths, tiny_sdxl_config_dir) as f:
+        yield f
+
+
+@pytest.fixture
+def cfg_xl(tiny_sdxl_paths, tiny_sdxl_config_dir, tmp_path):
+    def make(**overrides):
+        return make_config(tiny_sdxl_paths, tiny_sdxl_config_dir, tmp_path / "runs",
+                           **{"optimizer": {"trials": 2},
+                              "guide": {"diffuser": ["single"], "clip_l": ["single"], "clip_g": ["single"]},
+                              **overrides})
+
+    return make
+
+
+def test_sdxl_slot_reads_every_key_in_checkpoint_layout(fake_xl, tiny_sdxl_paths):
+    host = A1111Host()
+    assert host.model_config() == "sdxl-sgm"
+    want = safetensors.torch.load_file(str(tiny_sdxl_paths[0]))
+    names = {n for n, _ in fake_xl.model.named_parameters()}
+    assert "conditioner.embedders.1.wrapped.model.token_embedding.wrapped.weight" in names  # hijacked
+    with host.open_slot() as slot:
+        assert set(slot) == set(want)
+        for key, value in want.items():
+            assert torch.equal(slot[key], value), key
+
+
+def test_sdxl_merge_changes_the_picture_repeats_and_restores(fake_xl, cfg_xl, tiny_sdxl_paths):
+    host, config = A1111Host(), cfg_xl()
+    a = render(host, config, PXL1)
+    b = render(host, config, PXL2)
+    a2 = render(host, config, PXL1)
+    assert np.abs(a[0] - b[0]).mean() > 1.0
+    assert np.array_equal(a[0], a2[0])
+    assert_original(fake_xl, tiny_sdxl_paths[0])
+
+
+def test_sdxl_clip_g_writes_reset_the_cond_caches(fake_xl, cfg_xl, tiny_sdxl_paths):
+    host = A1111Host()
+    job = Runner(cfg_xl(), host)._jobs()[0][1]
+    other = safetensors.torch.load_file(str(tiny_sdxl_paths[1]))
+    before = pixels(fake_xl.txt2img().images[0])
+    with host.open_slot() as slot:
+        for key, value in other.items():
+            if key.startswith("conditioner.embedders.1."):
+                slot[key] = value
+        assert np.array_equal(pixels(next(host.generate(job)).image), before)  # cached conds
+        slot.commit()
+        assert np.abs(pixels(next(host.generate(job)).image) - before).mean() > 1.0
+        empty = fake_xl.model.get_learned_conditioning([""])["crossattn"]
+        assert torch.equal(fake_xl.model.cond_stage_model_empty_prompt, empty)
+    assert np.array_equal(pixels(fake_xl.txt2img().images[0]), before)
+    assert_original(fake_xl, tiny_sdxl_paths[0])
+
+
+@pytest.fixture
+def fake_fp8(tiny_sd1_paths, tiny_sd1_config_dir):
+    with installed(tiny_sd1_paths, tiny_sd1_config_dir, load=False) as f:
+        f.shared.opts.fp8_storage = "Enable"
+        f.shared.opts.cache_fp16_weight = True
+        f.sd_models.load_model()
+        yield f
+
+
+def raw(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of a tensor (torch.equal has no fp8 kernel on the CPU)."""
+    return t.contiguous().view(torch.uint8) if t.dtype.itemsize == 1 else t
+
+
+def fp16_copies(fake):
+    return {n: (getattr(m, "fp16_weight", None), getattr(m, "fp16_bias", None))
+            for n, m in fake.model.named_modules() if hasattr(m, "fp16_weight")}
+
+
+def test_fp8_storage_restores_bit_exact_and_keeps_fp16_copies(fake_fp8, cfg, tiny_sd1_paths):
+    fake = fake_fp8
+    before = fake.parameters()
+    key = "model.diffusion_model.out.2.weight"
+    assert before[key].dtype == torch.float8_e4m3fn
+    copies = fp16_copies(fake)
+    assert copies
+    run_to_end(Runner(cfg(optimizer={"trials": 2, "seed": 0, "study": "f8"}), A1111Host()))
+    after = fake.parameters()
+    for name, value in before.items():
+        assert after[name].dtype == value.dtype and torch.equal(raw(after[name]), raw(value)), name
+    now = fp16_copies(fake)
+    assert all(now[n][0] is w and now[n][1] is b for n, (w, b) in copies.items())
+    # keep-best: the Lora extension's fp16 base copies follow the kept merge
+    final = run_to_end(Runner(cfg(optimizer={"trials": 1, "seed": 1, "study": "f8k"},
+                                  after_run={"keep_best": True}), A1111Host()))
+    assert final.kept_trial == 0
+    module = dict(fake.model.named_modules())["model.diffusion_model.out.2"]
+    assert not torch.equal(raw(module.weight), raw(before[key]))
+    assert not torch.equal(module.fp16_weight, copies["model.diffusion_model.out.2"][0])
+    # the fp16 copy is the merge before fp8 rounding: within fp8's resolution of the live weight
+    assert torch.allclose(module.fp16_weight.float(), module.weight.float(), rtol=0.07, atol=2e-3)

@@ -76,6 +76,7 @@ class A1111Slot(Slot):
         self._external_vae = external_vae
         self._side: dict[str, torch.Tensor] = {}
         self._snapshots: dict[str, torch.Tensor | None] = {}
+        self._fp16_snapshots: dict[str, torch.Tensor] = {}
         self._te_dirty = False
         self.te_written = False
         self.kept = False
@@ -122,6 +123,10 @@ class A1111Slot(Slot):
             if k not in self._snapshots:
                 self._snapshots[k] = param.detach().to("cpu", copy=True)
             self._write(module, name, value)
+            copy_attr = f"fp16_{name}"  # fp8 storage + cache_fp16_weight: the Lora base copy (§0.8)
+            if getattr(module, copy_attr, None) is not None:
+                self._fp16_snapshots.setdefault(k, getattr(module, copy_attr))
+                setattr(module, copy_attr, value.detach().to("cpu", torch.float16, copy=True))
             if k.startswith(_TEXT_ENCODER_PREFIXES):
                 self._te_dirty = self.te_written = True
 
@@ -153,12 +158,16 @@ class A1111Slot(Slot):
 
     def keep(self) -> None:
         with self._lock:
-            self._snapshots = {}
+            self._snapshots, self._fp16_snapshots = {}, {}
             self.kept = True
 
     def restore(self) -> None:
         with self._lock:
             snapshots, self._snapshots = self._snapshots, {}
+            fp16, self._fp16_snapshots = self._fp16_snapshots, {}
+            for k, old in fp16.items():
+                module, name, _ = self._owners[k]
+                setattr(module, f"fp16_{name}", old)
             for k, old in snapshots.items():
                 if not self._is_live(k):
                     if old is None:

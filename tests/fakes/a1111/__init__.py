@@ -8,7 +8,8 @@
 (``webui/lora``) into ``sys.modules`` for the block's duration, loads the first checkpoint the
 way ``load_model`` does (hijacked, Lora names assigned, empty-prompt cond computed) and yields a
 ``FakeA1111`` handle. Behaviour follows docs/hosts/a1111.md (each fake module's docstring names
-the A1111 file it stands for); no WebUI code is copied. The model is SD1 only.
+the A1111 file it stands for); no WebUI code is copied. SD1 and SDXL checkpoints; set ``opts.fp8_storage`` before
+loading (``load=False``) for fp8 storage.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import safetensors
 import torch
 
 from ..render import renderer_for
@@ -95,7 +97,9 @@ def installed(checkpoints, config_dir, *, load: bool = True):
 
         sd_models.checkpoint_files[:] = [str(p) for p in checkpoints]
         sd_models.model_path = tempfile.mkdtemp(prefix="fake-a1111-Stable-diffusion-")
-        sd_models.renderer = renderer_for("sd1-ldm", checkpoints[0], config_dir)
+        with safetensors.safe_open(str(checkpoints[0]), "pt") as f:
+            arch = "sdxl-sgm" if any(k.startswith("conditioner.") for k in f.keys()) else "sd1-ldm"  # noqa: SIM118
+        sd_models.renderer = renderer_for(arch, checkpoints[0], config_dir)
         sd_models.list_models()
         # initialize_util: a checkpoint change in Settings reloads through the queue
         shared.opts.onchange("sd_model_checkpoint",

@@ -36,7 +36,11 @@ def load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=No
 
 def assign_network_names_to_compvis_modules(sd_model):
     mapping = {}
-    for prefix, root in (("", sd_model.cond_stage_model), ("diffusion_model_", sd_model.model.diffusion_model)):
+    if getattr(sd_model, "conditioner", None) is not None:  # SDXL: f"{i}_{name}" inside embedder.wrapped
+        roots = [(f"{i}_", e.wrapped) for i, e in enumerate(sd_model.conditioner.embedders)]
+    else:
+        roots = [("", sd_model.cond_stage_model)]
+    for prefix, root in [*roots, ("diffusion_model_", sd_model.model.diffusion_model)]:
         for name, module in root.named_modules():
             layer_name = prefix + name.replace(".wrapped", "").replace(".", "_")
             mapping[layer_name] = module

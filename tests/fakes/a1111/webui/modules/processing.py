@@ -226,6 +226,13 @@ def process_images(p):
                 setattr(opts, k, v)
 
 
+def _rows(cond, j):
+    """Row ``j`` of a cond: a tensor (SD1) or SDXL's dict (``DictWithShape``)."""
+    if isinstance(cond, dict):
+        return {k: v[j : j + 1] for k, v in cond.items()}
+    return cond[j : j + 1]
+
+
 def process_images_inner(p):
     n = p.batch_size * p.n_iter
     seed = get_fixed_seed(p.seed)
@@ -258,7 +265,7 @@ def process_images_inner(p):
             index = batch * p.batch_size + j
             m.renderer.sync(m.live_checkpoint_tensors(), ("model.diffusion_model.", "first_stage_model."))
             image = m.renderer.sample(
-                p.c[j : j + 1], p.uc[j : j + 1], seed=p.all_seeds[index], steps=p.steps,
+                _rows(p.c, j), _rows(p.uc, j), seed=p.all_seeds[index], steps=p.steps,
                 cfg_scale=p.cfg_scale, width=p.width, height=p.height, sampler=p.sampler_name,
                 scheduler=p.scheduler, state=state)
             images.append(image)

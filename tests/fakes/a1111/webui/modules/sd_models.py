@@ -138,7 +138,26 @@ def read_state_dict(checkpoint_file):
 
 
 def load_model_weights(model, checkpoint_info, state_dict):
+    """``:410-539``: load, then fp8 storage for ``Linear``/``Conv2d`` outside the VAE when
+    ``check_fp8`` (the model is halved first; ``opts.cache_fp16_weight`` keeps CPU fp16 copies of
+    those weights and biases as ``fp16_weight``/``fp16_bias``)."""
+    for module in model.modules():
+        for attr in ("fp16_weight", "fp16_bias"):
+            if hasattr(module, attr):
+                delattr(module, attr)
+    devices.fp8 = bool(check_fp8(model))
+    if devices.fp8:
+        model.half()
     model.load_state_dict(state_dict, strict=False)
+    if devices.fp8:
+        for name, module in model.named_modules():
+            if getattr(module, "kind", "") not in ("Linear", "Conv2d") or name.startswith("first_stage_model."):
+                continue
+            if shared.opts.cache_fp16_weight:
+                module.fp16_weight = module.weight.data.clone().cpu().half()
+                if module._parameters.get("bias") is not None:
+                    module.fp16_bias = module.bias.data.clone().cpu().half()
+            module.to(torch.float8_e4m3fn)
     model.sd_model_hash = checkpoint_info.calculate_shorthash()
     model.sd_model_checkpoint = checkpoint_info.filename
     model.sd_checkpoint_info = checkpoint_info
@@ -151,13 +170,16 @@ def get_empty_cond(sd_model):
 
     p = processing.StableDiffusionProcessingTxt2Img()
     extra_networks.activate(p, {})
-    return sd_model.get_learned_conditioning([""])
+    d = sd_model.get_learned_conditioning([""])
+    return d["crossattn"] if isinstance(d, dict) else d
 
 
 def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     checkpoint_info = checkpoint_info or select_checkpoint()
     state_dict = already_loaded_state_dict or read_state_dict(checkpoint_info.filename)
-    model = _tiny_ldm.LatentDiffusion(state_dict, renderer)
+    # the config is found from the keys (sd_models_config.guess_model_config_from_state_dict)
+    sdxl = any(k.startswith("conditioner.embedders.1.") for k in state_dict)
+    model = (_tiny_ldm.DiffusionEngine if sdxl else _tiny_ldm.LatentDiffusion)(state_dict, renderer)
     load_model_weights(model, checkpoint_info, state_dict)
     sd_hijack.model_hijack.hijack(model)
     model.eval()
