@@ -2,6 +2,7 @@
 
 
 import json
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -364,3 +365,36 @@ def test_pause_between_trials_and_resume_from_another_thread(sd1_host, cfg):
     kinds = [e.kind for e in seen]
     assert kinds.index("RunPaused") < kinds.index("RunResumed") < kinds.index("TrialStarted")
     assert seen[-1].trials == 2
+
+
+def test_save_best_standalone_writes_into_the_run_folder(sd1_host, cfg, tiny_sd1_paths):
+    final = run(cfg(optimizer={"trials": 2, "seed": 0, "study": "sb"}, after_run={"save_best": True}),
+                sd1_host)
+    path = Path(final.saved_checkpoint)
+    assert path == Path(final.run_dir) / f"sb-trial{final.best_trial}.safetensors"
+    with safetensors.safe_open(str(path), "pt") as f:
+        assert "mecha_recipe" in f.metadata()
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_keep_best_standalone_leaves_the_merge_in_the_pipeline(cfg, tiny_sd1_paths, tiny_sd1_config_dir):
+    from sd_optim.hosts.diffusers_host import DiffusersHost
+
+    host = DiffusersHost(tiny_sd1_paths[0], config_dir=tiny_sd1_config_dir)
+    config = cfg(optimizer={"trials": 2, "seed": 0, "study": "kb"}, after_run={"keep_best": True})
+    final = run(config, host)
+    assert final.kept_trial == final.best_trial and host.kept_merge().trial == final.best_trial
+    assert host.kept_merge().infotext_params()["sd-optim recipe"] == final.best_recipe
+    want = render_keys(config, final.best_params)
+    with host.open_slot() as slot:
+        for key in ("model.diffusion_model.out.2.weight", "first_stage_model.decoder.conv_out.weight"):
+            assert torch.allclose(slot[key], want[key], atol=1e-6), key
+
+
+def render_keys(config, params):
+    import sd_mecha
+
+    from sd_optim.merging._engine import _NoProgress
+
+    recipe = make_planner(config, "sd1-ldm").recipe(params)
+    return sd_mecha.merge(recipe, merge_device="cpu", output_dtype=torch.float32, tqdm=_NoProgress)
