@@ -1,0 +1,37 @@
+"""Fake of ``modules/shared.py`` (Forge dfdcbab6): ``opts``, ``state``, ``cmd_opts`` and the
+``sd_model`` module property over ``sd_models.model_data`` (no lazy load in Forge)."""
+
+import sys
+import types
+
+from modules import options, shared_state
+
+OptionInfo = options.OptionInfo
+
+cmd_opts = types.SimpleNamespace(ckpt_dir=None, ckpt="", embeddings_dir="", no_prompt_history=True)
+
+_DEFAULTS = {
+    "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "forge_additional_modules": [],
+    "forge_unet_storage_dtype": "Automatic", "persistent_cond_cache": True,
+    "CLIP_stop_at_last_layers": 1, "sdxl_crop_left": 0, "sdxl_crop_top": 0, "fp8_storage": "Disable",
+    "cache_fp16_weight": False, "emphasis": "Original", "sd_lora": "None", "samples_save": True,
+}
+opts = options.Options({k: OptionInfo(v) for k, v in _DEFAULTS.items()})
+state = shared_state.State()
+
+
+class Shared(types.ModuleType):
+    @property
+    def sd_model(self):
+        from modules import sd_models
+
+        return sd_models.model_data.get_sd_model()
+
+    @sd_model.setter
+    def sd_model(self, value):
+        from modules import sd_models
+
+        sd_models.model_data.set_sd_model(value)
+
+
+sys.modules[__name__].__class__ = Shared
