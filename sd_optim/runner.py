@@ -190,14 +190,9 @@ class Runner:
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""
         problems = []
-        samplers, schedulers = self.host.samplers(), self.host.schedulers()
         for i, p in enumerate(self.config.payloads):
-            if samplers and p.sampler not in samplers:
-                problems.append(f"payloads[{i}].sampler: not a sampler of this host, got {p.sampler!r} "
-                                f"(valid: {', '.join(samplers)})")
-            if schedulers and p.scheduler not in schedulers:
-                problems.append(f"payloads[{i}].scheduler: not a scheduler of this host, got "
-                                f"{p.scheduler!r} (valid: {', '.join(schedulers)})")
+            for name, message in self.host.sampler_problems(p.sampler, p.scheduler).items():
+                problems.append(f"payloads[{i}].{name}: {message}")
         if problems:
             raise ConfigError(problems)
 

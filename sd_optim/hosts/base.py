@@ -182,3 +182,15 @@ class Host(abc.ABC):
 
     def schedulers(self) -> list[str]:
         return []
+
+    def sampler_problems(self, sampler: str, scheduler: str) -> dict[str, str]:
+        """What is wrong with a prompt set's sampler / scheduler names here, by field
+        (``"sampler"``, ``"scheduler"``); checked before a run starts."""
+        problems = {}
+        samplers, schedulers = self.samplers(), self.schedulers()
+        if samplers and sampler not in samplers:
+            problems["sampler"] = f"not a sampler of this host, got {sampler!r} (valid: {', '.join(samplers)})"
+        if schedulers and scheduler not in schedulers:
+            problems["scheduler"] = (f"not a scheduler of this host, got {scheduler!r} "
+                                     f"(valid: {', '.join(schedulers)})")
+        return problems
