@@ -1,0 +1,88 @@
+"""The extension entry in the other two WebUI families: scripts/sd_optim_tab.py loaded the way
+Forge (fake of dfdcbab6) and reForge / Forge Classic (fakes of 3b56b268 / 1f95d717) load an
+extension's scripts picks the right host, registers the tab and the settings, and a run started
+through it merges, finishes and leaves every parameter as it was. (The ldm_patched fakes reuse
+the A1111 fake's script loader, which restores ``sys.path`` after loading: the stricter case.)"""
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+
+from sd_optim.hosts import webui_family
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY = {"forge": "forge", "reforge": "ldm_patched", "classic": "ldm_patched"}
+HOST = {"forge": "ForgeHost", "reforge": "LdmPatchedHost", "classic": "LdmPatchedHost"}
+
+
+@contextlib.contextmanager
+def webui(profile, paths, config_dir):
+    if profile == "forge":
+        from fakes.forge import installed
+
+        ctx = installed(paths, config_dir)
+    else:
+        from fakes.ldm_patched import installed
+
+        ctx = installed(paths, config_dir, profile=profile)
+    with ctx as fake:
+        path_before = list(sys.path)  # Forge keeps the extension root on sys.path for good
+        from modules import script_callbacks, scripts
+
+        script_callbacks.clear_callbacks()
+        sys.modules.pop("sd_optim.ui.entry", None)  # bind the entry to this fake's modules
+        scripts.scripts_data.clear()
+        scripts.load_errors.clear()
+        scripts.load_scripts(str(ROOT))
+        from sd_optim.ui import entry
+
+        try:
+            yield fake, entry, scripts, script_callbacks
+        finally:
+            if entry._manager is not None:
+                entry._manager.shutdown()
+            entry._manager = None
+            script_callbacks.clear_callbacks()
+            sys.path[:] = path_before
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.uint8) if t.dtype.itemsize == 1 else t
+
+
+@pytest.mark.parametrize("profile", ["forge", "reforge", "classic"])
+def test_entry_registers_and_runs_in_each_family(profile, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    from test_runner import make_config
+
+    with webui(profile, tiny_sd1_paths, tiny_sd1_config_dir) as (fake, entry, scripts, callbacks):
+        assert not scripts.load_errors, scripts.load_errors
+        assert [c.__name__ for c, *_ in scripts.scripts_data] == ["KeptMergeInfotext"]
+        assert webui_family() == FAMILY[profile]
+        callbacks.ui_settings_callback()
+        assert fake.shared.opts.data_labels["sd_optim_output_dir"].section == ("sd_optim", "Optimize Merge")
+        fake.shared.opts.sd_optim_output_dir = str(tmp_path / "outputs")
+        tabs = callbacks.ui_tabs_callback()
+        assert [(title, tab_id) for _, title, tab_id in tabs] == [("Optimize Merge", "sd_optim")]
+        assert isinstance(tabs[0][0], gr.Blocks)
+        before = {n: bits(v).clone() for n, v in fake.parameters().items()}
+        config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, "unused",
+                             optimizer={"trials": 2, "seed": 0, "study": profile}).to_dict()
+        config.pop("output_dir")
+        status = entry.start_run(config)
+        assert status["state"] == "running", status
+        assert type(entry.manager().host).__name__ == HOST[profile]
+        deadline = time.time() + 120
+        while entry.manager().live and time.time() < deadline:
+            time.sleep(0.05)
+        status = entry.manager().status()
+        assert status["state"] == "finished" and status["trials_done"] == 2, status
+        assert Path(status["run_dir"]) == tmp_path / "outputs" / profile
+        after = fake.parameters()
+        assert set(after) == set(before)
+        for name, value in before.items():
+            assert torch.equal(bits(after[name]), value), name
