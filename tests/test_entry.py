@@ -149,3 +149,5 @@ def test_kept_merge_marks_later_images_until_a_reload(webui, tiny_sd1_paths, tin
     assert not torch.equal(live[key], original[key])
     webui.sd_models.reload_model_weights(forced_reload=True)
     assert "sd-optim" not in generate()
+    status = webui.entry.manager().status()
+    assert not status["kept_loaded"] and "until the WebUI reloaded the checkpoint" in status["text"]

@@ -198,6 +198,9 @@ class RunManager:
             out.update(reason=f.reason, best_trial=f.best_trial, best_value=f.best_value,
                        best_recipe=f.best_recipe, kept_trial=f.kept_trial,
                        saved_checkpoint=f.saved_checkpoint, after_run_note=f.after_run_note)
+            if f.kept_trial is not None:
+                kept = self.host.kept_merge()
+                out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
         out["text"] = _describe(out)
         return out
 
@@ -211,7 +214,9 @@ def _describe(s: dict[str, Any]) -> str:
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
     if s.get("kept_trial") is not None:
-        text += f"; trial {s['kept_trial']} stays loaded"
+        text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
+                 if s.get("kept_loaded") else
+                 f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):
