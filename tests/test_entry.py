@@ -62,6 +62,11 @@ def test_scripts_file_registers_tab_settings_and_script(webui):
     labels = webui.shared.opts.data_labels
     for key in ("sd_optim_output_dir", "sd_optim_models_dir", "sd_optim_cache_budget_gb", "sd_optim_storage"):
         assert labels[key].section == ("sd_optim", "Optimize Merge"), key
+    from modules import ui_settings
+
+    with gr.Blocks():  # the Settings page builds each setting's component from its OptionInfo
+        for key in ("sd_optim_output_dir", "sd_optim_models_dir", "sd_optim_cache_budget_gb", "sd_optim_storage"):
+            ui_settings.create_setting_component(key)
     tabs = webui.callbacks.ui_tabs_callback()
     assert [(type(t).__name__, title, tab_id) for t, title, tab_id in tabs] == [
         ("Blocks", "Optimize Merge", "sd_optim")]

@@ -65,6 +65,11 @@ def test_entry_registers_and_runs_in_each_family(profile, tiny_sd1_paths, tiny_s
         assert webui_family() == FAMILY[profile]
         callbacks.ui_settings_callback()
         assert fake.shared.opts.data_labels["sd_optim_output_dir"].section == ("sd_optim", "Optimize Merge")
+        from modules import ui_settings
+
+        with gr.Blocks():  # what the Settings page does with each option
+            for key in [k for k in fake.shared.opts.data_labels if k.startswith("sd_optim_")]:
+                ui_settings.create_setting_component(key)
         fake.shared.opts.sd_optim_output_dir = str(tmp_path / "outputs")
         tabs = callbacks.ui_tabs_callback()
         assert [(title, tab_id) for _, title, tab_id in tabs] == [("Optimize Merge", "sd_optim")]

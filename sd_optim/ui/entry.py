@@ -61,8 +61,14 @@ def current_defaults() -> Defaults:
 # --- callbacks ------------------------------------------------------------------------------
 
 def on_ui_settings() -> None:
+    import gradio as gr
+
     for key, (default, label) in SETTINGS.items():
-        shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION))
+        # the settings page builds a component from the default's type only for str, int and
+        # bool (modules/ui_settings.py create_setting_component): a float needs its own
+        component, args = (gr.Slider, {"minimum": 0, "maximum": 192, "step": 0.5}) \
+            if isinstance(default, float) else (None, None)
+        shared.opts.add_option(key, shared.OptionInfo(default, label, component, args, section=SECTION))
 
 
 def on_ui_tabs():
