@@ -85,6 +85,7 @@ def test_run_from_the_tab_logic_refuses_a_second_and_restores(webui, tiny_sd1_pa
     assert second["state"] == "refused" and "already live" in second["text"] and "'tab'" in second["text"]
     status = wait_done(webui.entry.manager())
     assert status["state"] == "finished" and status["trials_done"] == 3, status
+    assert webui.entry.manager().current.runner.engine._cache == {}  # the inputs' memory is released
     assert Path(status["run_dir"]).parent == tmp_path / "outputs"  # the setting's folder
     assert_original(webui, tiny_sd1_paths[0])
     bad = webui.entry.start_run({**data, "optimizer": {"trials": 0}})

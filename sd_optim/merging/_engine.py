@@ -103,6 +103,11 @@ class MergeEngine:
             self._cache[key] = sd
         return self._cache[key]
 
+    def close(self) -> None:
+        """Drop the cached input models (their memory goes back as soon as nothing else holds them)."""
+        self._cache.clear()
+        self.placement.clear()
+
     def preload(self, recipe) -> None:
         for node in recipe:
             if isinstance(node, ModelRecipeNode):

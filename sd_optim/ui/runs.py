@@ -148,6 +148,9 @@ class RunManager:
             live.exception = e
             log.warning("sd-optim run failed: %s", live.error)
         finally:
+            # the cached input models are several GB; a finished run must not keep them
+            if live.runner.engine is not None:
+                live.runner.engine.close()
             live.first.set()
 
     def stop(self, reason: str = "stopped") -> dict[str, Any]:
