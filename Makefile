@@ -21,4 +21,4 @@ test-a1111:
 	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 lint: env
-	$(PYTHON) -m ruff check sd_optim tests scripts install.py
+	$(PYTHON) -m ruff check sd_optim tests scripts tools install.py
