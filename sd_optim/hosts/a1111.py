@@ -261,7 +261,7 @@ class A1111Host(Host):
 
         state = shared.state
         # with "Don't interrupt in the middle" the Interrupt button calls stop_generating()
-        return bool(state.interrupted or state.stopping_generation or self._changed)
+        return bool(state.interrupted or getattr(state, "stopping_generation", False) or self._changed)
 
     def stop_reason(self) -> str:
         return self._changed or "interrupted"
@@ -283,11 +283,18 @@ class A1111Host(Host):
 
         sd_models.list_models()
 
+    def _kept_identity(self):
+        """What identifies the weights now loaded (compared to tell a kept merge is still there)."""
+        from modules import sd_models
+
+        model = sd_models.model_data.sd_model
+        return model, getattr(model, "sd_model_checkpoint", None)
+
     def mark_kept(self, kept) -> None:
         from modules import script_callbacks
 
         self._kept = kept
-        self._kept_on = (self._model, self._checkpoint) if kept is not None else None
+        self._kept_on = self._kept_identity() if kept is not None else None
         if kept is not None and not self._watching_loads:
             # any weight load (a reload of the same file included) replaces the kept merge
             script_callbacks.on_model_loaded(self._forget_kept)
@@ -297,12 +304,7 @@ class A1111Host(Host):
         self._kept, self._kept_on = None, None
 
     def kept_merge(self):
-        if self._kept is None:
-            return None
-        from modules import sd_models
-
-        model = sd_models.model_data.sd_model
-        if self._kept_on != (model, getattr(model, "sd_model_checkpoint", None)):
+        if self._kept is not None and self._kept_on != self._kept_identity():
             self._forget_kept()
         return self._kept
 
@@ -379,6 +381,23 @@ class A1111Host(Host):
             self._changed = reason
             raise HostStateError(reason + "; the run stops")
 
+    def _processing(self, job: GenerationJob, seed: int):
+        """The txt2img processing object for image ``seed`` of ``job``."""
+        from modules import processing
+
+        return processing.StableDiffusionProcessingTxt2Img(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
+            subseed=seed, subseed_strength=0, sampler_name=job.sampler, scheduler=job.scheduler,
+            batch_size=1, n_iter=1, steps=job.steps, cfg_scale=job.cfg_scale, width=job.width,
+            height=job.height, do_not_save_samples=True, do_not_save_grid=True,
+            disable_extra_networks=True,
+            # pin the checkpoint against a mid-run switch in Settings (§0.5) and keep any
+            # custom UNet (TensorRT, ...) off: it would ignore the merged weights (§0.7)
+            override_settings={"sd_model_checkpoint": self._model.sd_checkpoint_info.title,
+                               "sd_unet": "None"},
+            override_settings_restore_afterwards=True,
+        )
+
     def generate(self, job: GenerationJob,
                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[GeneratedImage]:
         from modules import processing, shared
@@ -386,31 +405,22 @@ class A1111Host(Host):
         if self._model is None:
             raise RuntimeError("generate() needs an open slot (the WebUI's queue lock)")
         state = shared.state
+        label = job.infotext_params.get("sd-optim", "")
         for i in range(job.n_images):
             if should_stop() or self.interrupted():
                 return
+            # the WebUI may have switched (or be about to reload) the model: stop before it can
+            # load over the merge
             self._check_model()
             seed = job.seed + i
-            label = job.infotext_params.get("sd-optim", "")
-            p = processing.StableDiffusionProcessingTxt2Img(
-                prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
-                subseed=seed, subseed_strength=0, sampler_name=job.sampler, scheduler=job.scheduler,
-                batch_size=1, n_iter=1, steps=job.steps, cfg_scale=job.cfg_scale, width=job.width,
-                height=job.height, do_not_save_samples=True, do_not_save_grid=True,
-                disable_extra_networks=True,
-                # pin the checkpoint against a mid-run switch in Settings (§0.5) and keep any
-                # custom UNet (TensorRT, ...) off: it would ignore the merged weights (§0.7)
-                override_settings={"sd_model_checkpoint": self._model.sd_checkpoint_info.title,
-                                   "sd_unet": "None"},
-                override_settings_restore_afterwards=True,
-            )
+            p = self._processing(job, seed)
             p.scripts = None
             p.extra_generation_params.update(job.infotext_params)
             state.job_count, state.job_no = job.n_images, i
             state.textinfo = f"sd-optim: {label + ', ' if label else ''}image {i + 1}/{job.n_images}"
             with contextlib.closing(p):
                 processed = processing.process_images(p)
-            if state.interrupted or state.stopping_generation:
+            if state.interrupted or getattr(state, "stopping_generation", False):
                 return  # samplers return a partial image on interrupt (§0.12): never score it
             if state.skipped:
                 state.skipped = False

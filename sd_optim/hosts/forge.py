@@ -30,14 +30,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from sd_optim.hosts.a1111 import HostStateError
-from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
+from sd_optim.hosts.a1111 import A1111Host, HostStateError
+from sd_optim.hosts.base import GenerationJob, Slot
 
 log = logging.getLogger("sd_optim")
 
@@ -326,21 +325,15 @@ def external_components(paths) -> frozenset[str]:
     return frozenset(found)
 
 
-# one live run per WebUI process, whichever host object started it
-_RUN_LOCK = threading.Lock()
+class ForgeHost(A1111Host):
+    """Shares the A1111 host's run lock, lists, interrupt, after-run bookkeeping and generation
+    loop (Forge keeps A1111's ``modules`` API for them); what differs is here."""
 
-
-class ForgeHost(Host):
     name = "forge"
 
     def __init__(self):
-        self._run_lock = _RUN_LOCK
-        self._model = None
+        super().__init__()
         self._hash = ""
-        self._changed = ""
-        self._kept = None
-        self._kept_on = None  # (model, forge_hash) the kept merge lives in
-        self._watching_loads = False
 
     # --- the loaded model -----------------------------------------------------------------
 
@@ -393,36 +386,11 @@ class ForgeHost(Host):
     def model_config(self) -> str:
         return self._config_of(self._loaded_model())
 
-    def checkpoints(self) -> list[CheckpointRef]:
-        from modules import sd_models
-
-        return [CheckpointRef(title=info.title, path=info.filename, short_hash=info.shorthash or "")
-                for info in sd_models.checkpoints_list.values()]
-
     @property
     def device(self) -> torch.device:
         from backend import memory_management
 
         return torch.device(memory_management.get_torch_device())
-
-    def samplers(self) -> list[str]:
-        from modules import sd_samplers
-
-        return [s.name for s in sd_samplers.all_samplers]
-
-    def schedulers(self) -> list[str]:
-        from modules import sd_schedulers
-
-        return [s.label for s in sd_schedulers.schedulers]
-
-    def interrupted(self) -> bool:
-        from modules import shared
-
-        state = shared.state
-        return bool(state.interrupted or state.stopping_generation or self._changed)
-
-    def stop_reason(self) -> str:
-        return self._changed or "interrupted"
 
     def model_changed(self) -> str:
         if self._model is None:
@@ -444,37 +412,11 @@ class ForgeHost(Host):
 
     # --- after a run ----------------------------------------------------------------------
 
-    def checkpoint_dir(self) -> Path:
-        from modules import sd_models, shared
-
-        return Path(getattr(shared.cmd_opts, "ckpt_dir", None) or sd_models.model_path)
-
-    def refresh_checkpoints(self) -> None:
-        from modules import sd_models
-
-        sd_models.list_models()
-
-    def mark_kept(self, kept) -> None:
-        from modules import script_callbacks
-
-        self._kept = kept
-        self._kept_on = (self._model, self._hash) if kept is not None else None
-        if kept is not None and not self._watching_loads:
-            script_callbacks.on_model_loaded(self._forget_kept)  # any (re)load replaces the merge
-            self._watching_loads = True
-
-    def _forget_kept(self, _sd_model=None) -> None:
-        self._kept, self._kept_on = None, None
-
-    def kept_merge(self):
-        if self._kept is None:
-            return None
+    def _kept_identity(self):
         from modules import sd_models
 
         data = sd_models.model_data
-        if self._kept_on != (data.sd_model, data.forge_hash):
-            self._forget_kept()
-        return self._kept
+        return data.sd_model, data.forge_hash
 
     # --- the run --------------------------------------------------------------------------
 
@@ -526,43 +468,14 @@ class ForgeHost(Host):
             self._changed = reason
             raise HostStateError(reason + "; the run stops")
 
-    def generate(self, job: GenerationJob,
-                 should_stop: Callable[[], bool] = lambda: False) -> Iterator[GeneratedImage]:
-        from modules import processing, shared
+    def _processing(self, job: GenerationJob, seed: int):
+        """No ``override_settings``: in Forge a checkpoint override is itself a switch (§3), and
+        the selection is checked before and after every image instead."""
+        from modules import processing
 
-        if self._model is None:
-            raise RuntimeError("generate() needs an open slot (the WebUI's queue lock)")
-        state = shared.state
-        infotext_params = dict(getattr(job, "infotext_params", {}) or {})
-        label = infotext_params.get("sd-optim", "")
-        for i in range(job.n_images):
-            if should_stop() or self.interrupted():
-                return
-            # a switch in the UI changes the loading parameters at once; the next process_images
-            # would rebuild the model over the merge (§1): stop before it can
-            self._check_model()
-            seed = job.seed + i
-            p = processing.StableDiffusionProcessingTxt2Img(
-                prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
-                subseed=seed, subseed_strength=0, sampler_name=job.sampler, scheduler=job.scheduler,
-                batch_size=1, n_iter=1, steps=job.steps, cfg_scale=job.cfg_scale, width=job.width,
-                height=job.height, do_not_save_samples=True, do_not_save_grid=True,
-                disable_extra_networks=True)
-            p.scripts = None
-            p.extra_generation_params.update(infotext_params)
-            state.job_count, state.job_no = job.n_images, i
-            state.textinfo = f"sd-optim: {label + ', ' if label else ''}image {i + 1}/{job.n_images}"
-            with contextlib.closing(p):
-                processed = processing.process_images(p)
-            if state.interrupted or state.stopping_generation:
-                return  # an interrupted sampler still returns a partial image: never score it
-            if state.skipped:
-                state.skipped = False
-                raise RuntimeError("the image was skipped in the WebUI (Skip)")
-            self._check_model()
-            if not processed.images:
-                raise RuntimeError("Forge's processing returned no image")
-            yield GeneratedImage(
-                image=processed.images[0], seed=processed.all_seeds[0] if processed.all_seeds else seed,
-                prompt=job.prompt, negative_prompt=job.negative_prompt,
-                infotext=processed.infotexts[0] if processed.infotexts else "")
+        return processing.StableDiffusionProcessingTxt2Img(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
+            subseed=seed, subseed_strength=0, sampler_name=job.sampler, scheduler=job.scheduler,
+            batch_size=1, n_iter=1, steps=job.steps, cfg_scale=job.cfg_scale, width=job.width,
+            height=job.height, do_not_save_samples=True, do_not_save_grid=True,
+            disable_extra_networks=True)

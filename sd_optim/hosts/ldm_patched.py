@@ -29,12 +29,12 @@ import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
 from sd_optim.hosts.a1111 import JOB_NAME, A1111Host, HostStateError
-from sd_optim.hosts.base import GeneratedImage, GenerationJob, Slot
+from sd_optim.hosts.base import GenerationJob, Slot
 
 log = logging.getLogger("sd_optim")
 
@@ -366,12 +366,6 @@ class LdmPatchedHost(A1111Host):
                                 f"(valid: {', '.join(self.samplers())})")}
         return {}
 
-    def interrupted(self) -> bool:
-        from modules import shared
-
-        state = shared.state
-        return bool(state.interrupted or getattr(state, "stopping_generation", False) or self._changed)
-
     # --- the run --------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -420,50 +414,21 @@ class LdmPatchedHost(A1111Host):
             if empty_cond is not None:
                 model.cond_stage_model_empty_prompt = empty_cond
 
-    def generate(self, job: GenerationJob,
-                 should_stop: Callable[[], bool] = lambda: False) -> Iterator[GeneratedImage]:
-        from modules import processing, shared
+    def _processing(self, job: GenerationJob, seed: int):
+        from modules import processing
 
-        if self._model is None:
-            raise RuntimeError("generate() needs an open slot (the WebUI's queue lock)")
         sampler, scheduler = self.sampler_name(job.sampler, job.scheduler)
         extra = {"scheduler": scheduler} if _scheduler_field(processing) else {}
-        infotext_params = getattr(job, "infotext_params", {})
-        state = shared.state
-        for i in range(job.n_images):
-            if should_stop() or self.interrupted():
-                return
-            self._check_model()
-            seed = job.seed + i
-            label = infotext_params.get("sd-optim", "")
-            p = processing.StableDiffusionProcessingTxt2Img(
-                prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
-                subseed=seed, subseed_strength=0, sampler_name=sampler, batch_size=1, n_iter=1,
-                steps=job.steps, cfg_scale=job.cfg_scale, width=job.width, height=job.height,
-                do_not_save_samples=True, do_not_save_grid=True, disable_extra_networks=True,
-                # pin the checkpoint against a mid-run switch in Settings; a custom UNet would
-                # ignore the merged weights
-                override_settings={"sd_model_checkpoint": self._model.sd_checkpoint_info.title,
-                                   "sd_unet": "None"},
-                override_settings_restore_afterwards=True, **extra)
-            p.scripts = None
-            p.extra_generation_params.update(infotext_params)
-            state.job_count, state.job_no = job.n_images, i
-            state.textinfo = f"sd-optim: {label + ', ' if label else ''}image {i + 1}/{job.n_images}"
-            with contextlib.closing(p):
-                processed = processing.process_images(p)
-            if state.interrupted or getattr(state, "stopping_generation", False):
-                return  # samplers return a partial image on interrupt: never score it
-            if state.skipped:
-                state.skipped = False
-                raise RuntimeError("the image was skipped in the WebUI (Skip)")
-            self._check_model()
-            if not processed.images:
-                raise RuntimeError("the WebUI's processing returned no image")
-            yield GeneratedImage(
-                image=processed.images[0], seed=processed.all_seeds[0] if processed.all_seeds else seed,
-                prompt=job.prompt, negative_prompt=job.negative_prompt,
-                infotext=processed.infotexts[0] if processed.infotexts else "")
+        return processing.StableDiffusionProcessingTxt2Img(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, styles=[], seed=seed,
+            subseed=seed, subseed_strength=0, sampler_name=sampler, batch_size=1, n_iter=1,
+            steps=job.steps, cfg_scale=job.cfg_scale, width=job.width, height=job.height,
+            do_not_save_samples=True, do_not_save_grid=True, disable_extra_networks=True,
+            # pin the checkpoint against a mid-run switch in Settings; a custom UNet would
+            # ignore the merged weights
+            override_settings={"sd_model_checkpoint": self._model.sd_checkpoint_info.title,
+                               "sd_unet": "None"},
+            override_settings_restore_afterwards=True, **extra)
 
 
 def _reset_lora(model) -> None:
