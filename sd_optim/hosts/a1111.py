@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
+from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, WebUISlot
 
 log = logging.getLogger("sd_optim")
 
@@ -49,8 +49,12 @@ def _reset_cond_caches(processing) -> None:
     txt2img.cached_hr_c, txt2img.cached_hr_uc = [None, None], [None, None]
 
 
-class A1111Slot(Slot):
+class A1111Slot(WebUISlot):
     """The loaded model under checkpoint keys. Reads of live keys are views: treat as read-only."""
+
+    @property
+    def _live(self):
+        return self._owners
 
     def __init__(self, model, config_id: str, *, external_vae: str | None):
         from sd_mecha.extensions import model_configs
@@ -85,12 +89,6 @@ class A1111Slot(Slot):
     @property
     def device(self) -> torch.device:
         return next(iter(self._owners.values()))[2].device
-
-    def _canonical(self, key: str) -> str:
-        k = self._config.resolve_alias(key)
-        if k not in self._config_keys:
-            raise KeyError(f"{key!r} is not a key of model config {self._config.identifier}")
-        return k
 
     def _is_live(self, k: str) -> bool:
         return k in self._owners and not (self._external_vae and k.startswith(_VAE_PREFIX))
@@ -135,20 +133,6 @@ class A1111Slot(Slot):
         result = module.load_state_dict({name: value}, strict=False)
         if name in result.missing_keys:  # cannot happen for an owned parameter; never silently skip
             raise RuntimeError(f"load_state_dict did not take {name!r}")
-
-    def __iter__(self) -> Iterator[str]:
-        extra = [k for k in self._side if k not in self._owners]
-        return iter(list(self._owners) + extra)
-
-    def __len__(self) -> int:
-        return len(self._owners) + len([k for k in self._side if k not in self._owners])
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = self._canonical(key)  # type: ignore[arg-type]
-        except KeyError:
-            return False
-        return k in self._owners or k in self._side
 
     def commit(self) -> None:
         """After text-encoder writes, conds computed from the old weights must go (§5)."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from sd_optim.hosts.a1111 import A1111Host, HostStateError
-from sd_optim.hosts.base import GenerationJob, Slot
+from sd_optim.hosts.base import GenerationJob, WebUISlot
 
 log = logging.getLogger("sd_optim")
 
@@ -140,9 +140,13 @@ def quantized_parameter(model) -> str:
 # --- the slot -----------------------------------------------------------------------------------
 
 
-class ForgeSlot(Slot):
+class ForgeSlot(WebUISlot):
     """The loaded model under checkpoint keys. Reads of single-parameter keys are views: treat
     as read-only."""
+
+    @property
+    def _live(self):
+        return self._targets
 
     def __init__(self, model, config_id: str, *, external: frozenset[str] = frozenset()):
         from sd_mecha.extensions import model_configs
@@ -174,12 +178,6 @@ class ForgeSlot(Slot):
     def device(self) -> torch.device:
         t = self._targets[_UNET + "input_blocks.0.0.weight"][0]
         return self._param(t).device
-
-    def _canonical(self, key: str) -> str:
-        k = self._config.resolve_alias(key)
-        if k not in self._config_keys:
-            raise KeyError(f"{key!r} is not a key of model config {self._config.identifier}")
-        return k
 
     def _param(self, t: Target) -> torch.nn.Parameter:
         # by name, every time: LoRA refreshes and CPU-swap loads replace Parameter objects (§2)
@@ -240,19 +238,6 @@ class ForgeSlot(Slot):
             if tuple(value.shape) == want:
                 return [value]
         raise ValueError(f"shape mismatch for {key!r}: got {tuple(value.shape)}, the model has {want}")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._targets) + [k for k in self._side if k not in self._targets])
-
-    def __len__(self) -> int:
-        return len(self._targets) + len([k for k in self._side if k not in self._targets])
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = self._canonical(key)  # type: ignore[arg-type]
-        except KeyError:
-            return False
-        return k in self._targets or k in self._side
 
     def commit(self) -> None:
         """After text-encoder writes, conds computed from the old weights must go (§3)."""

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import torch
 
 from sd_optim.hosts.a1111 import JOB_NAME, A1111Host, HostStateError
-from sd_optim.hosts.base import GenerationJob, Slot
+from sd_optim.hosts.base import GenerationJob, WebUISlot
 
 log = logging.getLogger("sd_optim")
 
@@ -130,9 +130,13 @@ def refresh_conditioning(model) -> None:
         model.cond_stage_model_empty_prompt = empty["crossattn"] if isinstance(empty, dict) else empty
 
 
-class LdmPatchedSlot(Slot):
+class LdmPatchedSlot(WebUISlot):
     """The loaded model under checkpoint keys. Reads of single-tensor keys are views of the live
     parameter: treat them as read-only."""
+
+    @property
+    def _live(self):
+        return self._locations
 
     def __init__(self, model, config_id: str, *, external_vae: str | None, separate_te: bool,
                  old_clip_g: bool):
@@ -187,12 +191,6 @@ class LdmPatchedSlot(Slot):
     def device(self) -> torch.device:
         return self._params(self._locations[_UNET + "input_blocks.0.0.weight"])[0].device
 
-    def _canonical(self, key: str) -> str:
-        k = self._config.resolve_alias(key)
-        if k not in self._config_keys:
-            raise KeyError(f"{key!r} is not a key of model config {self._config.identifier}")
-        return k
-
     def _read_live(self, k: str) -> torch.Tensor:
         params = self._params(self._locations[k])
         if len(params) == 1:
@@ -242,19 +240,6 @@ class LdmPatchedSlot(Slot):
                 return
             for param, part in zip(params, value.detach().chunk(len(params))):
                 param.copy_(part)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._locations) + [k for k in self._side if k not in self._locations])
-
-    def __len__(self) -> int:
-        return len(self._locations) + len([k for k in self._side if k not in self._locations])
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = self._canonical(key)  # type: ignore[arg-type]
-        except KeyError:
-            return False
-        return k in self._locations or k in self._side
 
     def commit(self) -> None:
         """After text-encoder writes, conds computed from the old weights must go."""
