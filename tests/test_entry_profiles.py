@@ -1,8 +1,7 @@
 """The extension entry in the other two WebUI families: scripts/sd_optim_tab.py loaded the way
 Forge (fake of dfdcbab6) and reForge / Forge Classic (fakes of 3b56b268 / 1f95d717) load an
 extension's scripts picks the right host, registers the tab and the settings, and a run started
-through it merges, finishes and leaves every parameter as it was. (The ldm_patched fakes reuse
-the A1111 fake's script loader, which restores ``sys.path`` after loading: the stricter case.)"""
+through it merges, finishes and leaves every parameter as it was."""
 
 import contextlib
 import sys
@@ -31,7 +30,7 @@ def webui(profile, paths, config_dir):
 
         ctx = installed(paths, config_dir, profile=profile)
     with ctx as fake:
-        path_before = list(sys.path)  # Forge keeps the extension root on sys.path for good
+        path_before = list(sys.path)  # these WebUIs keep the extension root on sys.path for good
         from modules import script_callbacks, scripts
 
         script_callbacks.clear_callbacks()

@@ -102,6 +102,9 @@ def installed(checkpoints, config_dir, *, arch: str = "sd1-ldm", load: bool = Tr
         from modules_forge import main_entry
 
         loader.renderer = renderer
+        from modules import scripts
+
+        scripts.KEEP_ROOT_ON_PATH = True  # Forge keeps extension roots on sys.path
         sd_models.checkpoint_files[:] = [str(p) for p in checkpoints]
         sd_models.list_models()
         shared.opts.data["forge_unet_storage_dtype"] = storage

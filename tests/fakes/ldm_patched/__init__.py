@@ -146,6 +146,9 @@ def installed(checkpoints, config_dir, *, profile: str = "reforge", load: bool =
         parts = ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",)
         sd_models.clip_configs = tuple(CLIPTextConfig.from_pretrained(str(Path(config_dir) / c)) for c in parts)
         sd_models.list_models()
+        from modules import scripts
+
+        scripts.KEEP_ROOT_ON_PATH = True  # reForge / Classic keep extension roots on sys.path
         # a checkpoint change in Settings reloads through the queue
         shared.opts.onchange("sd_model_checkpoint",
                              call_queue.wrap_queued_call(lambda: sd_models.reload_model_weights()), call=False)

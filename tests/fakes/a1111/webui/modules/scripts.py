@@ -3,7 +3,9 @@ loading an extension's ``scripts/*.py`` does.
 
 Reproduced: ``Script`` / ``AlwaysVisible``; ``load_scripts`` per script file: the extension root is
 prepended to a *new* ``sys.path`` list while the file loads and the saved list object is put back
-afterwards (so a path a script inserts during its load is gone again); the file is executed with
+afterwards (so a path a script inserts during its load is gone again); with ``KEEP_ROOT_ON_PATH``
+(set by the Forge and ldm_patched fakes: Forge ``modules/scripts.py:499-501``, reForge ``:508-509``,
+Classic ``:511-512``, docs/hosts/forge.md §5) the root is prepended for good instead; the file is executed with
 ``spec_from_file_location(basename, path)`` + ``exec_module``; every class in the module's
 namespace that subclasses ``Script`` (imported ones included) is registered; an exception is
 reported and loading goes on. ``basedir()`` is the loading extension's root.
@@ -37,6 +39,7 @@ class Script:
         pass
 
 
+KEEP_ROOT_ON_PATH = False
 scripts_data: list = []  # (script class, path, basedir, module)
 load_errors: list = []
 current_basedir = ""
@@ -61,7 +64,12 @@ def load_scripts(extension_root):
         path = os.path.join(folder, filename)
         syspath = sys.path
         try:
-            sys.path = [extension_root, *sys.path]
+            if KEEP_ROOT_ON_PATH:
+                if extension_root not in sys.path:
+                    sys.path.insert(0, extension_root)
+                syspath = sys.path
+            else:
+                sys.path = [extension_root, *sys.path]
             current_basedir = extension_root
             module = load_module(path)
             for cls in module.__dict__.values():

@@ -5,7 +5,8 @@ Only the surface sd-optim's Forge host touches, reproducing the behaviour descri
 docs/hosts/forge.md; no WebUI code is copied. Installed by ``tests.fakes.forge.installed``.
 
 The files here are those whose behaviour differs from A1111 1.10 for that surface. The others
-(``fifo_lock``, ``script_callbacks``, ``ui_settings``) are unchanged from A1111 in Forge, so they
+(``fifo_lock``, ``script_callbacks``, ``ui_settings``, ``scripts`` with its Forge switch) are
+unchanged from A1111 in Forge, so they
 resolve to the A1111 fake's modules (tests/fakes/a1111/webui/modules), appended to this
 package's ``__path__``, as the ldm_patched fake does.
 """
