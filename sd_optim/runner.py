@@ -436,13 +436,10 @@ class Runner:
 def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, Any]) -> dict[str, str]:
     """The infotext fields of a trial's images: which study and trial, and its parameters."""
     name = study.study_name if study is not None else ""
-    label = f"{name} trial {number}" if number >= 0 else f"{name} input {params.get('model', '')}"
-    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in params.items() if number >= 0)
-    out = {"sd-optim": label.strip()}
-    if values:
-        out["sd-optim params"] = values
-    return out
+    if number < 0:  # a reference row: one of the input models as it is
+        return {"sd-optim": f"{name} input {params.get('model', '')}".strip()}
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return {"sd-optim": f"{name} trial {number}".strip(), **({"sd-optim params": values} if values else {})}
 
 
 def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
