@@ -4,19 +4,27 @@
 PYTHON := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: env demo test test-a1111 lint
+.PHONY: env browser demo app test test-a1111 lint
 
 env:
 	@bash tools/ensure-venv.sh
 
+# Debian's Chromium, which the browser tests drive through Playwright (tests/browser.py).
+browser:
+	@bash tools/ensure-chromium.sh
+
 demo: env
 	$(PYTHON) -m sd_optim demo $(ARGS)
 
-test: env
+# The Optimize Merge tab in a browser on the demo's tiny models (http://127.0.0.1:7861).
+app: env
+	$(PYTHON) -m sd_optim app --demo $(ARGS)
+
+test: env browser
 	$(PYTHON) -m pytest -q $(ARGS)
 
 # The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111).
-test-a1111:
+test-a1111: browser
 	@bash tools/ensure-venv.sh requirements/a1111.txt .venv-a1111
 	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
 
