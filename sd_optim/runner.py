@@ -301,7 +301,8 @@ class Runner:
         recipe = planner.recipe(bt.params)
         if after.save_best:
             try:
-                out["saved_checkpoint"] = str(self._save_best(study, bt, recipe, folder))
+                out["saved_checkpoint"] = str(self.save_checkpoint(study, bt, recipe, folder,
+                                                                   self.config.after_run.save_name))
             except Exception as e:  # noqa: BLE001 - the run's results stay; say why nothing was saved
                 log.warning("save-best failed: %s\n%s", e, traceback.format_exc())
                 out["after_run_note"] = f"save-best failed: {type(e).__name__}: {e}"
@@ -314,12 +315,14 @@ class Runner:
             out["kept_trial"] = bt.number
         return out
 
-    def _save_best(self, study, bt, recipe, folder) -> Path:
+    def save_checkpoint(self, study, bt, recipe, folder, name: str = "") -> Path:
+        """Trial ``bt`` merged to ``<name or study-trialN>.safetensors`` in the host's checkpoint
+        folder (the run folder when it has none); never overwrites a file."""
         import sd_mecha
         import torch
 
         target = self.host.checkpoint_dir() or folder.path
-        stem = self.config.after_run.save_name or f"{study.study_name}-trial{bt.number}"
+        stem = name or f"{study.study_name}-trial{bt.number}"
         target.mkdir(parents=True, exist_ok=True)
         path, n = target / f"{stem}.safetensors", 1
         while path.exists():  # never overwrite

@@ -1,0 +1,90 @@
+"""What a user does with a finished run's trials: take any trial's recipe, save it as a checkpoint,
+look at its images again (the original model is restored afterwards), or keep it loaded.
+
+Each action opens the host's slot itself, so none may run while a run is live on that host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+
+from .errors import ConfigError
+from .hosts.base import GeneratedImage, KeptMerge
+from .merging import MergeEngine
+from .runner import Runner, trial_infotext
+
+
+class TrialTools:
+    def __init__(self, runner: Runner):
+        if getattr(runner, "study", None) is None:
+            raise ConfigError(["trial: the run never started, so it has no trials"])
+        self.runner = runner
+        self.study: optuna.Study = runner.study
+        self.planner = runner.planner
+        self.folder = runner.folder
+
+    def trial(self, number: int) -> optuna.trial.FrozenTrial:
+        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        for t in done:
+            if t.number == number:
+                return t
+        raise ConfigError([(f"trial: no completed trial {number} in study {self.study.study_name!r} "
+                           f"(completed: {[t.number for t in done] or 'none'})")])
+
+    def best_number(self) -> int:
+        try:
+            return self.study.best_trial.number
+        except ValueError:
+            raise ConfigError([f"trial: study {self.study.study_name!r} has no completed trial yet"]) from None
+
+    def recipe_file(self, number: int) -> Path:
+        """The trial's ``.mecha`` recipe in the run folder (written on first use)."""
+        t = self.trial(number)
+        path = self.folder.trial_recipe(number)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.planner.recipe_text(t.params), encoding="utf-8")
+        return path
+
+    def save_checkpoint(self, number: int, name: str = "") -> Path:
+        """The trial merged to a ``.safetensors`` file in the host's checkpoint folder."""
+        t = self.trial(number)
+        return self.runner.save_checkpoint(self.study, t, self.planner.recipe(t.params), self.folder,
+                                           name)
+
+    def look(self, number: int) -> Iterator[tuple[str, GeneratedImage]]:
+        """Merge the trial in again and render every prompt set; the original comes back after."""
+        t = self.trial(number)
+        host = self.runner.host
+        engine = MergeEngine(device=host.device)
+        try:
+            with host.open_slot() as slot:
+                engine.apply(self.planner.recipe(t.params), slot, self.planner.model_config)
+                for payload, job in self.runner._jobs():
+                    job = dataclasses.replace(job, infotext_params=trial_infotext(self.study, number,
+                                                                                  t.params))
+                    for image in host.generate(job, host.interrupted):
+                        yield payload.name, image
+        finally:
+            engine.close()
+
+    def keep(self, number: int) -> KeptMerge:
+        """Leave the trial's merge loaded in the host (as ``after_run.keep_best`` does)."""
+        t = self.trial(number)
+        host = self.runner.host
+        engine = MergeEngine(device=host.device)
+        try:
+            with host.open_slot() as slot:
+                engine.apply(self.planner.recipe(t.params), slot, self.planner.model_config)
+                slot.commit()
+                slot.keep()
+                kept = KeptMerge(self.study.study_name, number, float(t.value),
+                                 self.planner.recipe_text(t.params), str(self.recipe_file(number)))
+                host.mark_kept(kept)
+        finally:
+            engine.close()
+        return kept
