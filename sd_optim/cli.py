@@ -152,6 +152,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    from .ui.app import serve
+
+    if args.models_dir and not Path(args.models_dir).expanduser().is_dir():
+        raise ConfigError([f"--models-dir: no such folder, got {args.models_dir!r}"])
+    demo_folder = args.out
+    output_dir = args.output_dir or (str(Path(demo_folder) / "runs") if demo_folder else "runs")
+    if args.demo and not demo_folder:
+        import tempfile
+
+        demo_folder = tempfile.mkdtemp(prefix="sd-optim-app-demo-")
+        output_dir = args.output_dir or str(Path(demo_folder) / "runs")
+    serve(host=args.host, port=args.port, models_dir=args.models_dir, output_dir=output_dir,
+          demo=args.demo, demo_folder=demo_folder)
+    return 0
+
+
 def _output_dir(args) -> Path:
     if args.config:
         from .config import load_config
@@ -228,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="folder for the models and the run (default: a temp folder)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_demo)
+
+    a = sub.add_parser("app", help="the Optimize Merge tab in a browser, without a WebUI")
+    a.add_argument("--demo", action="store_true",
+                   help="tiny generated models and a ready set-up: press Start")
+    a.add_argument("--models-dir", metavar="DIR", help="the checkpoints to offer (.safetensors, searched "
+                   "recursively)")
+    a.add_argument("--output-dir", metavar="DIR", help="the run folders (default: runs, or OUT/runs)")
+    a.add_argument("--out", metavar="DIR", help="--demo: folder for its models and runs (default: a temp folder)")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    a.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
+    a.set_defaults(fn=cmd_app)
 
     for name, fn, helptext in (("studies", cmd_studies, "list the studies in the output folder"),
                                ("export", cmd_export, "export a trial as .mecha or .safetensors")):

@@ -74,7 +74,28 @@ def on_ui_settings() -> None:
 def on_ui_tabs():
     from .tab import build_tab
 
-    return [(build_tab(manager), TAB_TITLE, TAB_ID)]
+    return [(build_tab(manager, tab_context()), TAB_TITLE, TAB_ID)]
+
+
+def tab_context():
+    """The WebUI's side of the tab: its checkpoint list, samplers and settings."""
+    from .catalog import ModelCatalog
+    from .tab import TabContext
+
+    host = manager().host
+
+    def loaded_model_config() -> str | None:
+        try:
+            return host.model_config()
+        except Exception:  # noqa: BLE001 - no model loaded (yet): the preview says to pick one
+            return None
+
+    return TabContext(catalog=ModelCatalog(list_fn=host.checkpoints, refresh_fn=host.refresh_checkpoints),
+                      samplers=host.samplers, schedulers=host.schedulers,
+                      loaded_model_config=loaded_model_config,
+                      output_dir=lambda: current_defaults().output_dir or "outputs/sd-optim",
+                      storage=lambda: current_defaults().storage,
+                      models_dir=lambda: current_defaults().models_dir)
 
 
 def on_app_started(_demo, app) -> None:

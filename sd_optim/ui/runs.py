@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,12 @@ def read_config(source: str | dict, defaults: Defaults | None = None) -> RunConf
 
     Relative paths in a file resolve against the file's folder; in text or a dict, against the
     current folder (the WebUI's)."""
+    data, base_dir = config_data(source, defaults)
+    return config_from_dict(data, base_dir=base_dir)
+
+
+def config_data(source: str | dict, defaults: Defaults | None = None) -> tuple[Any, Path]:
+    """(the config's YAML data with the settings filled in, the folder relative paths start from)."""
     defaults = defaults or Defaults()
     base_dir = Path.cwd()
     if isinstance(source, dict):
@@ -75,7 +82,7 @@ def read_config(source: str | dict, defaults: Defaults | None = None) -> RunConf
             opt = data.setdefault("optimizer", {}) if isinstance(data.get("optimizer", {}), dict) else None
             if opt is not None and not opt.get("storage"):
                 opt["storage"] = defaults.storage
-    return config_from_dict(data, base_dir=base_dir)
+    return data, base_dir
 
 
 @dataclass
@@ -86,32 +93,59 @@ class LiveRun:
     last: ev.Event | None = None
     finished: ev.RunFinished | None = None
     error: str = ""
-    images: list[Any] = field(default_factory=list)  # the latest trial's images
+    images: list[Any] = field(default_factory=list)  # the latest trial's (image, caption) pairs
+    images_trial: int | None = None  # the trial they belong to
+    best_images: list[Any] = field(default_factory=list)  # the best trial's
     first: threading.Event = field(default_factory=threading.Event)  # the first event arrived
     exception: BaseException | None = None
     first_event: ev.Event | None = None
+    trial_started: float = 0.0
+    durations: list[float] = field(default_factory=list)  # wall seconds per finished trial
+
+
+def caption(e: ev.ImageScored) -> str:
+    """``trial 4 · cat #1 · reference 0.9312``: the trial, the prompt set, the image and its scores."""
+    scores = " · ".join(f"{name} {value:.4f}" for name, value in e.scores.items())
+    return f"trial {e.trial} · {e.payload} #{e.index}" + (f" · {scores}" if scores else "")
 
 
 class RunManager:
-    def __init__(self, host: Host, defaults: Defaults | None = None):
+    """Starts and follows runs. ``host`` is the WebUI's; standalone, ``host_for`` builds the host a
+    config asks for (its ``host_model``) instead."""
+
+    def __init__(self, host: Host | None = None, defaults: Defaults | None = None, *,
+                 host_for: Callable[[RunConfig], Host] | None = None):
+        if (host is None) == (host_for is None):
+            raise TypeError("RunManager needs either a host or host_for")
         self.host = host
+        self.host_for = host_for
         self.defaults = defaults or Defaults()
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self.version = 0  # bumped on every event: followers wait for a change
         self.current: LiveRun | None = None
 
     # --- control ---------------------------------------------------------------------------
 
     def start(self, source: str | dict, *, trials: int | None = None, resume: str = "",
-              fork: str = "") -> dict[str, Any]:
+              fork: str = "", fresh_name: bool = False) -> dict[str, Any]:
         """Start a run in the background; refuses at once (``RunBusy``) while one is live and
-        raises ``ConfigError`` for a bad config before anything starts."""
+        raises ``ConfigError`` for a bad config before anything starts. ``fresh_name``: a new
+        study without a name gets the default name, numbered past the studies already there
+        (the tab's Start pressed twice starts a second study, not an error)."""
         with self._lock:
             if self.live:
                 raise RunBusy(self.status())
             config = read_config(source, self.defaults)
+            if fresh_name and not (resume or config.optimizer.study):
+                config.optimizer.study = _free_study_name(config)
+            if self.host_for is not None:
+                self.host = self.host_for(config)
+            host = self.host
+            assert host is not None
             budget = int(self.defaults.cache_budget_gb * 2**30)
-            runner = Runner(config, self.host, RunOptions(resume=resume, fork=fork, trials=trials),
-                            RunControl(), MergeEngine(device=self.host.device, device_budget_bytes=budget))
+            runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials),
+                            RunControl(), MergeEngine(device=host.device, device_budget_bytes=budget))
             live = LiveRun(runner, threading.Thread(target=self._run, name="sd-optim-run", daemon=True))
             runner.listeners.append(lambda e: self._seen(live, e))
             self.current = live
@@ -131,11 +165,30 @@ class RunManager:
             live.first_event = event
         live.first.set()
         if isinstance(event, ev.TrialStarted):
-            live.images = []
-        elif isinstance(event, ev.ImageScored):
-            live.images.append(event.image)
+            live.trial_started = time.time()
+        elif isinstance(event, ev.ImageScored) and event.trial >= 0:
+            # the previous trial's images stay up until the next trial's first one arrives
+            same = live.images_trial == event.trial
+            live.images = [*(live.images if same else []), (event.image, caption(event))]
+            live.images_trial = event.trial
+        elif isinstance(event, ev.TrialFinished):
+            live.durations.append(time.time() - live.trial_started)
+        elif isinstance(event, ev.NewBest):
+            live.best_images = list(live.images)
         elif isinstance(event, ev.RunFinished):
             live.finished = event
+        self._bump()
+
+    def _bump(self) -> None:
+        with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until an event newer than version ``seen`` (or ``timeout``); the new version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version != seen, timeout)
+            return self.version
 
     def _run(self) -> None:
         live = self.current
@@ -152,6 +205,7 @@ class RunManager:
             if live.runner.engine is not None:
                 live.runner.engine.close()
             live.first.set()
+            self._bump()
 
     def stop(self, reason: str = "stopped") -> dict[str, Any]:
         live = self.current
@@ -164,6 +218,17 @@ class RunManager:
         if live is not None:
             live.thread.join(timeout)
         return self.status()
+
+    def trial_tools(self):
+        """Actions on the last run's trials (refused while a run is live: the host is busy)."""
+        from ..trials import TrialTools
+
+        live = self.current
+        if live is None:
+            raise ConfigError(["trial: no run yet in this session"])
+        if self.live:
+            raise RunBusy(self.status())
+        return TrialTools(live.runner)
 
     def shutdown(self, timeout: float = 120.0) -> None:
         """The extension is being unloaded: stop the run and wait until the model is restored."""
@@ -195,7 +260,15 @@ class RunManager:
             "best_value": best[-1].value if best else None,
             "paused": runner.control.paused,
             "error": live.error,
+            "current_trial": next((e.number for e in reversed(history) if isinstance(e, ev.TrialStarted)),
+                                  None),
+            "last_timings": next((e.timings for e in reversed(done) if e.state == "COMPLETE"), {}),
+            "eta_seconds": None,
         }
+        if live.durations and out["trials_total"] and live.thread.is_alive():
+            mean = sum(live.durations) / len(live.durations)
+            left = max(out["trials_total"] - len(done), 0)
+            out["eta_seconds"] = max(mean * left - (time.time() - live.trial_started), 0.0)
         if live.finished is not None:
             f = live.finished
             out.update(reason=f.reason, best_trial=f.best_trial, best_value=f.best_value,
@@ -208,11 +281,37 @@ class RunManager:
         return out
 
 
+def _free_study_name(config: RunConfig) -> str:
+    from ..study import existing_studies, storage_url, study_name
+
+    label = Path(config.recipe.path).stem if config.mode == "recipe" else config.merge.method
+    base = study_name("", label, [m.name for m in config.models])
+    root = config.resolve_path(config.output_dir)
+    name, n = base, 1
+    while True:
+        url = storage_url(config.optimizer.storage, root / name)
+        if (config.optimizer.storage or (root / name / "study.db").exists()) and \
+                name in [s.study_name for s in existing_studies(url)]:
+            n += 1
+            name = f"{base}-{n}"
+            continue
+        if not config.optimizer.storage and (root / name).exists() and any((root / name).iterdir()):
+            n += 1  # a run folder without a study (a refused run) is not reused either
+            name = f"{base}-{n}"
+            continue
+        return name
+
+
 def _describe(s: dict[str, Any]) -> str:
     best = f", best {s['best_value']:.4f} (trial {s['best_trial']})" if s.get("best_value") is not None else ""
     head = f"study {s['study']!r}: " if s.get("study") else ""
     if s["state"] == "running":
-        return f"{head}running, {s['trials_done']}/{s['trials_total']} trials{best}"
+        text = f"{head}running, {s['trials_done']}/{s['trials_total']} trials{best}"
+        if s.get("eta_seconds") is not None:
+            text += f", about {_duration(s['eta_seconds'])} left"
+        if s.get("paused"):
+            text += " (paused)"
+        return text
     if s["state"] == "failed":
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
@@ -225,3 +324,9 @@ def _describe(s: dict[str, Any]) -> str:
     if s.get("after_run_note"):
         text += f"; {s['after_run_note']}"
     return text
+
+
+def _duration(seconds: float) -> str:
+    from .views import duration
+
+    return duration(seconds)

@@ -1,0 +1,457 @@
+"""The tab's set-up controls as plain values, and their two-way mapping to the run config.
+
+No gradio here: the tab hands :func:`form_to_data` a dict of control values and gets back the
+YAML data of a run config (the CLI's format); :func:`data_to_form` goes the other way when a
+config file is loaded. Tables are lists of rows (``gr.Dataframe(type="array")``); a cell the
+user left empty means "the default" and is left out of the config, and a cell that does not
+parse is passed on as written, so the config's validation names the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LORA_COLUMNS = ["path", "apply to", "strength"]
+FIXED_COLUMNS = ["hyperparameter", "value"]
+SITE_COLUMNS = ["site", "value in recipe", "tune", "low", "high"]
+STRATEGY_COLUMNS = ["component", "strategy", "items", "patterns", "groups", "params", "fixed"]
+BOUNDS_COLUMNS = ["name", "low", "high", "log", "step", "choices", "fixed"]
+PAYLOAD_COLUMNS = ["name", "prompt", "negative prompt", "seed", "steps", "cfg", "sampler", "scheduler",
+                   "width", "height", "images", "weight", "scorers"]
+SCORER_COLUMNS = ["scorer", "use", "weight", "options"]
+
+# payload table column -> (config key, kind)
+_PAYLOAD_FIELDS = [("name", "str"), ("prompt", "str"), ("negative_prompt", "str"), ("seed", "int"),
+                   ("steps", "int"), ("cfg_scale", "float"), ("sampler", "str"), ("scheduler", "str"),
+                   ("width", "int"), ("height", "int"), ("batch_size", "int"), ("weight", "float"),
+                   ("scorers", "list")]
+
+START_AS = ("new study", "resume", "fork")
+
+# every control of the set-up panels, with its empty value
+FORM_DEFAULTS: dict[str, Any] = {
+    # models
+    "models": [], "model_names": {}, "base_model": "", "host_model": "", "diffusers_config": "",
+    "loras": [],
+    # mode
+    "mode": "merge", "method": "weighted_sum", "fixed": [], "recipe_path": "", "recipe_sites": [],
+    "recipe_include": "*", "recipe_exclude": "",
+    # guide
+    "strategies": [], "bounds": [], "blocks": "",
+    # prompt sets
+    "payloads": [], "wildcards_dir": "",
+    # scorers
+    "scorers": [], "scorer_mean": "arithmetic", "payload_mean": "arithmetic",
+    # optimizer
+    "sampler": "tpe", "sampler_options": "", "trials": 20, "seed": "", "patience": 0,
+    "min_improvement": 0.0, "baseline": [], "score_inputs": False, "on_trial_error": "continue",
+    "storage": "", "study": "", "start_as": "new study", "source_study": "",
+    "keep_best": False, "save_best": False, "save_name": "",
+    "output_dir": "", "models_dir": "", "device": "",
+}
+FIELDS = list(FORM_DEFAULTS)
+
+
+# --- cell parsing ---------------------------------------------------------------------------
+
+def _blank(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
+
+
+def _number(x: Any, integer: bool = False) -> Any:
+    """A cell as a number when it reads as one, else as written (validation names it)."""
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, (int, float)):
+        return int(x) if integer and float(x).is_integer() else x
+    text = str(x).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if integer and value.is_integer():
+        return int(value)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def _bool(x: Any) -> bool:
+    if isinstance(x, str):
+        return x.strip().lower() in ("true", "yes", "1", "on", "x", "✓")
+    return bool(x) and not _blank(x)
+
+
+def _words(x: Any) -> list[str]:
+    if _blank(x):
+        return []
+    return [w for w in str(x).replace(",", " ").split() if w]
+
+
+def _scalar(x: Any) -> Any:
+    """A fixed value: a number when it reads as one, ``None`` for empty/null, else the text."""
+    if _blank(x) or (isinstance(x, str) and x.strip().lower() in ("null", "none", "~")):
+        return None
+    return _number(x)
+
+
+def _pairs(x: Any, where: str) -> dict[str, Any]:
+    """``"alpha=0.5, beta=1"`` (or ``alpha: 0.5``) as a dict."""
+    out: dict[str, Any] = {}
+    for part in _words(x):
+        sep = "=" if "=" in part else ":"
+        key, _, value = part.partition(sep)
+        out[key.strip()] = _scalar(value) if value.strip() else value
+    return out
+
+
+def _flow_mapping(text: Any, where: str) -> Any:
+    """Options cells hold a YAML mapping without braces: ``folder: refs, sharpness: 2``."""
+    if _blank(text):
+        return {}
+    text = str(text).strip()
+    try:
+        value = yaml.safe_load(text if text.startswith("{") else "{" + text + "}")
+    except yaml.YAMLError:
+        return text  # the config reader says "must be a mapping, got '...'"
+    return value if value is not None else {}
+
+
+def _groups(x: Any) -> Any:
+    """``in: IN00 IN01; out: OUT*`` as {"in": [...], "out": [...]}."""
+    out: dict[str, list[str]] = {}
+    if _blank(x):
+        return out
+    for part in str(x).split(";"):
+        if not part.strip():
+            continue
+        name, sep, pats = part.partition(":")
+        if not sep:
+            return str(x)  # not "name: patterns": the config reader reports it
+        out[name.strip()] = _words(pats)
+    return out
+
+
+def _fmt(x: Any) -> Any:
+    return "" if x is None else x
+
+
+def _fmt_words(items: list[str]) -> str:
+    return ", ".join(items)
+
+
+def _fmt_pairs(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def _fmt_mapping(d: dict[str, Any]) -> str:
+    if not d:
+        return ""
+    text = yaml.safe_dump(d, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return text[1:-1].strip() if text.startswith("{") else text
+
+
+def _rows(table: Any) -> list[list[Any]]:
+    """Table rows without the entirely empty ones a Dataframe keeps at its end."""
+    if table is None:
+        return []
+    if hasattr(table, "values") and hasattr(table, "columns"):  # a pandas DataFrame
+        table = table.values.tolist()
+    return [list(r) for r in table if not all(_blank(c) for c in r)]
+
+
+def _cell(row: list[Any], i: int) -> Any:
+    return row[i] if i < len(row) else None
+
+
+# --- form -> config data ----------------------------------------------------------------------
+
+def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> dict[str, Any]:
+    """The run config's YAML data from the control values; ``path_for`` turns a checkpoint
+    choice (the WebUI's title) into its file path."""
+    f = {**FORM_DEFAULTS, **form}
+    data: dict[str, Any] = {"mode": f["mode"]}
+    names = dict(f["model_names"] or {})
+    models, used = [], set()
+    for choice in f["models"] or []:
+        path = path_for(choice)
+        name = names.get(path) or _unique(Path(path).stem, used)
+        used.add(name)
+        models.append({"path": path, "name": name})
+    data["models"] = models
+    for key in ("base_model", "host_model", "diffusers_config", "wildcards_dir", "output_dir",
+                "models_dir", "device"):
+        if not _blank(f[key]):
+            data[key] = str(f[key]).strip()
+    loras = []
+    for row in _rows(f["loras"]):
+        lora: dict[str, Any] = {"path": str(_fmt(_cell(row, 0))).strip()}
+        if not _blank(_cell(row, 1)):
+            lora["apply_to"] = str(_cell(row, 1)).strip()
+        if not _blank(_cell(row, 2)):
+            lora["strength"] = _number(_cell(row, 2))
+        loras.append(lora)
+    if loras:
+        data["loras"] = loras
+    if f["mode"] == "recipe":
+        data["recipe"] = {"path": str(f["recipe_path"]).strip()}
+    else:
+        data["merge"] = {"method": f["method"],
+                         "fixed": {str(r[0]).strip(): _scalar(_cell(r, 1)) for r in _rows(f["fixed"])}}
+    data["guide"] = _guide_data(f)
+    data["payloads"] = [_payload(row) for row in _rows(f["payloads"])]
+    data["scorers"] = [_scorer(row) for row in _rows(f["scorers"]) if _bool(_cell(row, 1))]
+    data["scoring"] = {"scorer_mean": f["scorer_mean"], "payload_mean": f["payload_mean"]}
+    data["optimizer"] = _optimizer_data(f)
+    data["after_run"] = {"keep_best": bool(f["keep_best"]), "save_best": bool(f["save_best"])}
+    if not _blank(f["save_name"]):
+        data["after_run"]["save_name"] = str(f["save_name"]).strip()
+    return data
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
+    guide: dict[str, Any] = {}
+    for row in _rows(f["strategies"]):
+        comp = str(_fmt(_cell(row, 0))).strip()
+        s: dict[str, Any] = {"strategy": str(_fmt(_cell(row, 1))).strip()}
+        if not _blank(_cell(row, 2)):
+            s["items"] = str(_cell(row, 2)).strip()
+        for col, key, parse in ((3, "patterns", _words), (4, "groups", _groups), (5, "params", _words)):
+            value = parse(_cell(row, col))
+            if value:
+                s[key] = value
+        fixed = _pairs(_cell(row, 6), "fixed")
+        if fixed:
+            s["fixed"] = fixed
+        guide.setdefault(comp, []).append(s)
+    bounds: dict[str, Any] = {}
+    for row in _rows(f["bounds"]):
+        bounds[str(_fmt(_cell(row, 0))).strip()] = _bounds_entry(row[1:])
+    include, exclude = _words(f["recipe_include"]) or ["*"], _words(f["recipe_exclude"])
+    if f["mode"] == "recipe":
+        sites = _rows(f["recipe_sites"])
+        if sites:
+            tuned = [str(r[0]) for r in sites if _bool(_cell(r, 2))]
+            if tuned != _selected_sites([str(r[0]) for r in sites], include, exclude):
+                include, exclude = tuned or ["-"], []  # "-" matches no site: "nothing to tune"
+            for r in sites:
+                entry = _bounds_entry([_cell(r, 3), _cell(r, 4)])
+                if entry:
+                    bounds[str(r[0])] = {**bounds.get(str(r[0]), {}), **entry}
+        guide["recipe"] = {"include": include, "exclude": exclude}
+    if bounds:
+        guide["bounds"] = bounds
+    if not _blank(f["blocks"]):
+        guide["blocks"] = str(f["blocks"]).strip()
+    return guide
+
+
+def _selected_sites(sites: list[str], include: list[str], exclude: list[str]) -> list[str]:
+    import fnmatch
+
+    def hit(name, patterns):
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return [s for s in sites if hit(s, include) and not hit(s, exclude)]
+
+
+def _bounds_entry(cells: list[Any]) -> dict[str, Any]:
+    keys = ("low", "high", "log", "step", "choices", "fixed")
+    entry: dict[str, Any] = {}
+    for key, cell in zip(keys, cells):
+        if _blank(cell) or (key == "log" and not _bool(cell)):
+            continue
+        if key == "log":
+            entry[key] = True
+        elif key == "choices":
+            entry[key] = [_number(w) for w in _words(cell)]
+        else:
+            entry[key] = _number(cell)
+    return entry
+
+
+def _payload(row: list[Any]) -> dict[str, Any]:
+    p: dict[str, Any] = {}
+    for i, (key, kind) in enumerate(_PAYLOAD_FIELDS):
+        cell = _cell(row, i)
+        if _blank(cell):
+            continue
+        if kind == "str":
+            p[key] = str(cell)
+        elif kind == "list":
+            p[key] = _words(cell)
+        else:
+            p[key] = _number(cell, integer=kind == "int")
+    return p
+
+
+def _scorer(row: list[Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {"name": str(_fmt(_cell(row, 0))).strip()}
+    if not _blank(_cell(row, 2)):
+        s["weight"] = _number(_cell(row, 2))
+    options = _flow_mapping(_cell(row, 3), "options")
+    if options:
+        s["options"] = options
+    return s
+
+
+def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
+    opt: dict[str, Any] = {"sampler": f["sampler"], "trials": _number(f["trials"], integer=True)}
+    options = _flow_mapping(f["sampler_options"], "sampler_options")
+    if options:
+        opt["sampler_options"] = options
+    if not _blank(f["seed"]):
+        opt["seed"] = _number(f["seed"], integer=True)
+    if not _blank(f["storage"]):
+        opt["storage"] = str(f["storage"]).strip()
+    if not _blank(f["study"]):
+        opt["study"] = str(f["study"]).strip()
+    patience = _number(f["patience"] if not _blank(f["patience"]) else 0, integer=True)
+    min_imp = _number(f["min_improvement"] if not _blank(f["min_improvement"]) else 0.0)
+    if patience or min_imp:
+        opt["early_stopping"] = {"patience": patience, "min_improvement": min_imp}
+    if f["baseline"]:
+        opt["baseline"] = list(f["baseline"])
+    if f["score_inputs"]:
+        opt["score_inputs"] = True
+    opt["on_trial_error"] = f["on_trial_error"]
+    return opt
+
+
+def start_options(form: dict[str, Any]) -> dict[str, str]:
+    """The study to resume or fork (the CLI's --resume / --fork), from the start controls."""
+    how, source = form.get("start_as") or "new study", str(form.get("source_study") or "").strip()
+    if how == "resume":
+        return {"resume": source}
+    if how == "fork":
+        return {"fork": source}
+    return {}
+
+
+# --- config data -> form ----------------------------------------------------------------------
+
+def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
+                 sites: Callable[[str], list[tuple[str, Any]]] | None = None) -> dict[str, Any]:
+    """Control values from a config's data (as :meth:`RunConfig.to_dict` writes it, or a YAML
+    file's own data). ``title_for`` turns a file path into the checkpoint choice shown;
+    ``sites`` lists a recipe file's (site, value) pairs for the recipe table."""
+    from ..config import config_from_dict
+
+    cfg = config_from_dict(data, base_dir=data.get("base_dir", ".") if isinstance(data, dict) else ".")
+    f = dict(FORM_DEFAULTS)
+    f["models"] = [title_for(m.path) for m in cfg.models]
+    f["model_names"] = {m.path: m.name for m in cfg.models if m.name != Path(m.path).stem}
+    f["base_model"] = cfg.base_model
+    f["host_model"] = cfg.host_model if cfg.models and cfg.host_model != cfg.models[0].name else ""
+    f["diffusers_config"] = cfg.diffusers_config
+    f["loras"] = [[lo.path, lo.apply_to, lo.strength] for lo in cfg.loras]
+    f["mode"] = cfg.mode
+    f["method"] = cfg.merge.method
+    f["fixed"] = [[k, _fmt(v)] for k, v in cfg.merge.fixed.items()]
+    f["recipe_path"] = cfg.recipe.path
+    f["recipe_include"] = _fmt_words(cfg.guide.recipe_include)
+    f["recipe_exclude"] = _fmt_words(cfg.guide.recipe_exclude)
+    bounds = dict(cfg.guide.bounds)
+    if cfg.mode == "recipe" and sites is not None and cfg.recipe.path:
+        try:
+            found = sites(cfg.recipe.path)
+        except (OSError, ValueError):
+            found = []
+        tuned = set(_selected_sites([s for s, _ in found], cfg.guide.recipe_include,
+                                    cfg.guide.recipe_exclude))
+        rows = []
+        for name, value in found:
+            b = bounds.get(name)
+            low_high = [_fmt(b.low), _fmt(b.high)] if b is not None else ["", ""]
+            if b is not None and (b.low is not None or b.high is not None):
+                rest = {k: v for k, v in vars(b).items() if k not in ("low", "high")}
+                if not any(v not in (None, False) for v in rest.values()):
+                    bounds.pop(name)
+            rows.append([name, value, name in tuned, *low_high])
+        f["recipe_sites"] = rows
+    f["strategies"], f["bounds"] = _guide_rows(cfg.guide.components, bounds)
+    f["blocks"] = cfg.guide.blocks
+    f["payloads"] = [[p.name, p.prompt, p.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
+                      p.scheduler, p.width, p.height, p.batch_size, p.weight, _fmt_words(p.scorers)]
+                     for p in cfg.payloads]
+    f["wildcards_dir"] = cfg.wildcards_dir
+    f["scorers"] = [[s.name, True, s.weight, _fmt_mapping(s.options)] for s in cfg.scorers]
+    f["scorer_mean"], f["payload_mean"] = cfg.scoring.scorer_mean, cfg.scoring.payload_mean
+    o = cfg.optimizer
+    f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,
+             seed="" if o.seed is None else o.seed, patience=o.early_stopping.patience,
+             min_improvement=o.early_stopping.min_improvement, baseline=list(o.baseline),
+             score_inputs=o.score_inputs, on_trial_error=o.on_trial_error, storage=o.storage,
+             study=o.study)
+    f.update(keep_best=cfg.after_run.keep_best, save_best=cfg.after_run.save_best,
+             save_name=cfg.after_run.save_name)
+    raw = data if isinstance(data, dict) else {}
+    f["output_dir"] = cfg.output_dir if "output_dir" in raw else ""
+    f["models_dir"] = cfg.models_dir
+    f["device"] = cfg.device if cfg.device != "auto" else ""
+    return f
+
+
+def _guide_rows(components, bounds) -> tuple[list[list[Any]], list[list[Any]]]:
+    strategies = [
+        [comp, s.strategy, s.items, _fmt_words(s.patterns),
+         "; ".join(f"{g}: {' '.join(p)}" for g, p in s.groups.items()),
+         _fmt_words(s.params), _fmt_pairs(s.fixed)]
+        for comp, items in components.items() for s in items]
+    rows = [[name, _fmt(b.low), _fmt(b.high), b.log, _fmt(b.step),
+             _fmt_words([str(c) for c in b.choices or []]), _fmt(b.fixed)]
+            for name, b in bounds.items()]
+    return strategies, rows
+
+
+def guide_to_form(guide: Any) -> dict[str, Any]:
+    """The guide controls from a ``guide:`` section alone (the YAML view's Apply)."""
+    from .._config_reader import ConfigReader
+    from ..errors import ConfigError
+
+    reader = ConfigReader()
+    g = reader.guide(guide)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    strategies, bounds = _guide_rows(g.components, g.bounds)
+    return {"strategies": strategies, "bounds": bounds, "blocks": g.blocks,
+            "recipe_include": _fmt_words(g.recipe_include), "recipe_exclude": _fmt_words(g.recipe_exclude)}
+
+
+# --- problems -> panels -----------------------------------------------------------------------
+
+PANELS = ("models", "mode", "guide", "payloads", "scorers", "optimizer")
+_PANEL_OF = {
+    "models": "models", "loras": "models", "base_model": "models", "host_model": "models",
+    "diffusers_config": "models", "mode": "mode", "merge": "mode", "recipe": "mode",
+    "guide": "guide", "payloads": "payloads", "wildcards_dir": "payloads", "scorers": "scorers",
+    "scoring": "scorers", "optimizer": "optimizer", "after_run": "optimizer", "name": "optimizer",
+    "output_dir": "optimizer", "models_dir": "scorers", "device": "optimizer",
+}
+
+
+def panel_of(problem: str) -> str:
+    """Which set-up panel a problem (``payloads[2].steps: must be ...``) belongs to."""
+    head = problem.split(":", 1)[0].strip()
+    for sep in (".", "[", " "):
+        head = head.split(sep, 1)[0]
+    return _PANEL_OF.get(head, "optimizer" if head.startswith(("--", "study")) else "")
+
+
+def problems_by_panel(problems: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {p: [] for p in PANELS}
+    out["other"] = []
+    for problem in problems:
+        out[panel_of(problem) or "other"].append(problem)
+    return out

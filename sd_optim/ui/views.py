@@ -1,0 +1,109 @@
+"""What the tab shows, as plain values: the status line, the trials table, the best-so-far panel,
+the guide's YAML view and the parameter preview. No gradio here (the tests read these directly).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters"]
+
+
+def status_markdown(status: dict[str, Any]) -> str:
+    """``Trial 3 of 8 · best 0.91 (trial 2) · about 40 s left · last trial: merge 0.1 s, ...``."""
+    state = status.get("state", "idle")
+    if state in ("idle", "refused"):
+        return status.get("text", "")
+    if state == "running":
+        parts = []
+        current = status.get("current_trial")
+        done, total = status.get("trials_done", 0), status.get("trials_total") or "?"
+        parts.append(f"**Trial {done + 1 if current is not None else done} of {total}**"
+                     + (f" (study trial #{current})" if current is not None else ""))
+        if status.get("paused"):
+            parts.append("paused")
+    else:
+        parts = [status.get("text", state)]
+    if status.get("best_value") is not None and state == "running":
+        parts.append(f"best {status['best_value']:.4f} (trial {status['best_trial']})")
+    if status.get("eta_seconds") is not None:
+        parts.append(f"about {duration(status['eta_seconds'])} left")
+    timings = status.get("last_timings") or {}
+    if timings:
+        split = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+        parts.append(f"last trial: {split}")
+    return " · ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def params_text(params: dict[str, Any], limit: int = 6) -> str:
+    items = [f"{k}={_value(v)}" for k, v in params.items()]
+    return ", ".join(items[:limit]) + (f", … (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def trial_rows(study) -> list[list[Any]]:
+    """Every trial of the study (earlier sessions included), newest first."""
+    if study is None:
+        return []
+    rows = []
+    for t in reversed(study.trials):
+        seconds = ""
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            seconds = round((t.datetime_complete - t.datetime_start).total_seconds(), 2)
+        value = "" if t.value is None or not math.isfinite(t.value) else round(t.value, 6)
+        state = t.state.name
+        if state == "FAIL" and t.user_attrs.get("fail_reason"):
+            state = f"FAIL ({t.user_attrs['fail_reason']})"
+        rows.append([t.number, state, value, seconds, params_text(t.params)])
+    return rows
+
+
+def best_markdown(study) -> str:
+    if study is None:
+        return "No trial yet."
+    try:
+        bt = study.best_trial
+    except ValueError:
+        return "No completed trial yet."
+    lines = [f"**Best: trial {bt.number}**, value **{bt.value:.6f}**", ""]
+    lines += [f"- `{k}` = {_value(v)}" for k, v in bt.params.items()]
+    return "\n".join(lines)
+
+
+def guide_yaml(data: dict[str, Any]) -> str:
+    """The ``guide:`` section of the config the form describes."""
+    guide = data.get("guide") or {}
+    return yaml.safe_dump({"guide": guide}, sort_keys=False, default_flow_style=None)
+
+
+def preview_markdown(lines: list[str], problems: list[str]) -> str:
+    if problems:
+        return "**Cannot list the parameters yet:**\n" + "\n".join(f"- {p}" for p in problems)
+    params = [line for line in lines if not line.startswith("note: ")]
+    notes = [line[6:] for line in lines if line.startswith("note: ")]
+    text = f"**{len(params)} parameter{'s' if len(params) != 1 else ''} to tune**\n\n"
+    text += "\n".join(f"- `{line}`" for line in params)
+    if notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return text
+
+
+def problems_markdown(problems: list[str]) -> str:
+    return "\n".join(f"- ⚠ {p}" for p in problems)

@@ -1,0 +1,89 @@
+"""The standalone demo app in a real headless Chromium, as a user drives it. Runs under whichever
+gradio the suite's environment has: 4.40 in `make test`, 3.41 in `make test-a1111`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import sd_mecha
+from browser import CHROMIUM, GradioPage, browser_page, free_port, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "test-output"  # screenshots stay here for a person to look at (git ignores it)
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian chromium is missing: run tools/ensure-chromium.sh (make test does)")
+
+
+def tab(ui: GradioPage, label: str) -> None:
+    ui.page.locator("#sd_optim_tabs button", has_text=label).first.click()
+
+
+def close_accordion(ui: GradioPage, label: str) -> None:
+    header = ui.page.locator(".label-wrap").filter(has=ui.page.get_by_text(label, exact=True)).first
+    if "open" in (header.get_attribute("class") or "").split():
+        header.click()
+    ui.wait_for(lambda: "open" not in (header.get_attribute("class") or "").split(),
+                message=f"accordion {label!r} closed")
+
+
+def in_view(ui: GradioPage, elem_id: str) -> bool:
+    box = ui.root(elem_id).bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 100) <= 800
+
+
+def test_demo_app_from_set_up_to_best_mecha(tmp_path):
+    port = free_port()
+    argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
+            "--port", str(port)]
+    with serve(argv, port=port, timeout=240) as url, browser_page(tmp_path) as page:
+        ui = GradioPage(page)
+        ui.goto(url)
+        assert ui.duplicate_ids() == []
+        models = ui.selected("sd_optim_models")
+        assert len(models) == 2, models
+
+        # set up: a method, two models, one guide strategy edited (the preview follows)
+        ui.pick("sd_optim_method", "add_difference")
+        ui.wait_for(lambda: "base model" in ui.text("sd_optim_method_info"), message="add_difference info")
+        ui.pick("sd_optim_method", "weighted_sum")
+        ui.pick_many("sd_optim_models", list(reversed(models)))
+        ui.pick_many("sd_optim_models", models)
+        ui.wait_for(lambda: "2 parameters to tune" in ui.text("sd_optim_preview"), message="preview of 2")
+        assert ui.cell("sd_optim_strategies", 0, 0) == "diffuser"
+        ui.edit_cell("sd_optim_strategies", 0, 1, "all")
+        ui.wait_for(lambda: "27 parameters to tune" in ui.text("sd_optim_preview"), timeout=20,
+                    message="the preview after diffuser: single -> all")
+        assert "diffuser.IN04.alpha" in ui.text("sd_optim_preview")
+
+        # with the set-up panels collapsed, Start, the status line and the gallery fit 1280x800
+        for label in ("1 · Models", "2 · Merge method or recipe", "3 · What to tune (guide)"):
+            close_accordion(ui, label)
+        page.evaluate("window.scrollTo(0, 0)")
+        assert all(in_view(ui, e) for e in ("sd_optim_start", "sd_optim_status", "sd_optim_gallery"))
+
+        # run: images arrive in the live gallery, the trials table fills, then Stop
+        ui.click("sd_optim_start")
+        ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120,
+                    message="images in the live gallery")
+        tab(ui, "Trials")
+        ui.wait_for(lambda: ui.cell("sd_optim_trials_table", 0, 0).isdigit(), timeout=120,
+                    message="a row in the trials table")
+        assert "Trial" in ui.text("sd_optim_status") or "finished" in ui.text("sd_optim_status")
+        ui.click("sd_optim_stop")
+        ui.wait_for(lambda: "finished" in ui.text("sd_optim_status"), timeout=120, message="the run ends")
+        assert ui.row_count("sd_optim_trials_table") >= 1
+
+        # results: best.mecha downloads and deserializes
+        tab(ui, "Results")
+        ui.wait_for(lambda: ui.root("sd_optim_recipe_file").locator("a[download]").count() > 0, timeout=30,
+                    message="best.mecha offered")
+        recipe = ui.download("sd_optim_recipe_file", tmp_path)
+        assert recipe.name == "best.mecha"
+        assert sd_mecha.deserialize_path(recipe) is not None
+        tab(ui, "Best so far")
+        OUTPUT.mkdir(exist_ok=True)
+        ui.screenshot(OUTPUT / f"demo-app-gradio-{gr.__version__}.png")

@@ -1,0 +1,136 @@
+"""The tab's event handlers called the way gradio calls them (the function each event is bound
+to, with the values of its input components), under this environment's gradio: loading and
+saving a config file, dropping an image on the prompt sets, adding a set, the guide's YAML view,
+picking a recipe, and Check set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sd_mecha
+import yaml
+from PIL import Image, PngImagePlugin
+
+from sd_optim.ui import form as fm
+from sd_optim.ui.app import build_app
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sd1-blockwise-weighted-sum.yaml"
+
+
+class Tab:
+    """The built app, its components by elem_id, and its handlers by (elem_id, event)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None)}
+
+    def handler(self, elem_id: str, event: str):
+        target = self.by_id[elem_id]._id
+        if isinstance(self.app.fns, dict):  # gradio 4
+            for f in self.app.fns.values():
+                if (target, event) in f.targets:
+                    return f
+        else:  # gradio 3.41: the triggers are in the config's dependencies
+            for dep, f in zip(self.app.config["dependencies"], self.app.fns):
+                if target in dep["targets"] and dep["trigger"] == event:
+                    return f
+        raise KeyError((elem_id, event))
+
+    def call(self, elem_id: str, event: str, values: dict[str, object]) -> dict[str, object]:
+        """Run the handler with the components' current values, ``values`` (by elem_id) replacing
+        some; the result by output elem_id (gr.update dicts stay dicts)."""
+        f = self.handler(elem_id, event)
+        args = [values[b.elem_id] if b.elem_id in values else b.value for b in f.inputs]
+        result = f.fn(*args)
+        if not isinstance(result, (list, tuple)) or len(f.outputs) == 1:
+            result = [result]
+        return {b.elem_id: v for b, v in zip(f.outputs, result)}
+
+
+def value(x):
+    return x.get("value") if isinstance(x, dict) else x
+
+
+@pytest.fixture
+def tab(tiny_sd1_paths, tmp_path):
+    app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
+    yield Tab(app)
+    manager.shutdown()
+
+
+def test_loading_a_config_file_fills_every_control_and_saving_writes_it_back(tab, tmp_path):
+    out = tab.call("sd_optim_load_config", "upload", {"sd_optim_load_config": str(EXAMPLE)})
+    assert value(out["sd_optim_method"]) == "weighted_sum"
+    assert value(out["sd_optim_trials"]) == yaml.safe_load(EXAMPLE.read_text())["optimizer"]["trials"]
+    assert "Loaded sd1-blockwise-weighted-sum.yaml" in out["sd_optim_file_status"]
+    values = {k: value(v) for k, v in out.items()}
+    saved = tab.call("sd_optim_save_config", "click", values)
+    path = Path(value(saved["sd_optim_saved_config"]))
+    assert path.parent == tmp_path / "runs" / "configs"
+    from sd_optim.config import config_from_dict, load_config
+
+    original = load_config(EXAMPLE)
+    again = config_from_dict(yaml.safe_load(path.read_text()), base_dir=EXAMPLE.parent)
+    assert again.guide == original.guide and again.payloads == original.payloads
+    assert again.merge == original.merge and again.optimizer == original.optimizer
+
+
+def test_a_bad_config_file_is_refused_with_its_problems(tab, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [a.safetensors]\npayloads: [{prompt: x, steps: 0}]\nscorers: [image_stats]\n")
+    out = tab.call("sd_optim_load_config", "upload", {"sd_optim_load_config": str(bad)})
+    assert "payloads[0].steps: must be >= 1, got 0" in out["sd_optim_file_status"]
+    assert value(out["sd_optim_method"]) is None  # nothing else changed
+
+
+def test_dropping_an_image_fills_a_prompt_set_and_add_appends_it(tab, tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a castle on a hill\nNegative prompt: fog\nSteps: 14, Sampler: DPM++ 2M, "
+                                "Schedule type: Karras, CFG scale: 5.5, Seed: 42, Size: 576x448, Model: x")
+    png = tmp_path / "made.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    out = tab.call("sd_optim_png", "upload", {"sd_optim_png": str(png)})
+    got = {k: value(v) for k, v in out.items()}
+    assert (got["sd_optim_add_prompt"], got["sd_optim_add_negative"], got["sd_optim_add_steps"]) == \
+        ("a castle on a hill", "fog", 14)
+    assert (got["sd_optim_add_sampler"], got["sd_optim_add_scheduler"], got["sd_optim_add_seed"]) == \
+        ("DPM++ 2M", "Karras", 42)
+    assert (got["sd_optim_add_cfg"], got["sd_optim_add_width"], got["sd_optim_add_height"]) == (5.5, 576, 448)
+    added = tab.call("sd_optim_add_payload", "click", got)["sd_optim_payloads"]
+    assert added[-1][:10] == ["set1", "a castle on a hill", "fog", 42, 14, 5.5, "DPM++ 2M", "Karras", 576, 448]
+
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    out = tab.call("sd_optim_png", "upload", {"sd_optim_png": str(plain)})
+    assert "has no generation parameters" in out["sd_optim_err_payloads"]
+
+
+def test_guide_yaml_view_applies_back_into_the_tables(tab):
+    text = "guide:\n  diffuser:\n  - strategy: select\n    patterns: [IN0*]\n  bounds:\n    alpha: {low: 0.2}\n"
+    out = tab.call("sd_optim_apply_guide_yaml", "click", {"sd_optim_guide_yaml": text})
+    assert value(out["sd_optim_strategies"]) == [["diffuser", "select", "", "IN0*", "", "", ""]]
+    assert value(out["sd_optim_bounds"]) == [["alpha", 0.2, "", False, "", "", ""]]
+    out = tab.call("sd_optim_apply_guide_yaml", "click", {"sd_optim_guide_yaml": "guide:\n  diffuser: [selct]"})
+    assert "guide.diffuser[0].strategy: must be one of" in out["sd_optim_err_guide"]
+
+
+def test_a_recipe_lists_its_sites_and_check_reports_by_panel(tab, tiny_sd1_paths, tmp_path):
+    recipe = sd_mecha.weighted_sum(sd_mecha.model(str(tiny_sd1_paths[0]), "sd1-ldm"),
+                                   sd_mecha.model(str(tiny_sd1_paths[1]), "sd1-ldm"), alpha=0.3)
+    path = tmp_path / "r.mecha"
+    path.write_text(sd_mecha.serialize(recipe), encoding="utf-8")
+    out = tab.call("sd_optim_recipe_path", "change", {"sd_optim_recipe_path": str(path)})
+    assert value(out["sd_optim_recipe_sites"])[0][:3] == ["&5.alpha", 0.3, True]
+    out = tab.call("sd_optim_check", "click", {"sd_optim_models": [tiny_sd1_paths[0].name],
+                                              "sd_optim_payloads": [["", "", "", "", "", "", "", "", "", "", "",
+                                                                     "", ""]]})
+    assert "merge mode needs at least two checkpoints" in out["sd_optim_err_models"]
+    assert "at least one prompt set is required" in out["sd_optim_err_payloads"]
+    assert "Fix the problems" in out["sd_optim_status"]
+
+
+def test_form_fields_are_the_inputs_of_start(tab):
+    f = tab.handler("sd_optim_start", "click")
+    assert [b.elem_id for b in f.inputs if b.elem_id] == [f"sd_optim_{k}" for k in fm.FIELDS
+                                                          if k != "model_names"]

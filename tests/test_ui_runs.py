@@ -1,0 +1,169 @@
+"""What the tab drives, without a browser: a run started from the tab's controls on the standalone
+host (live images with captions, status with ETA and time split, a fresh study name on a second
+Start), the results actions on its trials (recipe, checkpoint, look again with the original
+restored, keep loaded), and the set-up panels' catalog (architectures, methods, scorers, studies,
+the parameter preview)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import optuna
+import pytest
+import safetensors.torch
+import sd_mecha
+from test_runner import assert_original
+
+from sd_optim.errors import ConfigError
+from sd_optim.tiny_models import TINY_SIZE
+from sd_optim.ui import catalog as cat
+from sd_optim.ui import form as fm
+from sd_optim.ui import views
+from sd_optim.ui.runs import Defaults, RunBusy, RunManager
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def tab_form(tiny_sd1_paths, tiny_sd1_config_dir):
+    """The set-up a user makes in the tab: two models, two prompt sets, one scorer."""
+    return {
+        **fm.FORM_DEFAULTS,
+        "models": [str(tiny_sd1_paths[0]), str(tiny_sd1_paths[1])],
+        "diffusers_config": str(tiny_sd1_config_dir), "device": "cpu",
+        "strategies": [["diffuser", "single", "", "", "", "", ""], ["clip_l", "single", "", "", "", "", ""]],
+        "payloads": [["fox", "a red fox", "", 3, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 2, 1, ""],
+                     ["lake", "a lake", "", 4, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 1, 1, ""]],
+        "scorers": [["image_stats", True, 1, ""]],
+        "sampler": "random", "trials": 3, "seed": 0,
+    }
+
+
+@pytest.fixture
+def manager(sd1_host, tmp_path):
+    m = RunManager(defaults=Defaults(output_dir=str(tmp_path / "runs")), host_for=lambda config: sd1_host)
+    yield m
+    m.shutdown()
+
+
+def test_a_run_started_from_the_controls_streams_captioned_images_and_timings(manager, tab_form):
+    seen = []
+    manager.start(fm.form_to_data(tab_form), fresh_name=True)
+    version = -1
+    while manager.live:
+        version = manager.wait_for_change(version, 5.0)
+        seen.append(manager.status())
+    status = manager.wait()
+    live = manager.current
+    assert status["state"] == "finished" and status["trials_done"] == 3
+    assert status["study"] == "weighted_sum-" + "-".join(fm.form_to_data(tab_form)["models"][i]["name"]
+                                                          for i in range(2))
+    assert next(c for _, c in live.images).startswith("trial 2 · fox #0 · image_stats ")
+    assert len(live.images) == 3 and len(live.best_images) == 3  # 2 fox + 1 lake
+    running = [s for s in seen if s["state"] == "running" and s["trials_done"] >= 1]
+    assert running and running[-1]["eta_seconds"] is not None
+    assert set(running[-1]["last_timings"]) == {"merge", "generate", "score"}
+    assert "Trial" in views.status_markdown(running[-1]) and "last trial: merge" in \
+        views.status_markdown(running[-1])
+    rows = views.trial_rows(manager.current.runner.study)
+    assert [r[0] for r in rows] == [2, 1, 0] and all(r[1] == "COMPLETE" for r in rows)
+
+    manager.start(fm.form_to_data(tab_form), fresh_name=True)  # Start pressed again: a new study
+    assert manager.wait()["study"] == status["study"] + "-2"
+
+
+def test_results_actions_on_a_finished_run(manager, tab_form, sd1_host, tiny_sd1_paths, tmp_path):
+    manager.start(fm.form_to_data(tab_form), fresh_name=True)
+    manager.wait()
+    tools = manager.trial_tools()
+    best = tools.best_number()
+    recipe = tools.recipe_file(1)
+    assert sd_mecha.deserialize_path(recipe) and recipe.name == "trial-00001.mecha"
+    with pytest.raises(ConfigError, match="no completed trial 7"):
+        tools.recipe_file(7)
+
+    looked = list(tools.look(best))
+    assert [p for p, _ in looked] == ["fox", "fox", "lake"]
+    assert np.array_equal(np.asarray(looked[0][1].image), np.asarray(manager.current.best_images[0][0]))
+    assert_original(sd1_host, tiny_sd1_paths[0])  # looking again leaves the original loaded
+
+    saved = tools.save_checkpoint(best, "chosen")
+    assert saved.name == "chosen.safetensors" and "mecha_recipe" in safetensors.safe_open(
+        str(saved), "pt").metadata()
+
+    kept = tools.keep(best)
+    assert sd1_host.kept_merge() == kept and kept.trial == best
+    original = safetensors.torch.load_file(str(tiny_sd1_paths[0]))
+    with sd1_host.open_slot() as slot:
+        key = next(k for k in original if k.startswith("model.diffusion_model.") and k in slot)
+        assert not np.array_equal(slot[key].numpy(), original[key].numpy())
+        slot.restore()  # and back to the original for the other tests
+    sd1_host.mark_kept(None)
+
+
+def test_results_actions_wait_for_a_live_run(manager, tab_form):
+    gate = threading.Event()
+    manager.start(fm.form_to_data({**tab_form, "trials": 50}), fresh_name=True)
+    manager.current.runner.listeners.append(lambda e: gate.set())
+    gate.wait(30)
+    with pytest.raises(RunBusy):
+        manager.trial_tools()
+    manager.stop("stopped from the tab")
+    assert manager.wait()["reason"] == "stopped from the tab"
+
+
+def test_catalog_lists_checkpoints_with_their_architecture(tiny_sd1_paths, tiny_sdxl_paths):
+    catalog = cat.ModelCatalog(folder=tiny_sd1_paths[0].parent)
+    titles = catalog.titles()
+    assert tiny_sd1_paths[0].name in titles and tiny_sdxl_paths[0].name in titles
+    assert catalog.architecture(catalog.path_for(tiny_sd1_paths[0].name)) == "sd1-ldm"
+    assert catalog.architecture(str(tiny_sdxl_paths[0])) == "sdxl-sgm"
+    assert catalog.title_for(str(tiny_sd1_paths[1])) == tiny_sd1_paths[1].name
+    assert catalog.path_for("/elsewhere/x.safetensors") == "/elsewhere/x.safetensors"
+
+
+def test_preview_follows_the_guide_and_names_problems(tab_form):
+    lines, problems = cat.preview(fm.form_to_data(tab_form), "sd1-ldm")
+    assert problems == [] and [ln.split()[0] for ln in lines] == ["diffuser.all.alpha", "clip_l.all.alpha"]
+    tab_form["strategies"][0][1] = "all"  # the user edits one strategy
+    lines, _ = cat.preview(fm.form_to_data(tab_form), "sd1-ldm")
+    assert len(lines) == 27 and lines[0].startswith("diffuser.BASE.alpha")  # 26 blocks + clip_l
+    tab_form["strategies"][0][1] = "select"
+    _, problems = cat.preview(fm.form_to_data(tab_form), "sd1-ldm")
+    assert problems == ["guide.diffuser[0].patterns: select needs at least one pattern"]
+    assert cat.preview(fm.form_to_data(tab_form), None)[1][0].startswith("models:")
+    text = views.preview_markdown(*cat.preview(fm.form_to_data({**tab_form, "strategies": [
+        ["clip_l", "single", "", "", "", "", ""]]}), "sd1-ldm"))
+    assert text.startswith("**1 parameter to tune**")
+
+
+def test_methods_scorers_and_studies_as_the_panels_show_them(manager, tab_form, tmp_path):
+    rows, inputs = cat.method_rows("weighted_sum")
+    assert rows == [["alpha", "float", 0.5]] and inputs == "models: a, b"
+    assert cat.method_needs_base("add_difference") and not cat.method_needs_base("weighted_sum")
+    assert cat.method_rows("weigthed_sum")[1].startswith("merge.method: unknown")
+    status = cat.scorer_status([{"name": "image_stats"}, {"name": "reference", "options": {"folder": "nope"}},
+                                {"name": "laion_aesthetic"}], str(tmp_path / "scorer-models"))
+    assert status[0] == "image_stats: ready"
+    assert status[1].startswith("reference: ") and "nope" in status[1]
+    assert "laion_aesthetic" in status[2] and str(tmp_path / "scorer-models") in status[2]
+    assert [r[0] for r in cat.scorer_rows()] == ["image_stats", "laion_aesthetic", "reference"]
+
+    manager.start(fm.form_to_data(tab_form), fresh_name=True)
+    study = manager.wait()["study"]
+    choices = cat.study_choices(str(tmp_path / "runs"))
+    assert len(choices) == 1 and choices[0].startswith(f"{study} (3 trials, best ")
+    assert cat.study_of_choice(choices[0]) == study
+
+
+def test_check_names_what_start_would_refuse_by_panel(tab_form, tmp_path):
+    assert cat.check_setup(fm.form_to_data(tab_form), Defaults(output_dir=str(tmp_path)), "sd1-ldm") == []
+    bad = {**tab_form, "models": [tab_form["models"][0], str(tmp_path / "gone.safetensors")],
+           "scorers": [["reference", True, 1, f"folder: {tmp_path / 'no-refs'}"]],
+           "strategies": [["diffuser", "select", "", "", "", "", ""]]}
+    problems = cat.check_setup(fm.form_to_data(bad), Defaults(output_dir=str(tmp_path)), "sd1-ldm")
+    by_panel = fm.problems_by_panel(problems)
+    assert by_panel["models"] == [f"models[1].path: no such file, got '{tmp_path / 'gone.safetensors'}'"]
+    assert by_panel["guide"] == ["guide.diffuser[0].patterns: select needs at least one pattern"]
+    assert by_panel["scorers"][0].startswith("scorers[0] (reference): reference: the folder")
