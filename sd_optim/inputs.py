@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -14,9 +15,21 @@ from .errors import ConfigError
 
 
 def safetensors_keys(path: Path) -> list[str]:
+    """The tensor names in a ``.safetensors`` header (ValueError when the file is not one)."""
     with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
+        head = f.read(8)
+        total = os.fstat(f.fileno()).st_size
+        if len(head) < 8:
+            raise ValueError(f"{Path(path).name} is not a safetensors file (too short)")
+        (size,) = struct.unpack("<Q", head)
+        if size > total - 8:
+            raise ValueError(f"{Path(path).name} is not a safetensors file (bad header size)")
+        try:
+            header = json.loads(f.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{Path(path).name} is not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{Path(path).name} is not a safetensors file (unreadable header)")  # noqa: TRY004
     return [k for k in header if k != "__metadata__"]
 
 
@@ -60,7 +73,11 @@ def check_inputs(config: RunConfig, model_config: str) -> None:
     problems = []
     for i, m in enumerate(config.models):
         path = config.resolve_path(m.path)
-        found = infer_model_config(path)
+        try:
+            found = infer_model_config(path)
+        except ValueError as e:
+            problems.append(f"models[{i}].path: {e}")
+            continue
         if found != model_config:
             problems.append(
                 f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "

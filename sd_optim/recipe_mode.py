@@ -106,7 +106,12 @@ class RecipePlanner:
         self.model_config = model_config
         path = config.resolve_path(config.recipe.path)
         text = path.read_text(encoding="utf-8")
-        self.source = sd_mecha.deserialize(text.rstrip("\n").split("\n"))
+        try:
+            self.source = sd_mecha.deserialize(text.rstrip("\n").split("\n"))
+        except Exception as e:  # noqa: BLE001 - sd-mecha raises several types for a bad file
+            from .errors import ConfigError
+
+            raise ConfigError([f"recipe.path: {path.name} is not a valid .mecha recipe ({e})"]) from None
         self.label = path.stem
         self.sites = find_sites(self.source)
         chosen = [s for s in self.sites

@@ -76,14 +76,14 @@ class TrialTools:
         """Leave the trial's merge loaded in the host (as ``after_run.keep_best`` does)."""
         t = self.trial(number)
         host = self.runner.host
+        kept = KeptMerge(self.study.study_name, number, float(t.value), self.planner.recipe_text(t.params),
+                         str(self.recipe_file(number)))
         engine = MergeEngine(device=host.device)
         try:
             with host.open_slot() as slot:
                 engine.apply(self.planner.recipe(t.params), slot, self.planner.model_config)
                 slot.commit()
                 slot.keep()
-                kept = KeptMerge(self.study.study_name, number, float(t.value),
-                                 self.planner.recipe_text(t.params), str(self.recipe_file(number)))
                 host.mark_kept(kept)
         finally:
             engine.close()

@@ -157,3 +157,17 @@ def test_kept_merge_marks_later_images_until_a_reload(webui, tiny_sd1_paths, tin
     assert "sd-optim" not in generate()
     status = webui.entry.manager().status()
     assert not status["kept_loaded"] and "until the WebUI reloaded the checkpoint" in status["text"]
+
+
+def test_tab_warns_when_the_webui_runs_without_its_queue(webui):
+    def notices():
+        tab = webui.callbacks.ui_tabs_callback()[0][0]
+        return [c["props"].get("value") for c in tab.config["components"]
+                if c["props"].get("elem_id") == "sd_optim_notice"]
+
+    assert notices() == []
+    webui.shared.cmd_opts.no_gradio_queue = True
+    try:
+        assert "--no-gradio-queue" in notices()[0]
+    finally:
+        del webui.shared.cmd_opts.no_gradio_queue

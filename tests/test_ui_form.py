@@ -90,8 +90,11 @@ def test_recipe_sites_table_selects_and_bounds_sites():
     controls["recipe_sites"][2][2] = False  # untick one: the selection becomes explicit
     controls["recipe_sites"][0][3:5] = [0.0, 0.8]
     back = fm.form_to_data(controls)["guide"]
-    assert back["recipe"] == {"include": ["&5.alpha[IN04]"], "exclude": []}
+    # the brackets of a site name are escaped: the pattern selects that site and no other
+    assert fm._selected_sites([s for s, _ in sites], back["recipe"]["include"], []) == ["&5.alpha[IN04]"]
     assert back["bounds"] == {"&5.alpha[IN04]": {"low": 0.1, "high": 0.3}, "&3.alpha": {"low": 0.0, "high": 0.8}}
+    again = fm.data_to_form({**data, "guide": back}, sites=lambda path: sites)
+    assert [r[2] for r in again["recipe_sites"]] == [False, True, False]
 
 
 @pytest.mark.parametrize("problem, panel", [
@@ -114,3 +117,32 @@ def test_start_as_resume_or_fork_names_the_chosen_study():
     assert fm.start_options({"start_as": "resume", "source_study": "mine"}) == {"resume": "mine"}
     assert fm.start_options({"start_as": "fork", "source_study": "mine"}) == {"fork": "mine"}
     assert fm.start_options({"start_as": "new study", "source_study": "mine"}) == {}
+
+
+def test_fixed_cells_accept_equals_or_colon_and_blank_trials_mean_the_default():
+    data = fm.form_to_data({"strategies": [["clip_l", "none", "", "", "", "", "alpha: 0.25, beta = 1"]],
+                            "trials": None})
+    assert data["guide"]["clip_l"] == [{"strategy": "none", "fixed": {"alpha": 0.25, "beta": 1}}]
+    assert "trials" not in data["optimizer"]
+
+
+def test_the_study_dropdown_label_resumes_the_study_itself():
+    label = "weighted_sum-a-b (3 trials, best 0.9908)"
+    assert fm.start_options({"start_as": "resume", "source_study": label}) == {"resume": "weighted_sum-a-b"}
+
+
+def test_an_incomplete_saved_set_up_loads_back_but_a_wrong_one_does_not():
+    incomplete = {"models": ["/m/a.safetensors"], "merge": {"method": "weighted_sum"}}
+    assert fm.data_to_form(incomplete)["models"] == ["/m/a.safetensors"]
+    with pytest.raises(ConfigError, match="optimizer.trials: must be >= 1"):
+        fm.data_to_form({**incomplete, "optimizer": {"trials": 0}})
+
+
+def test_custom_names_follow_the_file_however_its_path_is_spelled(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    controls = fm.data_to_form({"models": [{"path": str(tmp_path / "m" / "a.safetensors"), "name": "A"},
+                                           {"path": str(tmp_path / "m" / "b.safetensors"), "name": "B"}],
+                                "base_model": "A"})
+    data = fm.form_to_data(controls, path_for=lambda title: f"m/{Path(title).name}")  # a relative catalog
+    assert [m["name"] for m in data["models"]] == ["A", "B"] and data["base_model"] == "A"

@@ -41,7 +41,7 @@ class Tab:
         """Run the handler with the components' current values, ``values`` (by elem_id) replacing
         some; the result by output elem_id (gr.update dicts stay dicts)."""
         f = self.handler(elem_id, event)
-        args = [values[b.elem_id] if b.elem_id in values else b.value for b in f.inputs]
+        args = [values.get(b.elem_id, b.value) for b in f.inputs]
         result = f.fn(*args)
         if not isinstance(result, (list, tuple)) or len(f.outputs) == 1:
             result = [result]

@@ -167,3 +167,36 @@ def test_check_names_what_start_would_refuse_by_panel(tab_form, tmp_path):
     assert by_panel["models"] == [f"models[1].path: no such file, got '{tmp_path / 'gone.safetensors'}'"]
     assert by_panel["guide"] == ["guide.diffuser[0].patterns: select needs at least one pattern"]
     assert by_panel["scorers"][0].startswith("scorers[0] (reference): reference: the folder")
+
+
+def test_a_refused_start_keeps_the_last_results_and_actions_hold_the_model(manager, tab_form):
+    manager.start(fm.form_to_data(tab_form), fresh_name=True)
+    first = manager.wait()
+    assert first["current_trial"] is None  # no "trial 4 of 3" once the last one ended
+    with pytest.raises(ConfigError, match="--resume: no study named 'nope'"):
+        manager.start(fm.form_to_data(tab_form), resume="nope")
+    assert manager.status()["study"] == first["study"] and manager.trial_tools().best_number() >= 0
+    with manager.trial_action("looking at a trial again"):
+        with pytest.raises(RunBusy, match="the model is busy \\(looking at a trial again\\)"):
+            manager.start(fm.form_to_data(tab_form), fresh_name=True)
+        with pytest.raises(RunBusy), manager.trial_action("keeping a trial loaded"):
+            pass
+    assert manager.busy == ""
+
+
+def test_broken_files_are_named_not_crashed_on(tab_form, tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(b"abc")
+    catalog = cat.ModelCatalog(folder=tmp_path)
+    assert catalog.architecture(str(junk)).startswith("unreadable (junk.safetensors is not a safetensors file")
+    assert catalog.architecture(str(short)).startswith("unreadable")
+    problems = cat.check_setup(fm.form_to_data({**tab_form, "models": [tab_form["models"][0], str(junk)]}),
+                               Defaults(output_dir=str(tmp_path)), "sd1-ldm")
+    assert problems == ["models[1].path: junk.safetensors is not a safetensors file (bad header size)"]
+    text = tmp_path / "not.mecha"
+    text.write_text("not a recipe at all")
+    recipe_form = {**tab_form, "mode": "recipe", "recipe_path": str(text)}
+    assert cat.preview(fm.form_to_data(recipe_form), "sd1-ldm")[1][0].startswith(
+        "recipe.path: not.mecha is not a valid .mecha recipe")

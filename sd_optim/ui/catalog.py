@@ -226,9 +226,10 @@ def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], 
 
 def check_setup(data: dict[str, Any], defaults, model_config: str | None) -> list[str]:
     """Every problem Start would meet before loading anything: the config's validation, missing
-    files, the parameter preview's problems and scorers that miss their weights."""
+    files and files of another architecture, the parameter preview's problems and scorers that
+    miss their weights."""
     from .._config_reader import ConfigReader
-    from ..inputs import check_files
+    from ..inputs import check_files, check_inputs
     from .runs import config_data
 
     try:
@@ -239,7 +240,7 @@ def check_setup(data: dict[str, Any], defaults, model_config: str | None) -> lis
     cfg = reader.run_config(raw, str(base_dir))
     problems = list(reader.problems)
     try:
-        check_files(cfg)
+        check_inputs(cfg, model_config) if model_config else check_files(cfg)
     except ConfigError as e:
         problems += e.problems
     problems += [p for p in preview(data, model_config)[1] if p not in problems]

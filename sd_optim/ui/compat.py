@@ -63,6 +63,12 @@ def plot_kind() -> str:
     return preferred_kind(GRADIO_MAJOR)
 
 
+def unlimited() -> dict[str, Any]:
+    """Event kwargs that let a long handler (one following a run) not hold up others: gradio 4
+    runs one call per event at a time by default; 3.41 has no per-event limit."""
+    return {"concurrency_limit": None} if GRADIO_MAJOR >= 4 else {}
+
+
 def queue(blocks: gr.Blocks) -> gr.Blocks:
     """Enable the queue the live view's generator handlers need (the WebUIs do it themselves)."""
     if GRADIO_MAJOR < 4:

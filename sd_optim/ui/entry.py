@@ -33,6 +33,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
                               "postgresql://... to share a study between WebUIs)")),
 }
 
+QUEUE_OFF = ("The WebUI was started with --no-gradio-queue: the tab's live view cannot update and "
+             "Start will not follow the run. Restart the WebUI without that flag.")
+
 _manager: RunManager | None = None
 
 
@@ -95,7 +98,8 @@ def tab_context():
                       loaded_model_config=loaded_model_config,
                       output_dir=lambda: current_defaults().output_dir or "outputs/sd-optim",
                       storage=lambda: current_defaults().storage,
-                      models_dir=lambda: current_defaults().models_dir)
+                      models_dir=lambda: current_defaults().models_dir,
+                      notice=QUEUE_OFF if getattr(shared.cmd_opts, "no_gradio_queue", False) else "")
 
 
 def on_app_started(_demo, app) -> None:

@@ -9,7 +9,9 @@ parse is passed on as written, so the config's validation names the field and th
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,12 +101,17 @@ def _scalar(x: Any) -> Any:
 
 
 def _pairs(x: Any, where: str) -> dict[str, Any]:
-    """``"alpha=0.5, beta=1"`` (or ``alpha: 0.5``) as a dict."""
+    """``"alpha=0.5, beta: 1"`` as a dict (a part without = or : keeps an empty value, which
+    validation names)."""
     out: dict[str, Any] = {}
-    for part in _words(x):
-        sep = "=" if "=" in part else ":"
-        key, _, value = part.partition(sep)
-        out[key.strip()] = _scalar(value) if value.strip() else value
+    if _blank(x):
+        return out
+    for part in str(x).split(","):
+        if not part.strip():
+            continue
+        cut = min((i for i in (part.find("="), part.find(":")) if i >= 0), default=-1)
+        key, value = (part[:cut], part[cut + 1:]) if cut >= 0 else (part, "")
+        out[key.strip()] = _scalar(value) if value.strip() else value.strip()
     return out
 
 
@@ -178,7 +185,7 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
     models, used = [], set()
     for choice in f["models"] or []:
         path = path_for(choice)
-        name = names.get(path) or _unique(Path(path).stem, used)
+        name = names.get(_key(path)) or names.get(path) or _unique(Path(path).stem, used)
         used.add(name)
         models.append({"path": path, "name": name})
     data["models"] = models
@@ -210,6 +217,11 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
     if not _blank(f["save_name"]):
         data["after_run"]["save_name"] = str(f["save_name"]).strip()
     return data
+
+
+def _key(path: str) -> str:
+    """Model names are remembered by the file itself, however its path is spelled."""
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _unique(stem: str, used: set[str]) -> str:
@@ -244,7 +256,8 @@ def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
         if sites:
             tuned = [str(r[0]) for r in sites if _bool(_cell(r, 2))]
             if tuned != _selected_sites([str(r[0]) for r in sites], include, exclude):
-                include, exclude = tuned or ["-"], []  # "-" matches no site: "nothing to tune"
+                # site names hold brackets ("&5.alpha[IN04]"): escaped, they match only themselves
+                include, exclude = [glob.escape(t) for t in tuned] or ["-"], []  # "-": no site
             for r in sites:
                 entry = _bounds_entry([_cell(r, 3), _cell(r, 4)])
                 if entry:
@@ -307,7 +320,9 @@ def _scorer(row: list[Any]) -> dict[str, Any]:
 
 
 def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
-    opt: dict[str, Any] = {"sampler": f["sampler"], "trials": _number(f["trials"], integer=True)}
+    opt: dict[str, Any] = {"sampler": f["sampler"]}
+    if not _blank(f["trials"]):
+        opt["trials"] = _number(f["trials"], integer=True)
     options = _flow_mapping(f["sampler_options"], "sampler_options")
     if options:
         opt["sampler_options"] = options
@@ -331,7 +346,9 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
 
 def start_options(form: dict[str, Any]) -> dict[str, str]:
     """The study to resume or fork (the CLI's --resume / --fork), from the start controls."""
-    how, source = form.get("start_as") or "new study", str(form.get("source_study") or "").strip()
+    how = form.get("start_as") or "new study"
+    # the dropdown shows "name (N trials, best V)"; study names have no spaces
+    source = str(form.get("source_study") or "").split(" (", 1)[0].strip()
     if how == "resume":
         return {"resume": source}
     if how == "fork":
@@ -341,17 +358,26 @@ def start_options(form: dict[str, Any]) -> dict[str, str]:
 
 # --- config data -> form ----------------------------------------------------------------------
 
+_INCOMPLETE = ("is required", "at least one", "needs at least", "recipe mode needs")
+
+
 def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
                  sites: Callable[[str], list[tuple[str, Any]]] | None = None) -> dict[str, Any]:
     """Control values from a config's data (as :meth:`RunConfig.to_dict` writes it, or a YAML
     file's own data). ``title_for`` turns a file path into the checkpoint choice shown;
     ``sites`` lists a recipe file's (site, value) pairs for the recipe table."""
-    from ..config import config_from_dict
+    from .._config_reader import ConfigReader
+    from ..errors import ConfigError
 
-    cfg = config_from_dict(data, base_dir=data.get("base_dir", ".") if isinstance(data, dict) else ".")
+    # a set-up saved before it was complete loads back: only "missing" problems are let through
+    reader = ConfigReader()
+    cfg = reader.run_config(data, ".")
+    problems = [p for p in reader.problems if not any(m in p for m in _INCOMPLETE)]
+    if problems:
+        raise ConfigError(problems)
     f = dict(FORM_DEFAULTS)
     f["models"] = [title_for(m.path) for m in cfg.models]
-    f["model_names"] = {m.path: m.name for m in cfg.models if m.name != Path(m.path).stem}
+    f["model_names"] = {_key(m.path): m.name for m in cfg.models if m.name != Path(m.path).stem}
     f["base_model"] = cfg.base_model
     f["host_model"] = cfg.host_model if cfg.models and cfg.host_model != cfg.models[0].name else ""
     f["diffusers_config"] = cfg.diffusers_config

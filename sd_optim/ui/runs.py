@@ -7,6 +7,7 @@ and a dict of WebUI settings, so the tests drive it directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,9 +31,9 @@ log = logging.getLogger("sd_optim")
 class RunBusy(RuntimeError):
     """A run is already live; ``status`` says which."""
 
-    def __init__(self, status: dict[str, Any]):
+    def __init__(self, status: dict[str, Any], message: str = ""):
         self.status = status
-        super().__init__(f"an sd-optim run is already live: {status['text']}")
+        super().__init__(message or f"an sd-optim run is already live: {status['text']}")
 
 
 @dataclass
@@ -124,6 +125,7 @@ class RunManager:
         self._changed = threading.Condition()
         self.version = 0  # bumped on every event: followers wait for a change
         self.current: LiveRun | None = None
+        self.busy = ""  # a results action using the host ("look again", ...): runs wait for it
 
     # --- control ---------------------------------------------------------------------------
 
@@ -136,6 +138,8 @@ class RunManager:
         with self._lock:
             if self.live:
                 raise RunBusy(self.status())
+            if self.busy:
+                raise RunBusy(self.status(), f"the model is busy ({self.busy}); start again when it is done")
             config = read_config(source, self.defaults)
             if fresh_name and not (resume or config.optimizer.study):
                 config.optimizer.study = _free_study_name(config)
@@ -148,12 +152,13 @@ class RunManager:
                             RunControl(), MergeEngine(device=host.device, device_budget_bytes=budget))
             live = LiveRun(runner, threading.Thread(target=self._run, name="sd-optim-run", daemon=True))
             runner.listeners.append(lambda e: self._seen(live, e))
-            self.current = live
+            previous, self.current = self.current, live
             live.thread.start()
             # everything that can refuse the run happens before its first event: report it here
             live.first.wait()
             if live.first_event is None or isinstance(live.first_event, ev.RunFailed):
                 live.thread.join()
+                self.current = previous  # a refused run hides nothing: the last results stay
                 if isinstance(live.exception, ConfigError):
                     raise live.exception
                 raise ConfigError([f"the run could not start: {live.error}"])
@@ -220,7 +225,7 @@ class RunManager:
         return self.status()
 
     def trial_tools(self):
-        """Actions on the last run's trials (refused while a run is live: the host is busy)."""
+        """Actions on the last run's trials that only read (refused while a run is live)."""
         from ..trials import TrialTools
 
         live = self.current
@@ -229,6 +234,20 @@ class RunManager:
         if self.live:
             raise RunBusy(self.status())
         return TrialTools(live.runner)
+
+    @contextlib.contextmanager
+    def trial_action(self, what: str):
+        """The last run's trial tools, holding the host: a run cannot start meanwhile, nor another
+        action ("look again" renders for a while)."""
+        with self._lock:
+            if self.busy:
+                raise RunBusy(self.status(), f"the model is busy ({self.busy}); try again when it is done")
+            tools = self.trial_tools()
+            self.busy = what
+        try:
+            yield tools
+        finally:
+            self.busy = ""
 
     def shutdown(self, timeout: float = 120.0) -> None:
         """The extension is being unloaded: stop the run and wait until the model is restored."""
@@ -260,8 +279,7 @@ class RunManager:
             "best_value": best[-1].value if best else None,
             "paused": runner.control.paused,
             "error": live.error,
-            "current_trial": next((e.number for e in reversed(history) if isinstance(e, ev.TrialStarted)),
-                                  None),
+            "current_trial": _current_trial(history),
             "last_timings": next((e.timings for e in reversed(done) if e.state == "COMPLETE"), {}),
             "eta_seconds": None,
         }
@@ -279,6 +297,16 @@ class RunManager:
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
         out["text"] = _describe(out)
         return out
+
+
+def _current_trial(history: list[ev.Event]) -> int | None:
+    """The trial in flight: the last one started and not finished yet."""
+    for e in reversed(history):
+        if isinstance(e, ev.TrialFinished):
+            return None
+        if isinstance(e, ev.TrialStarted):
+            return e.number
+    return None
 
 
 def _free_study_name(config: RunConfig) -> str:

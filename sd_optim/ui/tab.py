@@ -57,6 +57,7 @@ class TabContext:
     models_dir: Callable[[], str] = lambda: ""
     standalone: bool = False
     initial: dict[str, Any] = field(default_factory=dict)  # form values to start with
+    notice: str = ""  # a warning shown above the Start button (e.g. the queue is off)
 
 
 def _form(values) -> dict[str, Any]:
@@ -296,6 +297,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
 
             # --- running --------------------------------------------------------------------
             with gr.Column(scale=7, elem_id=f"{P}live"):
+                if ctx.notice:
+                    gr.Markdown(f"⚠ {ctx.notice}", elem_id=f"{P}notice", elem_classes=[f"{P}error"])
                 with gr.Row(elem_id=f"{P}bar"):
                     start = gr.Button("Start", variant="primary", elem_id=f"{P}start")
                     stop = gr.Button("Stop", elem_id=f"{P}stop")
@@ -361,16 +364,35 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
 
         c["method"].change(on_method, [c["method"]], [hypers, method_md])
 
-        def on_recipe_path(path):
+        def on_recipe_path(path, table, include, exclude):
             if not path:
                 return gr.update(value=compat.table([], 5)), ""
             try:
                 sites = cat.recipe_sites(str(path))
             except (OSError, ValueError) as e:
                 return gr.update(value=compat.table([], 5)), f"- ⚠ recipe.path: {e}"
-            return gr.update(value=compat.table([[name, value, True, "", ""] for name, value in sites], 5)), ""
+            # rows the table already has for these sites (a loaded config's ticks and bounds) stay
+            known = {str(r[0]): r for r in fm._rows(compat.table_rows(table))}
+            names = [name for name, _ in sites]
+            tuned = set(fm._selected_sites(names, fm._words(include) or ["*"], fm._words(exclude)))
+            rows = [[name, value, *(known[name][2:5] if name in known else [name in tuned, "", ""])]
+                    for name, value in sites]
+            return gr.update(value=compat.table(rows, 5)), ""
 
-        c["recipe_path"].change(on_recipe_path, [c["recipe_path"]], [c["recipe_sites"], errs["mode"]])
+        c["recipe_path"].change(on_recipe_path, [c["recipe_path"], c["recipe_sites"], c["recipe_include"],
+                                                 c["recipe_exclude"]], [c["recipe_sites"], errs["mode"]])
+
+        def on_patterns(table, include, exclude):
+            rows = fm._rows(compat.table_rows(table))
+            if not rows:
+                return gr.update()
+            tuned = set(fm._selected_sites([str(r[0]) for r in rows], fm._words(include) or ["*"],
+                                           fm._words(exclude)))
+            return compat.table([[r[0], r[1], str(r[0]) in tuned, *r[3:5]] for r in rows], 5)
+
+        for key in ("recipe_include", "recipe_exclude"):
+            c[key].change(on_patterns, [c["recipe_sites"], c["recipe_include"], c["recipe_exclude"]],
+                          [c["recipe_sites"]])
 
         def on_recipe_upload(upload):
             path = compat.file_path(upload)
@@ -459,8 +481,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                 data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
                 new = fm.data_to_form(data if isinstance(data, dict) else {}, ctx.catalog.title_for,
                                       cat.recipe_sites)
-            except (OSError, yaml.YAMLError, ConfigError) as e:
-                problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+            except (OSError, ValueError, yaml.YAMLError) as e:  # ConfigError and bad text are ValueErrors
+                problems = e.problems if isinstance(e, ConfigError) else [f"config file: {e}"]
                 return [gr.update()] * len(fields) + [views.problems_markdown(problems)]
             new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows()
                                                if r[0] not in {s[0] for s in new["scorers"]}]
@@ -507,7 +529,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             study = getattr(runner, "study", None)
             text = views.status_markdown(m.status())
             done = state.get("done", -1)
-            trials_done = len(study.trials) if study is not None else 0
+            # trials count when they end (a trial is in the study as RUNNING from its start)
+            trials_done = sum(t.state.is_finished() for t in study.trials) if study is not None else 0
             images = list(live.images) if live is not None else []
             best_images = list(live.best_images) if live is not None else []
             out: list[Any] = [text]
@@ -530,9 +553,9 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             seen = -1
             while True:
                 seen = m.wait_for_change(seen, 1.0)
-                view = live_view(state)
-                yield view
-                if not m.live:
+                alive = m.live  # read before the view, so the last view shown is the final one
+                yield live_view(state)
+                if not alive:
                     return
                 time.sleep(0.25)  # at most a few updates a second, however fast events arrive
 
@@ -544,6 +567,9 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                 manager().start(data, fresh_name=True, **fm.start_options(form))
             except RunBusy as e:
                 yield [*clear, str(e), *[gr.update()] * (len(live_outputs) - 1)]
+                if manager().live:  # a run started elsewhere (another tab, the API): follow it
+                    for view in follow():
+                        yield [*clear, *view]
                 return
             except ConfigError as e:
                 by_panel = fm.problems_by_panel(e.problems)
@@ -561,7 +587,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             for view in follow():
                 yield [*clear, *view]
 
-        start.click(on_start, fields, [*panels, *live_outputs], show_progress="hidden")
+        start.click(on_start, fields, [*panels, *live_outputs], show_progress="hidden", **compat.unlimited())
 
         def on_check(*values):
             form = _form(values)
@@ -582,13 +608,12 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         stop.click(on_stop, [], [status], queue=False)
 
         # --- results handlers ------------------------------------------------------------------
-        def tools_and_trial(text):
-            tools = manager().trial_tools()
+        def trial_number(tools, text) -> int:
             text = str(text or "").strip().lstrip("#")
             if not text:
-                return tools, tools.best_number()
+                return tools.best_number()
             try:
-                return tools, int(text)
+                return int(text)
             except ValueError:
                 raise ConfigError([f"trial: give a trial number, got {text!r}"]) from None
 
@@ -596,28 +621,30 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             def run(*args):
                 try:
                     return fn(*args)
-                except RunBusy:
-                    return _message(fn, "A run is live: stop it (or wait for it) first.")
+                except RunBusy as e:
+                    return gr.update(), f"{e}. Stop it (or wait for it) first."
                 except ConfigError as e:
-                    return _message(fn, views.problems_markdown(e.problems))
-                except Exception as e:
+                    return gr.update(), views.problems_markdown(e.problems)
+                except Exception as e:  # the tab's boundary: show it, keep the WebUI up
                     log.exception("sd-optim: %s failed", fn.__name__)
-                    return _message(fn, f"{fn.__name__} failed: {type(e).__name__}: {e}")
+                    return gr.update(), f"{fn.__name__} failed: {type(e).__name__}: {e}"
             return run
 
         def recipe_action(text):
-            tools, number = tools_and_trial(text)
+            tools = manager().trial_tools()
+            number = trial_number(tools, text)
             path = tools.recipe_file(number)
             return str(path), f"Recipe of trial {number}: `{path}`"
 
         def save_action(text, name):
-            tools, number = tools_and_trial(text)
-            path = tools.save_checkpoint(number, str(name or "").strip())
+            with manager().trial_action("saving a checkpoint") as tools:
+                number = trial_number(tools, text)
+                path = tools.save_checkpoint(number, str(name or "").strip())
             return gr.update(), f"Saved trial {number} as `{path}`"
 
         def keep_action(text):
-            tools, number = tools_and_trial(text)
-            kept = tools.keep(number)
+            with manager().trial_action("keeping a trial loaded") as tools:
+                kept = tools.keep(trial_number(tools, text))
             return gr.update(), (f"Trial {kept.trial} is loaded now (value {kept.value:.4f}); loading "
                                  "another checkpoint (or reloading this one) brings the original back.")
 
@@ -627,21 +654,22 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
 
         def on_look(text):
             try:
-                tools, number = tools_and_trial(text)
-                images = []
-                for payload, g in tools.look(number):
-                    images.append((g.image, f"{payload} · seed {g.seed}"))
-                    yield images, f"Trial {number}: {len(images)} images so far…"
+                with manager().trial_action("looking at a trial again") as tools:
+                    number = trial_number(tools, text)
+                    images = []
+                    for payload, g in tools.look(number):
+                        images.append((g.image, f"{payload} · seed {g.seed}"))
+                        yield images, f"Trial {number}: {len(images)} images so far…"
                 yield images, f"Trial {number} again ({len(images)} images); the original model is back."
-            except RunBusy:
-                yield gr.update(), "A run is live: stop it (or wait for it) first."
+            except RunBusy as e:
+                yield gr.update(), f"{e}. Stop it (or wait for it) first."
             except ConfigError as e:
                 yield gr.update(), views.problems_markdown(e.problems)
-            except Exception as e:
+            except Exception as e:  # the tab's boundary: show it, keep the WebUI up
                 log.exception("sd-optim: look again failed")
                 yield gr.update(), f"Look again failed: {type(e).__name__}: {e}"
 
-        look.click(on_look, [trial_box], [look_gallery, result_md])
+        look.click(on_look, [trial_box], [look_gallery, result_md], **compat.unlimited())
 
         def on_select_trial(table, evt: gr.SelectData):
             rows = compat.table_rows(table)
@@ -681,11 +709,6 @@ def _scorer_text(ctx: TabContext, rows: list[list[Any]], models_dir: str) -> str
     if not lines:
         return "No scorer ticked: tick at least one."
     return "\n".join(f"- {line}" for line in lines)
-
-
-def _message(fn, text: str):
-    # every results action has (file or gallery, message) outputs
-    return gr.update(), text
 
 
 def _ids(images: list[Any]) -> list[int]:
