@@ -146,3 +146,10 @@ def test_custom_names_follow_the_file_however_its_path_is_spelled(tmp_path, monk
                                 "base_model": "A"})
     data = fm.form_to_data(controls, path_for=lambda title: f"m/{Path(title).name}")  # a relative catalog
     assert [m["name"] for m in data["models"]] == ["A", "B"] and data["base_model"] == "A"
+
+
+def test_site_patterns_match_names_nodes_and_parameters():
+    names = ["&3.alpha", "&5.alpha[IN04]", "&5.beta[IN04]"]
+    assert fm._selected_sites(names, ["&5"], []) == ["&5.alpha[IN04]", "&5.beta[IN04]"]
+    assert fm._selected_sites(names, ["alpha"], []) == ["&3.alpha", "&5.alpha[IN04]"]
+    assert fm._selected_sites(names, ["*"], ["beta"]) == ["&3.alpha", "&5.alpha[IN04]"]

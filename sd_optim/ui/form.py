@@ -271,10 +271,15 @@ def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _selected_sites(sites: list[str], include: list[str], exclude: list[str]) -> list[str]:
+    """The sites ``guide.recipe`` selects, matched as recipe mode does: against the site's name
+    (``&5.alpha[IN04]``), its node (``&5``) and its parameter (``alpha``). (Recipe mode also
+    matches the method's name, which a site's name does not hold.)"""
     import fnmatch
 
     def hit(name, patterns):
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        node, _, rest = name.partition(".")
+        parts = (name, node, rest.split("[", 1)[0])
+        return any(fnmatch.fnmatchcase(x, p) for p in patterns for x in parts)
 
     return [s for s in sites if hit(s, include) and not hit(s, exclude)]
 
