@@ -91,7 +91,7 @@ def test_recipe_sites_table_selects_and_bounds_sites():
     controls["recipe_sites"][0][3:5] = [0.0, 0.8]
     back = fm.form_to_data(controls)["guide"]
     # the brackets of a site name are escaped: the pattern selects that site and no other
-    assert fm._selected_sites([s for s, _ in sites], back["recipe"]["include"], []) == ["&5.alpha[IN04]"]
+    assert fm.selected_sites([s for s, _ in sites], back["recipe"]["include"], []) == ["&5.alpha[IN04]"]
     assert back["bounds"] == {"&5.alpha[IN04]": {"low": 0.1, "high": 0.3}, "&3.alpha": {"low": 0.0, "high": 0.8}}
     again = fm.data_to_form({**data, "guide": back}, sites=lambda path: sites)
     assert [r[2] for r in again["recipe_sites"]] == [False, True, False]
@@ -150,6 +150,6 @@ def test_custom_names_follow_the_file_however_its_path_is_spelled(tmp_path, monk
 
 def test_site_patterns_match_names_nodes_and_parameters():
     names = ["&3.alpha", "&5.alpha[IN04]", "&5.beta[IN04]"]
-    assert fm._selected_sites(names, ["&5"], []) == ["&5.alpha[IN04]", "&5.beta[IN04]"]
-    assert fm._selected_sites(names, ["alpha"], []) == ["&3.alpha", "&5.alpha[IN04]"]
-    assert fm._selected_sites(names, ["*"], ["beta"]) == ["&3.alpha", "&5.alpha[IN04]"]
+    assert fm.selected_sites(names, ["&5"], []) == ["&5.alpha[IN04]", "&5.beta[IN04]"]
+    assert fm.selected_sites(names, ["alpha"], []) == ["&3.alpha", "&5.alpha[IN04]"]
+    assert fm.selected_sites(names, ["*"], ["beta"]) == ["&3.alpha", "&5.alpha[IN04]"]

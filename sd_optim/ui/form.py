@@ -87,7 +87,7 @@ def _bool(x: Any) -> bool:
     return bool(x) and not _blank(x)
 
 
-def _words(x: Any) -> list[str]:
+def words(x: Any) -> list[str]:
     if _blank(x):
         return []
     return [w for w in str(x).replace(",", " ").split() if w]
@@ -138,7 +138,7 @@ def _groups(x: Any) -> Any:
         name, sep, pats = part.partition(":")
         if not sep:
             return str(x)  # not "name: patterns": the config reader reports it
-        out[name.strip()] = _words(pats)
+        out[name.strip()] = words(pats)
     return out
 
 
@@ -161,7 +161,7 @@ def _fmt_mapping(d: dict[str, Any]) -> str:
     return text[1:-1].strip() if text.startswith("{") else text
 
 
-def _rows(table: Any) -> list[list[Any]]:
+def filled_rows(table: Any) -> list[list[Any]]:
     """Table rows without the entirely empty ones a Dataframe keeps at its end."""
     if table is None:
         return []
@@ -194,7 +194,7 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
         if not _blank(f[key]):
             data[key] = str(f[key]).strip()
     loras = []
-    for row in _rows(f["loras"]):
+    for row in filled_rows(f["loras"]):
         lora: dict[str, Any] = {"path": str(_fmt(_cell(row, 0))).strip()}
         if not _blank(_cell(row, 1)):
             lora["apply_to"] = str(_cell(row, 1)).strip()
@@ -207,10 +207,10 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
         data["recipe"] = {"path": str(f["recipe_path"]).strip()}
     else:
         data["merge"] = {"method": f["method"],
-                         "fixed": {str(r[0]).strip(): _scalar(_cell(r, 1)) for r in _rows(f["fixed"])}}
+                         "fixed": {str(r[0]).strip(): _scalar(_cell(r, 1)) for r in filled_rows(f["fixed"])}}
     data["guide"] = _guide_data(f)
-    data["payloads"] = [_payload(row) for row in _rows(f["payloads"])]
-    data["scorers"] = [_scorer(row) for row in _rows(f["scorers"]) if _bool(_cell(row, 1))]
+    data["payloads"] = [_payload(row) for row in filled_rows(f["payloads"])]
+    data["scorers"] = [_scorer(row) for row in filled_rows(f["scorers"]) if _bool(_cell(row, 1))]
     data["scoring"] = {"scorer_mean": f["scorer_mean"], "payload_mean": f["payload_mean"]}
     data["optimizer"] = _optimizer_data(f)
     data["after_run"] = {"keep_best": bool(f["keep_best"]), "save_best": bool(f["save_best"])}
@@ -234,12 +234,12 @@ def _unique(stem: str, used: set[str]) -> str:
 
 def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
     guide: dict[str, Any] = {}
-    for row in _rows(f["strategies"]):
+    for row in filled_rows(f["strategies"]):
         comp = str(_fmt(_cell(row, 0))).strip()
         s: dict[str, Any] = {"strategy": str(_fmt(_cell(row, 1))).strip()}
         if not _blank(_cell(row, 2)):
             s["items"] = str(_cell(row, 2)).strip()
-        for col, key, parse in ((3, "patterns", _words), (4, "groups", _groups), (5, "params", _words)):
+        for col, key, parse in ((3, "patterns", words), (4, "groups", _groups), (5, "params", words)):
             value = parse(_cell(row, col))
             if value:
                 s[key] = value
@@ -248,14 +248,14 @@ def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
             s["fixed"] = fixed
         guide.setdefault(comp, []).append(s)
     bounds: dict[str, Any] = {}
-    for row in _rows(f["bounds"]):
+    for row in filled_rows(f["bounds"]):
         bounds[str(_fmt(_cell(row, 0))).strip()] = _bounds_entry(row[1:])
-    include, exclude = _words(f["recipe_include"]) or ["*"], _words(f["recipe_exclude"])
+    include, exclude = words(f["recipe_include"]) or ["*"], words(f["recipe_exclude"])
     if f["mode"] == "recipe":
-        sites = _rows(f["recipe_sites"])
+        sites = filled_rows(f["recipe_sites"])
         if sites:
             tuned = [str(r[0]) for r in sites if _bool(_cell(r, 2))]
-            if tuned != _selected_sites([str(r[0]) for r in sites], include, exclude):
+            if tuned != selected_sites([str(r[0]) for r in sites], include, exclude):
                 # site names hold brackets ("&5.alpha[IN04]"): escaped, they match only themselves
                 include, exclude = [glob.escape(t) for t in tuned] or ["-"], []  # "-": no site
             for r in sites:
@@ -270,7 +270,7 @@ def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
     return guide
 
 
-def _selected_sites(sites: list[str], include: list[str], exclude: list[str]) -> list[str]:
+def selected_sites(sites: list[str], include: list[str], exclude: list[str]) -> list[str]:
     """The sites ``guide.recipe`` selects, matched as recipe mode does: against the site's name
     (``&5.alpha[IN04]``), its node (``&5``) and its parameter (``alpha``). (Recipe mode also
     matches the method's name, which a site's name does not hold.)"""
@@ -293,7 +293,7 @@ def _bounds_entry(cells: list[Any]) -> dict[str, Any]:
         if key == "log":
             entry[key] = True
         elif key == "choices":
-            entry[key] = [_number(w) for w in _words(cell)]
+            entry[key] = [_number(w) for w in words(cell)]
         else:
             entry[key] = _number(cell)
     return entry
@@ -308,7 +308,7 @@ def _payload(row: list[Any]) -> dict[str, Any]:
         if kind == "str":
             p[key] = str(cell)
         elif kind == "list":
-            p[key] = _words(cell)
+            p[key] = words(cell)
         else:
             p[key] = _number(cell, integer=kind == "int")
     return p
@@ -399,7 +399,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
             found = sites(cfg.recipe.path)
         except (OSError, ValueError):
             found = []
-        tuned = set(_selected_sites([s for s, _ in found], cfg.guide.recipe_include,
+        tuned = set(selected_sites([s for s, _ in found], cfg.guide.recipe_include,
                                     cfg.guide.recipe_exclude))
         rows = []
         for name, value in found:

@@ -372,9 +372,9 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             except (OSError, ValueError) as e:
                 return gr.update(value=compat.table([], 5)), f"- ⚠ recipe.path: {e}"
             # rows the table already has for these sites (a loaded config's ticks and bounds) stay
-            known = {str(r[0]): r for r in fm._rows(compat.table_rows(table))}
+            known = {str(r[0]): r for r in fm.filled_rows(compat.table_rows(table))}
             names = [name for name, _ in sites]
-            tuned = set(fm._selected_sites(names, fm._words(include) or ["*"], fm._words(exclude)))
+            tuned = set(fm.selected_sites(names, fm.words(include) or ["*"], fm.words(exclude)))
             rows = [[name, value, *(known[name][2:5] if name in known else [name in tuned, "", ""])]
                     for name, value in sites]
             return gr.update(value=compat.table(rows, 5)), ""
@@ -383,11 +383,11 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                                                  c["recipe_exclude"]], [c["recipe_sites"], errs["mode"]])
 
         def on_patterns(table, include, exclude):
-            rows = fm._rows(compat.table_rows(table))
+            rows = fm.filled_rows(compat.table_rows(table))
             if not rows:
                 return gr.update()
-            tuned = set(fm._selected_sites([str(r[0]) for r in rows], fm._words(include) or ["*"],
-                                           fm._words(exclude)))
+            tuned = set(fm.selected_sites([str(r[0]) for r in rows], fm.words(include) or ["*"],
+                                           fm.words(exclude)))
             return compat.table([[r[0], r[1], str(r[0]) in tuned, *r[3:5]] for r in rows], 5)
 
         for key in ("recipe_include", "recipe_exclude"):
@@ -451,7 +451,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         png.upload(on_png, [png], [*add_fields, errs["payloads"]])
 
         def on_add(table, prompt, negative, sampler, scheduler, seed, steps, cfg, width, height, images):
-            rows = fm._rows(compat.table_rows(table))
+            rows = fm.filled_rows(compat.table_rows(table))
             names = {str(r[0]) for r in rows}
             n = len(rows)
             while f"set{n}" in names:
