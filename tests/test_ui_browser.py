@@ -35,6 +35,15 @@ def in_view(ui: GradioPage, elem_id: str) -> bool:
     return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 100) <= 800
 
 
+PLOT_FITS = """() => {
+    const box = document.querySelector("#sd_optim_plot_history");
+    const drawn = box && box.querySelector("svg.main-svg, img");
+    if (!drawn) return false;
+    const width = drawn.getBoundingClientRect().width;
+    return width > 50 && width <= box.getBoundingClientRect().width + 2;
+}"""
+
+
 def test_demo_app_from_set_up_to_best_mecha(tmp_path):
     port = free_port()
     argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
@@ -66,6 +75,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         assert all(in_view(ui, e) for e in ("sd_optim_start", "sd_optim_status", "sd_optim_gallery"))
 
         # run: images arrive in the live gallery, the trials table fills, then Stop
+        title = page.title()
         ui.click("sd_optim_start")
         ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120,
                     message="images in the live gallery")
@@ -76,6 +86,11 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.click("sd_optim_stop")
         ui.wait_for(lambda: "finished" in ui.text("sd_optim_status"), timeout=120, message="the run ends")
         assert ui.row_count("sd_optim_trials_table") >= 1
+        ui.wait_for(lambda: page.title() == title, message=f"the page title back to {title!r}")
+
+        # the plots were drawn while their tab was hidden: opening it fits them to their column
+        tab(ui, "Plots")
+        ui.wait_for(lambda: page.evaluate(PLOT_FITS), timeout=20, message="the history plot fits its column")
 
         # results: best.mecha downloads and deserializes
         tab(ui, "Results")

@@ -200,3 +200,14 @@ def test_broken_files_are_named_not_crashed_on(tab_form, tmp_path):
     recipe_form = {**tab_form, "mode": "recipe", "recipe_path": str(text)}
     assert cat.preview(fm.form_to_data(recipe_form), "sd1-ldm")[1][0].startswith(
         "recipe.path: not.mecha is not a valid .mecha recipe")
+
+
+def test_check_names_sampler_and_scheduler_the_host_does_not_have(tab_form, tmp_path):
+    from sd_optim.hosts.base import name_problems
+
+    bad = {**tab_form, "payloads": [[*tab_form["payloads"][0][:6], "Euler bogus", "Nonsense",
+                                     *tab_form["payloads"][0][8:]]]}
+    problems = cat.check_setup(fm.form_to_data(bad), Defaults(output_dir=str(tmp_path)), "sd1-ldm",
+                               lambda s, c: name_problems(s, c, ["Euler"], ["Automatic"]))
+    assert problems == ["payloads[0].sampler: not a sampler of this host, got 'Euler bogus' (valid: Euler)",
+                        "payloads[0].scheduler: not a scheduler of this host, got 'Nonsense' (valid: Automatic)"]

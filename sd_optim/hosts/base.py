@@ -216,11 +216,15 @@ class Host(abc.ABC):
     def sampler_problems(self, sampler: str, scheduler: str) -> dict[str, str]:
         """What is wrong with a prompt set's sampler / scheduler names here, by field
         (``"sampler"``, ``"scheduler"``); checked before a run starts."""
-        problems = {}
-        samplers, schedulers = self.samplers(), self.schedulers()
-        if samplers and sampler not in samplers:
-            problems["sampler"] = f"not a sampler of this host, got {sampler!r} (valid: {', '.join(samplers)})"
-        if schedulers and scheduler not in schedulers:
-            problems["scheduler"] = (f"not a scheduler of this host, got {scheduler!r} "
-                                     f"(valid: {', '.join(schedulers)})")
-        return problems
+        return name_problems(sampler, scheduler, self.samplers(), self.schedulers())
+
+
+def name_problems(sampler: str, scheduler: str, samplers: list[str], schedulers: list[str]) -> dict[str, str]:
+    """A sampler / scheduler pair against a host's lists (an empty list accepts any name)."""
+    problems = {}
+    if samplers and sampler not in samplers:
+        problems["sampler"] = f"not a sampler of this host, got {sampler!r} (valid: {', '.join(samplers)})"
+    if schedulers and scheduler not in schedulers:
+        problems["scheduler"] = (f"not a scheduler of this host, got {scheduler!r} "
+                                 f"(valid: {', '.join(schedulers)})")
+    return problems

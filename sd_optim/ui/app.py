@@ -82,6 +82,7 @@ def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, de
     import gradio as gr
 
     from ..hosts import diffusers_host
+    from ..hosts.base import name_problems
     from . import compat
     from . import form as fm
     from .catalog import ModelCatalog
@@ -101,8 +102,10 @@ def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, de
     else:
         catalog = ModelCatalog(folder=models_dir)
     manager = RunManager(defaults=Defaults(output_dir=output_dir), host_for=StandaloneHosts())
-    ctx = TabContext(catalog=catalog, samplers=lambda: list(diffusers_host._SAMPLERS),
-                     schedulers=lambda: list(diffusers_host._SCHEDULES),
+    samplers, schedulers = list(diffusers_host._SAMPLERS), list(diffusers_host._SCHEDULES)
+    ctx = TabContext(catalog=catalog, samplers=lambda: samplers, schedulers=lambda: schedulers,
+                     sampler_problems=lambda sampler, scheduler: name_problems(sampler, scheduler, samplers,
+                                                                              schedulers),
                      output_dir=lambda: output_dir, standalone=True, initial=initial)
     css, js = injected_assets()
     with gr.Blocks(css=css, title="sd-optim · Optimize Merge", analytics_enabled=False) as app:

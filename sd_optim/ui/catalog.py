@@ -224,10 +224,11 @@ def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], 
     return lines, []
 
 
-def check_setup(data: dict[str, Any], defaults, model_config: str | None) -> list[str]:
+def check_setup(data: dict[str, Any], defaults, model_config: str | None,
+                sampler_problems: Callable[[str, str], dict[str, str]] | None = None) -> list[str]:
     """Every problem Start would meet before loading anything: the config's validation, missing
-    files and files of another architecture, the parameter preview's problems and scorers that
-    miss their weights."""
+    files and files of another architecture, the parameter preview's problems, sampler and
+    scheduler names the host does not have, and scorers that miss their weights."""
     from .._config_reader import ConfigReader
     from ..inputs import check_files, check_inputs
     from .runs import config_data
@@ -244,6 +245,9 @@ def check_setup(data: dict[str, Any], defaults, model_config: str | None) -> lis
     except ConfigError as e:
         problems += e.problems
     problems += [p for p in preview(data, model_config)[1] if p not in problems]
+    for i, p in enumerate(cfg.payloads if sampler_problems is not None else []):
+        for name, message in sampler_problems(p.sampler, p.scheduler).items():
+            problems.append(f"payloads[{i}].{name}: {message}")
     scorers = [{"name": s.name, "options": s.options} for s in cfg.scorers]
     for i, (spec, line) in enumerate(zip(scorers, scorer_status(scorers, cfg.models_dir, cfg.base_dir))):
         if not line.endswith(": ready"):

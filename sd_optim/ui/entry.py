@@ -95,7 +95,7 @@ def tab_context():
 
     return TabContext(catalog=ModelCatalog(list_fn=host.checkpoints, refresh_fn=host.refresh_checkpoints),
                       samplers=host.samplers, schedulers=host.schedulers,
-                      loaded_model_config=loaded_model_config,
+                      sampler_problems=host.sampler_problems, loaded_model_config=loaded_model_config,
                       output_dir=lambda: current_defaults().output_dir or "outputs/sd-optim",
                       storage=lambda: current_defaults().storage,
                       models_dir=lambda: current_defaults().models_dir,

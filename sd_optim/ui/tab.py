@@ -58,6 +58,7 @@ class TabContext:
     standalone: bool = False
     initial: dict[str, Any] = field(default_factory=dict)  # form values to start with
     notice: str = ""  # a warning shown above the Start button (e.g. the queue is off)
+    sampler_problems: Callable[[str, str], dict[str, str]] | None = None  # the host's name check
 
 
 def _form(values) -> dict[str, Any]:
@@ -592,7 +593,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         def on_check(*values):
             form = _form(values)
             data = fm.form_to_data(form, ctx.catalog.path_for)
-            problems = cat.check_setup(data, manager().defaults, _model_config(ctx, form))
+            problems = cat.check_setup(data, manager().defaults, _model_config(ctx, form), ctx.sampler_problems)
             by_panel = fm.problems_by_panel(problems)
             boxes = [views.problems_markdown(by_panel[p]) for p in fm.PANELS]
             if not problems:
@@ -660,7 +661,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     for payload, g in tools.look(number):
                         images.append((g.image, f"{payload} · seed {g.seed}"))
                         yield images, f"Trial {number}: {len(images)} images so far…"
-                yield images, f"Trial {number} again ({len(images)} images); the original model is back."
+                count = f"{len(images)} image{'s' if len(images) != 1 else ''}"
+                yield images, f"Trial {number} again ({count}); the original model is back."
             except RunBusy as e:
                 yield gr.update(), f"{e}. Stop it (or wait for it) first."
             except ConfigError as e:
