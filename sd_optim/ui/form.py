@@ -100,7 +100,7 @@ def _scalar(x: Any) -> Any:
     return _number(x)
 
 
-def _pairs(x: Any, where: str) -> dict[str, Any]:
+def _pairs(x: Any) -> dict[str, Any]:
     """``"alpha=0.5, beta: 1"`` as a dict (a part without = or : keeps an empty value, which
     validation names)."""
     out: dict[str, Any] = {}
@@ -115,7 +115,7 @@ def _pairs(x: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def _flow_mapping(text: Any, where: str) -> Any:
+def _flow_mapping(text: Any) -> Any:
     """Options cells hold a YAML mapping without braces: ``folder: refs, sharpness: 2``."""
     if _blank(text):
         return {}
@@ -243,7 +243,7 @@ def _guide_data(f: dict[str, Any]) -> dict[str, Any]:
             value = parse(_cell(row, col))
             if value:
                 s[key] = value
-        fixed = _pairs(_cell(row, 6), "fixed")
+        fixed = _pairs(_cell(row, 6))
         if fixed:
             s["fixed"] = fixed
         guide.setdefault(comp, []).append(s)
@@ -318,7 +318,7 @@ def _scorer(row: list[Any]) -> dict[str, Any]:
     s: dict[str, Any] = {"name": str(_fmt(_cell(row, 0))).strip()}
     if not _blank(_cell(row, 2)):
         s["weight"] = _number(_cell(row, 2))
-    options = _flow_mapping(_cell(row, 3), "options")
+    options = _flow_mapping(_cell(row, 3))
     if options:
         s["options"] = options
     return s
@@ -328,7 +328,7 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
     opt: dict[str, Any] = {"sampler": f["sampler"]}
     if not _blank(f["trials"]):
         opt["trials"] = _number(f["trials"], integer=True)
-    options = _flow_mapping(f["sampler_options"], "sampler_options")
+    options = _flow_mapping(f["sampler_options"])
     if options:
         opt["sampler_options"] = options
     if not _blank(f["seed"]):
