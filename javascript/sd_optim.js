@@ -1,5 +1,7 @@
-// sd-optim: while a run is live, the browser tab's title shows its progress ("[3/8] ...");
-// opening the Plots tab redraws its plots at their real width (they are laid out while hidden).
+// sd-optim: once the page is there, the tab shows the live (or last) run again, so a reload or a
+// second browser tab reattaches to it; while a run is live, the browser tab's title shows its
+// progress ("[3/8] ..."); opening the Plots tab redraws its plots at their real width (they are
+// laid out while hidden).
 // Loaded by the WebUI with its other scripts, and by `python -m sd_optim app` on page load.
 (function () {
     if (window.sd_optim_watch) return;
@@ -34,5 +36,7 @@
             childList: true, subtree: true, characterData: true,
         });
         watchPlotsTab(tabs);
+        const attach = root().querySelector("#sd_optim_attach");
+        if (attach) attach.click();
     }, 500);
 })();

@@ -74,15 +74,26 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         page.evaluate("window.scrollTo(0, 0)")
         assert all(in_view(ui, e) for e in ("sd_optim_start", "sd_optim_status", "sd_optim_gallery"))
 
-        # run: images arrive in the live gallery, the trials table fills, then Stop
+        # run (long enough to still be live after a reload): images arrive in the live gallery, the
+        # trials table fills; a reload reattaches to the run; then Stop
+        ui.open_accordion("6 · Optimizer")
+        ui.fill("sd_optim_trials", "60")
+        close_accordion(ui, "6 · Optimizer")
         title = page.title()
         ui.click("sd_optim_start")
         ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120,
                     message="images in the live gallery")
         tab(ui, "Trials")
-        ui.wait_for(lambda: ui.cell("sd_optim_trials_table", 0, 0).isdigit(), timeout=120,
-                    message="a row in the trials table")
-        assert "Trial" in ui.text("sd_optim_status") or "finished" in ui.text("sd_optim_status")
+        ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= 3, timeout=120,
+                    message="three rows in the trials table")
+        assert "of 60" in ui.text("sd_optim_status")
+        finished = ui.row_count("sd_optim_trials_table") - 1  # the newest row may be in flight
+        ui.goto(url)  # a reload: the run lives in the server
+        ui.wait_for(lambda: "of 60" in ui.text("sd_optim_status"), timeout=30, message="reattached to the run")
+        tab(ui, "Trials")
+        ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= finished, timeout=30,
+                    message=f"the {finished} finished trials after the reload")
+        assert ui.gallery_count("sd_optim_gallery") > 0
         ui.click("sd_optim_stop")
         ui.wait_for(lambda: "finished" in ui.text("sd_optim_status"), timeout=120, message="the run ends")
         assert ui.row_count("sd_optim_trials_table") >= 1

@@ -304,6 +304,9 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     start = gr.Button("Start", variant="primary", elem_id=f"{P}start")
                     stop = gr.Button("Stop", elem_id=f"{P}stop")
                     check = gr.Button("Check set-up", elem_id=f"{P}check")
+                    # clicked by javascript/sd_optim.js when the page loads: shows the live (or last)
+                    # run again after a reload or in a second browser tab
+                    attach = gr.Button("Show the live run", elem_id=f"{P}attach", elem_classes=[f"{P}hidden"])
                 status = gr.Markdown("Set up the run on the left, then press Start.", elem_id=f"{P}status")
                 gallery = gr.Gallery(label="Current trial", columns=4, height=300, object_fit="contain",
                                      preview=False, elem_id=f"{P}gallery")
@@ -589,6 +592,14 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                 yield [*clear, *view]
 
         start.click(on_start, fields, [*panels, *live_outputs], show_progress="hidden", **compat.unlimited())
+
+        def on_attach():
+            if manager().current is None:
+                yield [gr.update()] * len(live_outputs)
+                return
+            yield from follow()
+
+        attach.click(on_attach, [], live_outputs, show_progress="hidden", **compat.unlimited())
 
         def on_check(*values):
             form = _form(values)
