@@ -57,11 +57,13 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
 
         # set up: a method, two models, one guide strategy edited (the preview follows)
         ui.pick("sd_optim_method", "add_difference")
-        ui.wait_for(lambda: "base model" in ui.text("sd_optim_method_info"), message="add_difference info")
+        ui.wait_for(lambda: "base model" in ui.text("sd_optim_method_info"), timeout=30,
+                    message="add_difference info")
         ui.pick("sd_optim_method", "weighted_sum")
         ui.pick_many("sd_optim_models", list(reversed(models)))
         ui.pick_many("sd_optim_models", models)
-        ui.wait_for(lambda: "2 parameters to tune" in ui.text("sd_optim_preview"), message="preview of 2")
+        ui.wait_for(lambda: "2 parameters to tune" in ui.text("sd_optim_preview"), timeout=30,
+                    message="preview of 2")
         assert ui.cell("sd_optim_strategies", 0, 0) == "diffuser"
         ui.edit_cell("sd_optim_strategies", 0, 1, "all")
         ui.wait_for(lambda: "27 parameters to tune" in ui.text("sd_optim_preview"), timeout=20,
@@ -97,7 +99,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.click("sd_optim_stop")
         ui.wait_for(lambda: "finished" in ui.text("sd_optim_status"), timeout=120, message="the run ends")
         assert ui.row_count("sd_optim_trials_table") >= 1
-        ui.wait_for(lambda: page.title() == title, message=f"the page title back to {title!r}")
+        ui.wait_for(lambda: page.title() == title, timeout=30, message=f"the page title back to {title!r}")
 
         # the plots were drawn while their tab was hidden: opening it fits them to their column
         tab(ui, "Plots")
@@ -113,3 +115,25 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         tab(ui, "Best so far")
         OUTPUT.mkdir(exist_ok=True)
         ui.screenshot(OUTPUT / f"demo-app-gradio-{gr.__version__}.png")
+
+
+def test_pause_change_the_trial_limit_and_resume(tmp_path):
+    port = free_port()
+    argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
+            "--port", str(port)]
+    with serve(argv, port=port, timeout=240) as url, browser_page(tmp_path) as page:
+        ui = GradioPage(page)
+        ui.goto(url)
+        ui.open_accordion("6 · Optimizer")
+        ui.fill("sd_optim_trials", "60")
+        ui.click("sd_optim_start")
+        ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120, message="a first image")
+        ui.click("sd_optim_pause")
+        ui.wait_for(lambda: "paused" in ui.text("sd_optim_status"), timeout=30, message="paused")
+        ui.fill("sd_optim_trials", "5")
+        ui.click("sd_optim_apply_live")
+        ui.wait_for(lambda: "trials this run: 5" in ui.text("sd_optim_apply_status"), timeout=30,
+                    message="limit applied")
+        ui.click("sd_optim_resume")
+        ui.wait_for(lambda: "finished (completed), 5 trials" in ui.text("sd_optim_status"), timeout=120,
+                    message="the run ends at the new limit")

@@ -211,3 +211,36 @@ def test_check_names_sampler_and_scheduler_the_host_does_not_have(tab_form, tmp_
                                lambda s, c: name_problems(s, c, ["Euler"], ["Automatic"]))
     assert problems == ["payloads[0].sampler: not a sampler of this host, got 'Euler bogus' (valid: Euler)",
                         "payloads[0].scheduler: not a scheduler of this host, got 'Nonsense' (valid: Automatic)"]
+
+
+def test_pause_change_the_trial_limit_and_resume(manager, tab_form):
+    paused = threading.Event()
+    manager.start(fm.form_to_data({**tab_form, "trials": 50}), fresh_name=True)
+    manager.current.runner.listeners.append(lambda e: paused.set() if e.kind == "RunPaused" else None)
+    manager.pause()
+    assert paused.wait(60) and manager.status()["paused"]
+    lines = manager.adjust(fm.form_to_data({**tab_form, "trials": 4, "patience": 9}))
+    assert lines[0].startswith("trials this run: 4") and lines[1].startswith("early stopping: after 9")
+    manager.resume()
+    status = manager.wait()
+    assert status["reason"] == "completed" and status["trials_done"] == 4
+    assert manager.current.runner.config.optimizer.early_stopping.patience == 9
+
+
+def test_changes_that_make_trials_incomparable_are_refused_with_the_fork_way_out(manager, tab_form):
+    gate = threading.Event()
+    manager.start(fm.form_to_data({**tab_form, "trials": 50}), fresh_name=True)
+    manager.current.runner.listeners.append(lambda e: gate.set())
+    gate.wait(30)
+    study = manager.status()["study"]
+    other = {**tab_form, "payloads": [["fox", "a blue fox", *tab_form["payloads"][0][2:]]],
+             "scorers": [["image_stats", True, 2, ""]]}
+    with pytest.raises(ConfigError) as e:
+        manager.adjust(fm.form_to_data(other))
+    assert [p.split(":")[0] for p in e.value.problems] == ["payloads", "scorers"]
+    assert f"Start as fork of {study!r}" in e.value.problems[0]
+    assert manager.current.runner.control.trial_limit == 50  # nothing applied
+    manager.stop()
+    manager.wait()
+    with pytest.raises(ConfigError, match="no live run to adjust"):
+        manager.adjust(fm.form_to_data(tab_form))

@@ -218,6 +218,45 @@ class RunManager:
             live.runner.control.stop(reason)
         return self.status()
 
+    def pause(self) -> dict[str, Any]:
+        """The run stops between trials (the trial in flight finishes first) until :meth:`resume`."""
+        live = self.current
+        if live is not None and live.thread.is_alive():
+            live.runner.control.pause()
+            self._bump()
+        return self.status()
+
+    def resume(self) -> dict[str, Any]:
+        live = self.current
+        if live is not None:
+            live.runner.control.resume()
+            self._bump()
+        return self.status()
+
+    def adjust(self, source: str | dict) -> list[str]:
+        """Apply a set-up's trial limit and early-stopping rules to the live run; what they set, as
+        lines for the user. Anything else that changed would make the study's trials incomparable:
+        refused (ConfigError), each change named, with the way out (fork)."""
+        live = self.current
+        if live is None or not live.thread.is_alive():
+            raise ConfigError(["optimizer: no live run to adjust; press Start"])
+        runner = live.runner
+        new = read_config(source, self.defaults)
+        study = runner.study.study_name if getattr(runner, "study", None) is not None else "the study"
+        changed = incomparable_changes(runner.config, new)
+        if changed:
+            raise ConfigError([f"{name}: changed since the run started; its trials would not be comparable "
+                               f"with the study's. Stop the run, then Start as fork of {study!r} to reuse "
+                               "its parameter sets" for name in changed])
+        ran = sum(isinstance(e, ev.TrialFinished) for e in runner.history)
+        runner.control.trial_limit = max(new.optimizer.trials, ran)
+        runner.config.optimizer.early_stopping = new.optimizer.early_stopping
+        es = new.optimizer.early_stopping
+        self._bump()
+        return [f"trials this run: {runner.control.trial_limit}" + (f" ({ran} done)" if ran else ""),
+                "early stopping: " + (f"after {es.patience} trials without a gain of {es.min_improvement}"
+                                      if es.patience else "off")]
+
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         live = self.current
         if live is not None:
@@ -297,6 +336,17 @@ class RunManager:
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
         out["text"] = _describe(out)
         return out
+
+
+# what decides what a trial's value means: a change here makes a study's trials incomparable
+_COMPARABLE = ("mode", "models", "loras", "base_model", "merge", "recipe", "guide", "payloads", "scorers",
+               "scoring", "wildcards_dir")
+
+
+def incomparable_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    """The config fields whose change would make a study's trials incomparable."""
+    a, b = old.absolute(), new.absolute()
+    return [name for name in _COMPARABLE if getattr(a, name) != getattr(b, name)]
 
 
 def _current_trial(history: list[ev.Event]) -> int | None:

@@ -245,6 +245,10 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                                                 elem_id=f"{P}trials")
                         c["seed"] = gr.Textbox(str(init["seed"]), label="Seed (empty: random)",
                                                elem_id=f"{P}seed")
+                    with gr.Row():
+                        apply_live = gr.Button("Apply trials and early stopping to the live run",
+                                               elem_id=f"{P}apply_live")
+                        apply_md = gr.Markdown("", elem_id=f"{P}apply_status")
                     c["sampler_options"] = gr.Textbox(init["sampler_options"],
                                                       label="Sampler options (`n_startup_trials: 4`)",
                                                       elem_id=f"{P}sampler_options")
@@ -303,6 +307,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                 with gr.Row(elem_id=f"{P}bar"):
                     start = gr.Button("Start", variant="primary", elem_id=f"{P}start")
                     stop = gr.Button("Stop", elem_id=f"{P}stop")
+                    pause = gr.Button("Pause", elem_id=f"{P}pause")
+                    resume = gr.Button("Resume", elem_id=f"{P}resume")
                     check = gr.Button("Check set-up", elem_id=f"{P}check")
                     # clicked by javascript/sd_optim.js when the page loads: shows the live (or last)
                     # run again after a reload or in a second browser tab
@@ -613,6 +619,25 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     + ("\n" + views.problems_markdown(by_panel["other"]) if by_panel["other"] else "")]
 
         check.click(on_check, fields, [*panels, status])
+
+        def on_pause():
+            return views.status_markdown(manager().pause())
+
+        def on_resume():
+            return views.status_markdown(manager().resume())
+
+        pause.click(on_pause, [], [status], queue=False)
+        resume.click(on_resume, [], [status], queue=False)
+
+        def on_apply_live(*values):
+            form = _form(values)
+            try:
+                lines = manager().adjust(fm.form_to_data(form, ctx.catalog.path_for))
+            except ConfigError as e:
+                return views.problems_markdown(e.problems)
+            return "Applied to the live run: " + "; ".join(lines) + "."
+
+        apply_live.click(on_apply_live, fields, [apply_md], queue=False)
 
         def on_stop():
             return views.status_markdown(manager().stop("stopped from the tab")) or "Stopping…"
