@@ -1,7 +1,7 @@
 // sd-optim: once the page is there, the tab shows the live (or last) run again, so a reload or a
 // second browser tab reattaches to it; while a run is live, the browser tab's title shows its
 // progress ("[3/8] ..."); opening the Plots tab redraws its plots at their real width (they are
-// laid out while hidden).
+// laid out while hidden); keyboard shortcuts S (stop) and P (pause / resume).
 // Loaded by the WebUI with its other scripts, and by `python -m sd_optim app` on page load.
 (function () {
     if (window.sd_optim_watch) return;
@@ -26,6 +26,26 @@
             }
         });
     }
+
+    // Keyboard shortcuts while the tab is shown and no text field has the focus:
+    // S stops the run, P pauses or resumes it.
+    function onKey(event) {
+        if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+        const target = event.composedPath ? event.composedPath()[0] : event.target;
+        if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+        const start = root().querySelector("#sd_optim_start");
+        if (!start || start.offsetParent === null) return; // another tab is shown
+        const status = root().querySelector("#sd_optim_status");
+        const paused = status && /\bpaused\b/.test(status.textContent || "");
+        const key = event.key.toLowerCase();
+        const id = key === "s" ? "sd_optim_stop" : key === "p" ? (paused ? "sd_optim_resume" : "sd_optim_pause") : "";
+        const button = id && root().querySelector("#" + id);
+        if (!button) return;
+        event.preventDefault();
+        button.click();
+    }
+
+    document.addEventListener("keydown", onKey);
 
     const timer = setInterval(function () {
         const status = root().querySelector("#sd_optim_status");

@@ -117,7 +117,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.screenshot(OUTPUT / f"demo-app-gradio-{gr.__version__}.png")
 
 
-def test_pause_change_the_trial_limit_and_resume(tmp_path):
+def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
     port = free_port()
     argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
             "--port", str(port)]
@@ -134,6 +134,13 @@ def test_pause_change_the_trial_limit_and_resume(tmp_path):
         ui.click("sd_optim_apply_live")
         ui.wait_for(lambda: "trials this run: 5" in ui.text("sd_optim_apply_status"), timeout=30,
                     message="limit applied")
-        ui.click("sd_optim_resume")
+        # the P shortcut resumes, but not while a text field has the focus
+        ui.root("sd_optim_study").locator("textarea, input").first.click()
+        page.keyboard.press("p")
+        page.wait_for_timeout(1500)  # a shortcut that fired would show within a few hundred ms
+        assert "paused" in ui.text("sd_optim_status")
+        ui.fill("sd_optim_study", "")
+        ui.root("sd_optim_status").click()
+        page.keyboard.press("p")
         ui.wait_for(lambda: "finished (completed), 5 trials" in ui.text("sd_optim_status"), timeout=120,
-                    message="the run ends at the new limit")
+                    message="the run resumed by the P key ends at the new limit")

@@ -313,6 +313,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     # clicked by javascript/sd_optim.js when the page loads: shows the live (or last)
                     # run again after a reload or in a second browser tab
                     attach = gr.Button("Show the live run", elem_id=f"{P}attach", elem_classes=[f"{P}hidden"])
+                gr.Markdown("Keys (while no text field has the focus): **S** stop · **P** pause / resume",
+                            elem_id=f"{P}keys", elem_classes=[f"{P}help"])
                 status = gr.Markdown("Set up the run on the left, then press Start.", elem_id=f"{P}status")
                 gallery = gr.Gallery(label="Current trial", columns=4, height=300, object_fit="contain",
                                      preview=False, elem_id=f"{P}gallery")
