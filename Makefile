@@ -4,7 +4,7 @@
 PYTHON := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: env browser demo app test test-a1111 lint
+.PHONY: env browser demo app test test-a1111 lint screenshots
 
 env:
 	@bash tools/ensure-venv.sh
@@ -30,3 +30,7 @@ test-a1111: browser
 
 lint: env
 	$(PYTHON) -m ruff check sd_optim tests scripts tools install.py
+
+# The README's walkthrough pictures (docs/screenshots/), taken by the browser test of the demo app.
+screenshots: env browser
+	SD_OPTIM_SCREENSHOTS=docs/screenshots $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_ui_browser.py -k demo_app

@@ -3,6 +3,7 @@ gradio the suite's environment has: 4.40 in `make test`, 3.41 in `make test-a111
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from browser import CHROMIUM, GradioPage, browser_page, free_port, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"  # screenshots stay here for a person to look at (git ignores it)
+# `make screenshots` sets this to docs/screenshots: the README's walkthrough pictures
+WALKTHROUGH = os.environ.get("SD_OPTIM_SCREENSHOTS", "")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian chromium is missing: run tools/ensure-chromium.sh (make test does)")
@@ -28,6 +31,13 @@ def close_accordion(ui: GradioPage, label: str) -> None:
         header.click()
     ui.wait_for(lambda: "open" not in (header.get_attribute("class") or "").split(),
                 message=f"accordion {label!r} closed")
+
+
+def walkthrough(ui: GradioPage, name: str) -> None:
+    """A 1280x800 picture of the page for the README, when asked for (SD_OPTIM_SCREENSHOTS)."""
+    if WALKTHROUGH:
+        Path(WALKTHROUGH).mkdir(parents=True, exist_ok=True)
+        ui.page.screenshot(path=str(Path(WALKTHROUGH) / name))
 
 
 def in_view(ui: GradioPage, elem_id: str) -> bool:
@@ -69,6 +79,8 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: "27 parameters to tune" in ui.text("sd_optim_preview"), timeout=20,
                     message="the preview after diffuser: single -> all")
         assert "diffuser.IN04.alpha" in ui.text("sd_optim_preview")
+        ui.root("sd_optim_preview").scroll_into_view_if_needed()
+        walkthrough(ui, "1-set-up.png")
 
         # with the set-up panels collapsed, Start, the status line and the gallery fit 1280x800
         for label in ("1 · Models", "2 · Merge method or recipe", "3 · What to tune (guide)"):
@@ -89,6 +101,8 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= 3, timeout=120,
                     message="three rows in the trials table")
         assert "of 60" in ui.text("sd_optim_status")
+        page.evaluate("window.scrollTo(0, 0)")
+        walkthrough(ui, "2-live-run.png")
         finished = ui.row_count("sd_optim_trials_table") - 1  # the newest row may be in flight
         ui.goto(url)  # a reload: the run lives in the server
         ui.wait_for(lambda: "of 60" in ui.text("sd_optim_status"), timeout=30, message="reattached to the run")
@@ -104,11 +118,13 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         # the plots were drawn while their tab was hidden: opening it fits them to their column
         tab(ui, "Plots")
         ui.wait_for(lambda: page.evaluate(PLOT_FITS), timeout=20, message="the history plot fits its column")
+        walkthrough(ui, "3-plots.png")
 
         # results: best.mecha downloads and deserializes
         tab(ui, "Results")
         ui.wait_for(lambda: ui.root("sd_optim_recipe_file").locator("a[download]").count() > 0, timeout=30,
                     message="best.mecha offered")
+        walkthrough(ui, "4-results.png")
         recipe = ui.download("sd_optim_recipe_file", tmp_path)
         assert recipe.name == "best.mecha"
         assert sd_mecha.deserialize_path(recipe) is not None
