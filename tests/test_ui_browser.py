@@ -3,6 +3,7 @@ gradio the suite's environment has: 4.40 in `make test`, 3.41 in `make test-a111
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -54,13 +55,21 @@ PLOT_FITS = """() => {
 }"""
 
 
-def test_demo_app_from_set_up_to_best_mecha(tmp_path):
+@contextlib.contextmanager
+def demo_app(tmp_path: Path):
+    """The demo app served, and a page showing it: (the page helper, its URL)."""
     port = free_port()
     argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
             "--port", str(port)]
     with serve(argv, port=port, timeout=240) as url, browser_page(tmp_path) as page:
         ui = GradioPage(page)
         ui.goto(url)
+        yield ui, url
+
+
+def test_demo_app_from_set_up_to_best_mecha(tmp_path):
+    with demo_app(tmp_path) as (ui, url):
+        page = ui.page
         assert ui.duplicate_ids() == []
         models = ui.selected("sd_optim_models")
         assert len(models) == 2, models
@@ -134,12 +143,8 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
 
 
 def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
-    port = free_port()
-    argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
-            "--port", str(port)]
-    with serve(argv, port=port, timeout=240) as url, browser_page(tmp_path) as page:
-        ui = GradioPage(page)
-        ui.goto(url)
+    with demo_app(tmp_path) as (ui, _url):
+        page = ui.page
         ui.open_accordion("6 · Optimizer")
         ui.fill("sd_optim_trials", "60")
         ui.click("sd_optim_start")
