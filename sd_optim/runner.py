@@ -68,10 +68,13 @@ class RunControl:
     def paused(self) -> bool:
         return not self._resume.is_set()
 
-    def wait_if_paused(self) -> None:
+    def wait_if_paused(self, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Wait until resumed or stopped, or until ``interrupted()`` (the WebUI's Interrupt button,
+        which cannot call :meth:`stop`) says so."""
         # A bounded wait in a loop, not one unbounded wait, keeps Ctrl-C working in the main thread.
         while not self._resume.wait(0.5):
-            pass
+            if interrupted():
+                return
 
 
 @dataclass
@@ -246,7 +249,7 @@ class Runner:
                 while ran < (self.control.trial_limit or limit):
                     if self.control.paused:
                         yield self._emit(ev.RunPaused(ran))
-                        self.control.wait_if_paused()
+                        self.control.wait_if_paused(self.host.interrupted)
                         yield self._emit(ev.RunResumed())
                     if self.should_stop():
                         reason = self.control.stop_reason

@@ -367,6 +367,23 @@ def test_pause_between_trials_and_resume_from_another_thread(sd1_host, cfg):
     assert seen[-1].trials == 2
 
 
+def test_the_hosts_interrupt_stops_a_paused_run(sd1_host, cfg):
+    import threading
+
+    runner = Runner(cfg(optimizer={"trials": 5}), sd1_host)
+    paused = threading.Event()
+    runner.listeners.append(lambda e: paused.set() if isinstance(e, ev.RunPaused) else None)
+    runner.control.pause()
+    worker = threading.Thread(target=lambda: run_to_end(runner), daemon=True)
+    worker.start()
+    assert paused.wait(60)
+    sd1_host.interrupt()  # the WebUI's Interrupt: no call into the run's controls
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    final = runner.history[-1]
+    assert isinstance(final, ev.RunFinished) and final.trials == 0 and final.reason != "completed"
+
+
 def test_save_best_standalone_writes_into_the_run_folder(sd1_host, cfg, tiny_sd1_paths):
     final = run(cfg(optimizer={"trials": 2, "seed": 0, "study": "sb"}, after_run={"save_best": True}),
                 sd1_host)
