@@ -114,6 +114,8 @@ def test_api_routes(webui, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
     assert r.status_code == 200 and r.json()["state"] == "running", r.json()
     busy = client.post("/sd-optim/run", json={"config": str(config_file)})
     assert busy.status_code == 409 and busy.json()["status"]["study"] == "api"
+    assert client.post("/sd-optim/pause").json()["paused"] is True
+    assert client.post("/sd-optim/resume").json()["paused"] is False
     stopped = client.post("/sd-optim/stop").json()
     assert stopped["study"] == "api"
     status = wait_done(webui.entry.manager())

@@ -57,6 +57,14 @@ def add_routes(app, manager: Callable[[], RunManager]) -> None:
     async def stop():
         return JSONResponse(_jsonable(manager().stop("stopped through the API")))
 
+    async def pause():
+        return JSONResponse(_jsonable(manager().pause()))
+
+    async def resume():
+        return JSONResponse(_jsonable(manager().resume()))
+
     app.add_api_route(f"{PREFIX}/run", run, methods=["POST"])
+    app.add_api_route(f"{PREFIX}/pause", pause, methods=["POST"])
+    app.add_api_route(f"{PREFIX}/resume", resume, methods=["POST"])
     app.add_api_route(f"{PREFIX}/status", status, methods=["GET"])
     app.add_api_route(f"{PREFIX}/stop", stop, methods=["POST"])
