@@ -33,4 +33,4 @@ lint: env
 
 # The README's walkthrough pictures (docs/screenshots/), taken by the browser test of the demo app.
 screenshots: env browser
-	SD_OPTIM_SCREENSHOTS=docs/screenshots $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_ui_browser.py -k demo_app
+	SD_OPTIM_SCREENSHOTS=docs/screenshots $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_ui_browser.py -k "demo_app or rating"

@@ -42,7 +42,8 @@ class RunStopped(Exception):
 class RunControl:
     """Thread-safe controls a UI or a signal handler can use while a run is live."""
 
-    def __init__(self, trials: int | None = None):
+    def __init__(self, trials: int | None = None, ratings=None):
+        self.ratings = ratings  # a RatingDesk when a person can rate images (the tab), else None
         self._stop = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
@@ -126,6 +127,10 @@ class Runner:
                                 models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
                                 device=self.host.device)
         problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
+        if self.control.ratings is None:
+            problems += [f"scorers[{i}] ({s.name}): rates images by hand, which needs the Optimize Merge tab "
+                         "(the WebUI's, or python -m sd_optim app); the CLI and the API cannot ask a person"
+                         for i, s in enumerate(scorers) if s.needs_person]
         if problems:
             raise ConfigError(problems)
         return scorers
@@ -387,6 +392,9 @@ class Runner:
         for k, v in timings.items():
             trial.set_user_attr(f"seconds_{k}", round(v, 4))
         trial.set_user_attr("per_payload", per_payload)
+        if any("manual" in by_scorer for by_scorer in per_scorer.values()):  # the ratings, kept for later
+            trial.set_user_attr("manual_ratings", {p: [round(v * 10, 2) for v in by_scorer["manual"]]
+                                                   for p, by_scorer in per_scorer.items() if "manual" in by_scorer})
         study.tell(trial, value)
         finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload,
                                     per_scorer, timings)
@@ -400,7 +408,8 @@ class Runner:
 
     def _generate_and_score(self, number, params, scorers, jobs, timings):
         per_payload: dict[str, dict[str, list[float]]] = {}
-        ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop)
+        ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop, ratings=self.control.ratings,
+                           trial=number)
         for payload, job in jobs:
             t0 = time.perf_counter()
             images = []

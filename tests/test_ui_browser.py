@@ -165,3 +165,57 @@ def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
         page.keyboard.press("p")
         ui.wait_for(lambda: "finished (completed), 5 trials" in ui.text("sd_optim_status"), timeout=120,
                     message="the run resumed by the P key ends at the new limit")
+
+
+def test_rating_by_hand_with_buttons_and_keys_and_stop_while_waiting(tmp_path):
+    import yaml
+
+    from sd_optim.ui.app import demo_setup
+
+    with demo_app(tmp_path) as (ui, _url):
+        page = ui.page
+        # the demo's set-up, rated by hand, loaded as a config file (the app made the models)
+        data = demo_setup(tmp_path / "demo")
+        data.update(scorers=[{"name": "manual"}], optimizer={"sampler": "random", "trials": 3, "seed": 0},
+                    output_dir=str(tmp_path / "demo" / "runs"), device="cpu")
+        config = tmp_path / "by-hand.yaml"
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        ui.open_accordion("Config file")
+        ui.root("sd_optim_load_config").locator("input[type=file]").set_input_files(str(config))
+        ui.wait_for(lambda: "Loaded by-hand.yaml" in ui.text("sd_optim_file_status"), timeout=30,
+                    message="the config loaded")
+        ui.click("sd_optim_start")
+
+        def waiting_for(trial: int) -> bool:
+            return f"Rate trial {trial} ·" in ui.text("sd_optim_rate_caption")
+
+        # trial 0 with the buttons: three images (two of "cat", one of "house")
+        for rating in (9, 7, 8):
+            ui.wait_for(lambda: waiting_for(0) and "waiting for your rating" in ui.text("sd_optim_status"),
+                        timeout=120, message="trial 0 waiting for a rating")
+            before = ui.text("sd_optim_rate_caption")
+            if rating == 9:
+                page.evaluate("window.scrollTo(0, 0)")
+                walkthrough(ui, "5-rating.png")
+            ui.click(f"sd_optim_rate_{rating}")
+            ui.wait_for(lambda b=before: ui.text("sd_optim_rate_caption") != b, timeout=30,
+                        message="the next image to rate")
+        # trial 1 with the number keys (0 is 10)
+        for key in ("3", "0", "5"):
+            ui.wait_for(lambda: waiting_for(1), timeout=120, message="trial 1 waiting for a rating")
+            before = ui.text("sd_optim_rate_caption")
+            ui.root("sd_optim_status").click()  # the focus outside any text field
+            page.keyboard.press(key)
+            ui.wait_for(lambda b=before: ui.text("sd_optim_rate_caption") != b, timeout=30,
+                        message=f"key {key} rated the image")
+        # trial 2 waits for its first rating: Stop ends the run cleanly
+        ui.wait_for(lambda: waiting_for(2), timeout=120, message="trial 2 waiting for a rating")
+        ui.click("sd_optim_stop")
+        ui.wait_for(lambda: "finished (stopped from the tab), 3 trials" in ui.text("sd_optim_status"),
+                    timeout=60, message="the run stopped while waiting")
+        assert not ui.root("sd_optim_rate").is_visible()
+        tab(ui, "Trials")
+        ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") == 3, timeout=30, message="three rows")
+        values = {ui.cell("sd_optim_trials_table", r, 0): ui.cell("sd_optim_trials_table", r, 2) for r in range(3)}
+        assert float(values["0"]) == pytest.approx(0.8, abs=1e-3)  # cat (9 + 7) / 2 / 10, house 8 / 10
+        assert float(values["1"]) == pytest.approx(0.575, abs=1e-3)  # (3 + 10) / 2 / 10 and 5 / 10

@@ -46,6 +46,8 @@ class ScoreContext:
 
     device: torch.device
     should_stop: Callable[[], bool] = lambda: False
+    ratings: Any = None  # the run's RatingDesk (sd_optim.scoring.manual) when a person can rate
+    trial: int = -1  # the trial being scored (-1: an input model's reference row)
 
 
 class ScoringStopped(Exception):
@@ -91,6 +93,7 @@ class Scorer(abc.ABC):
 
     name: ClassVar[str]
     backbone: ClassVar[str | None] = None
+    needs_person: ClassVar[bool] = False  # it waits for ratings handed in through the tab
     option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(

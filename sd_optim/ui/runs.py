@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..hosts.base import Host
 from ..merging import MergeEngine
 from ..runner import RunControl, Runner, RunOptions
+from ..scoring.manual import RatingDesk
 
 log = logging.getLogger("sd_optim")
 
@@ -149,7 +150,8 @@ class RunManager:
             assert host is not None
             budget = int(self.defaults.cache_budget_gb * 2**30)
             runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials),
-                            RunControl(), MergeEngine(device=host.device, device_budget_bytes=budget))
+                            RunControl(ratings=RatingDesk(on_change=self._bump)),
+                            MergeEngine(device=host.device, device_budget_bytes=budget))
             live = LiveRun(runner, threading.Thread(target=self._run, name="sd-optim-run", daemon=True))
             runner.listeners.append(lambda e: self._seen(live, e))
             previous, self.current = self.current, live
@@ -232,6 +234,21 @@ class RunManager:
             live.runner.control.resume()
             self._bump()
         return self.status()
+
+    def waiting_for_ratings(self) -> list[tuple[int, Any, int]]:
+        """(position, image to score, trial) of the live run's images waiting for a rating."""
+        live = self.current
+        if live is None or not live.thread.is_alive() or live.runner.control.ratings is None:
+            return []
+        return live.runner.control.ratings.waiting()
+
+    def rate(self, value: Any, *, whole_trial: bool = False) -> None:
+        """Rate the first image waiting (1-10, or "skip"), or every image of its trial."""
+        live = self.current
+        if live is None or live.runner.control.ratings is None:
+            return
+        desk = live.runner.control.ratings
+        desk.rate_trial(value) if whole_trial else desk.rate(value)
 
     def adjust(self, source: str | dict) -> list[str]:
         """Apply a set-up's trial limit and early-stopping rules to the live run; what they set, as
@@ -319,6 +336,7 @@ class RunManager:
             "paused": runner.control.paused,
             "error": live.error,
             "current_trial": _current_trial(history),
+            "awaiting_ratings": len(self.waiting_for_ratings()),
             "last_timings": next((e.timings for e in reversed(done) if e.state == "COMPLETE"), {}),
             "eta_seconds": None,
         }

@@ -313,9 +313,22 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     # clicked by javascript/sd_optim.js when the page loads: shows the live (or last)
                     # run again after a reload or in a second browser tab
                     attach = gr.Button("Show the live run", elem_id=f"{P}attach", elem_classes=[f"{P}hidden"])
-                gr.Markdown("Keys (while no text field has the focus): **S** stop · **P** pause / resume",
+                gr.Markdown("Keys (while no text field has the focus): **S** stop · **P** pause / resume · "
+                            "**1**–**9**, **0** rate the image waiting (0 = 10)",
                             elem_id=f"{P}keys", elem_classes=[f"{P}help"])
                 status = gr.Markdown("Set up the run on the left, then press Start.", elem_id=f"{P}status")
+                with gr.Group(visible=False, elem_id=f"{P}rate") as rate_group:  # the manual scorer's
+                    rate_md = gr.Markdown("", elem_id=f"{P}rate_caption")
+                    rate_image = gr.Image(type="pil", interactive=False, show_label=False, height=256,
+                                          elem_id=f"{P}rate_image")
+                    with gr.Row():
+                        rate_buttons = [gr.Button(str(k), elem_id=f"{P}rate_{k}", min_width=36)
+                                        for k in range(1, 11)]
+                    with gr.Row():
+                        rate_skip = gr.Button("Skip image", elem_id=f"{P}rate_skip")
+                        rate_value = gr.Number(5, precision=0, label="Rating for the whole trial",
+                                               elem_id=f"{P}rate_value")
+                        rate_trial = gr.Button("Rate the whole trial", elem_id=f"{P}rate_trial")
                 gallery = gr.Gallery(label="Current trial", columns=4, height=300, object_fit="contain",
                                      preview=False, elem_id=f"{P}gallery")
                 with gr.Tabs(elem_id=f"{P}tabs"):
@@ -531,7 +544,20 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         save_button.click(on_save, fields, [saved_file, file_md])
 
         # --- running handlers -----------------------------------------------------------------
-        live_outputs = [status, gallery, best_gallery, best_md, trials, *plots, recipe_file]
+        rate_outputs = [rate_group, rate_image, rate_md]
+        live_outputs = [status, gallery, best_gallery, best_md, trials, *plots, recipe_file, *rate_outputs]
+
+        def rating_view(state: dict[str, Any]) -> list[Any]:
+            waiting = manager().waiting_for_ratings()
+            if not waiting:
+                state["rating"] = None
+                return [gr.update(visible=False), gr.update(), ""]
+            _position, item, trial = waiting[0]
+            shown = id(item) == state.get("rating")
+            state["rating"] = id(item)
+            text = (f"**Rate trial {trial} · {item.payload} #{item.index}** (1–10, keys 1–9 and 0 for 10): "
+                    f"{len(waiting)} image{'s' if len(waiting) != 1 else ''} of this prompt set to rate")
+            return [gr.update(visible=True), gr.update() if shown else item.image, text]
         kind = compat.plot_kind()
 
         def live_view(state: dict[str, Any]) -> list[Any]:
@@ -557,7 +583,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                 out += [gr.update()] * (2 + len(plots))
             finished = live is not None and live.finished is not None and live.finished.best_recipe
             out.append(live.finished.best_recipe if finished else gr.update())
-            return out
+            return out + rating_view(state)
 
         def follow(state: dict[str, Any] | None = None):
             state = state if state is not None else {}
@@ -621,6 +647,21 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     + ("\n" + views.problems_markdown(by_panel["other"]) if by_panel["other"] else "")]
 
         check.click(on_check, fields, [*panels, status])
+
+        def rate_with(value, whole_trial=False):
+            def handler(*args):
+                given = args[0] if whole_trial else value
+                try:
+                    manager().rate(int(given) if given != "skip" else given, whole_trial=whole_trial)
+                except (TypeError, ValueError) as e:
+                    return [gr.update(), gr.update(), f"⚠ {e}"]
+                return rating_view({})
+            return handler
+
+        for k, button in enumerate(rate_buttons, start=1):
+            button.click(rate_with(k), [], rate_outputs, queue=False)
+        rate_skip.click(rate_with("skip"), [], rate_outputs, queue=False)
+        rate_trial.click(rate_with(None, whole_trial=True), [rate_value], rate_outputs, queue=False)
 
         def on_pause():
             return views.status_markdown(manager().pause())

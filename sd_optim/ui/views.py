@@ -25,6 +25,9 @@ def status_markdown(status: dict[str, Any]) -> str:
                      + (f" (study trial #{current})" if current is not None else ""))
         if status.get("paused"):
             parts.append("paused")
+        if status.get("awaiting_ratings"):
+            n = status["awaiting_ratings"]
+            parts.append(f"**waiting for your rating** ({n} image{'s' if n != 1 else ''})")
     else:
         parts = [status.get("text", state)]
     if status.get("best_value") is not None and state == "running":
@@ -71,7 +74,12 @@ def trial_rows(study) -> list[list[Any]]:
         state = t.state.name
         if state == "FAIL" and t.user_attrs.get("fail_reason"):
             state = f"FAIL ({t.user_attrs['fail_reason']})"
-        rows.append([t.number, state, value, seconds, params_text(t.params)])
+        text = params_text(t.params)
+        ratings = t.user_attrs.get("manual_ratings")
+        if ratings:  # rated by hand: the ratings stay visible when the study is continued later
+            text = "rated " + "; ".join(f"{p} {', '.join(f'{r:g}' for r in rs)}" for p, rs in ratings.items()) \
+                + " · " + text
+        rows.append([t.number, state, value, seconds, text])
     return rows
 
 
