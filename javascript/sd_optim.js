@@ -1,7 +1,7 @@
 // sd-optim: once the page is there, the tab shows the live (or last) run again, so a reload or a
 // second browser tab reattaches to it; while a run is live, the browser tab's title shows its
 // progress ("[3/8] ..."); opening the Plots tab redraws its plots at their real width (they are
-// laid out while hidden); keyboard shortcuts S (stop), P (pause / resume), 1-9 and 0 (ratings).
+// laid out while hidden); keyboard shortcuts S (stop), P (pause / resume), M (manual scoring), 1-9 and 0 (ratings).
 // Loaded by the WebUI with its other scripts, and by `python -m sd_optim app` on page load.
 (function () {
     if (window.sd_optim_watch) return;
@@ -28,7 +28,8 @@
     }
 
     // Keyboard shortcuts while the tab is shown and no text field has the focus:
-    // S stops the run, P pauses or resumes it, 1-9 and 0 (10) rate the image waiting for a rating.
+    // S stops the run, P pauses or resumes it, M switches rating by hand on or off (for the next
+    // Start), 1-9 and 0 (10) rate the image waiting for a rating.
     function onKey(event) {
         if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
         const target = event.composedPath ? event.composedPath()[0] : event.target;
@@ -40,7 +41,8 @@
         const key = event.key.toLowerCase();
         const rating = root().querySelector("#sd_optim_rate");
         const rating_shown = rating && rating.offsetParent !== null;
-        let id = key === "s" ? "sd_optim_stop" : key === "p" ? (paused ? "sd_optim_resume" : "sd_optim_pause") : "";
+        let id = key === "s" ? "sd_optim_stop" : key === "p" ? (paused ? "sd_optim_resume" : "sd_optim_pause")
+            : key === "m" ? "sd_optim_toggle_manual" : "";
         if (rating_shown && /^[0-9]$/.test(key)) id = "sd_optim_rate_" + (key === "0" ? "10" : key);
         const button = id && root().querySelector("#" + id);
         if (!button) return;

@@ -155,6 +155,14 @@ def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
         ui.click("sd_optim_apply_live")
         ui.wait_for(lambda: "trials this run: 5" in ui.text("sd_optim_apply_status"), timeout=30,
                     message="limit applied")
+        # M switches rating by hand on and off in the set-up (for the next Start)
+        ui.root("sd_optim_status").click()
+        page.keyboard.press("m")
+        ui.wait_for(lambda: "manual: ready" in ui.text("sd_optim_scorer_status"), timeout=30,
+                    message="M ticked the manual scorer")
+        page.keyboard.press("m")
+        ui.wait_for(lambda: "manual" not in ui.text("sd_optim_scorer_status"), timeout=30,
+                    message="M unticked it again")
         # the P shortcut resumes, but not while a text field has the focus
         ui.root("sd_optim_study").locator("textarea, input").first.click()
         page.keyboard.press("p")

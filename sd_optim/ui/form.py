@@ -81,6 +81,11 @@ def _number(x: Any, integer: bool = False) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
+def is_ticked(x: Any) -> bool:
+    """A Dataframe tick cell (a bool, or the text a user typed) as a bool."""
+    return _bool(x)
+
+
 def _bool(x: Any) -> bool:
     if isinstance(x, str):
         return x.strip().lower() in ("true", "yes", "1", "on", "x", "✓")

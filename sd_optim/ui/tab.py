@@ -235,6 +235,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     c["models_dir"] = gr.Textbox(init["models_dir"], label="Scorer models folder "
                                                  f"(empty: {ctx.models_dir() or 'none'})",
                                                  elem_id=f"{P}models_dir")
+                    toggle_manual = gr.Button("Rating by hand on / off (key M)", elem_id=f"{P}toggle_manual")
                     scorer_md = gr.Markdown(first_scorers, elem_id=f"{P}scorer_status")
                     err_box("scorers")
                 with gr.Accordion("6 · Optimizer", open=False, elem_id=f"{P}panel_optimizer"):
@@ -314,7 +315,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
                     # run again after a reload or in a second browser tab
                     attach = gr.Button("Show the live run", elem_id=f"{P}attach", elem_classes=[f"{P}hidden"])
                 gr.Markdown("Keys (while no text field has the focus): **S** stop · **P** pause / resume · "
-                            "**1**–**9**, **0** rate the image waiting (0 = 10)",
+                            "**M** rating by hand on / off · **1**–**9**, **0** rate the image waiting (0 = 10)",
                             elem_id=f"{P}keys", elem_classes=[f"{P}help"])
                 status = gr.Markdown("Set up the run on the left, then press Start.", elem_id=f"{P}status")
                 with gr.Group(visible=False, elem_id=f"{P}rate") as rate_group:  # the manual scorer's
@@ -491,6 +492,15 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             return _scorer_text(ctx, compat.table_rows(table), models_dir)
 
         c["scorers"].change(on_scorers, [c["scorers"], c["models_dir"]], [scorer_md])
+
+        def on_toggle_manual(table):
+            rows = fm.filled_rows(compat.table_rows(table))
+            if not any(str(r[0]) == "manual" for r in rows):
+                rows.append(["manual", False, 1.0, ""])
+            rows = [[r[0], not fm.is_ticked(r[1]) if str(r[0]) == "manual" else r[1], *r[2:]] for r in rows]
+            return compat.table(rows, 4)
+
+        toggle_manual.click(on_toggle_manual, [c["scorers"]], [c["scorers"]])
         c["models_dir"].change(on_scorers, [c["scorers"], c["models_dir"]], [scorer_md])
 
         def on_refresh_studies(output_dir, storage):
