@@ -248,7 +248,10 @@ class RunManager:
         if live is None or live.runner.control.ratings is None:
             return
         desk = live.runner.control.ratings
-        desk.rate_trial(value) if whole_trial else desk.rate(value)
+        if whole_trial:
+            desk.rate_trial(value)
+        else:
+            desk.rate(value)
 
     def adjust(self, source: str | dict) -> list[str]:
         """Apply a set-up's trial limit and early-stopping rules to the live run; what they set, as

@@ -565,7 +565,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             _position, item, trial = waiting[0]
             shown = id(item) == state.get("rating")
             state["rating"] = id(item)
-            text = (f"**Rate trial {trial} · {item.payload} #{item.index}** (1–10, keys 1–9 and 0 for 10): "
+            which = f"trial {trial}" if trial >= 0 else "an input model"  # score_inputs' reference rows
+            text = (f"**Rate {which} · {item.payload} #{item.index}** (1–10, keys 1–9 and 0 for 10): "
                     f"{len(waiting)} image{'s' if len(waiting) != 1 else ''} of this prompt set to rate")
             return [gr.update(visible=True), gr.update() if shown else item.image, text]
         kind = compat.plot_kind()
