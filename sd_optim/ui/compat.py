@@ -49,13 +49,6 @@ def table(rows: list[list[Any]], columns: int) -> list[list[Any]]:
     return [list(r) for r in rows] if rows else [[""] * columns]
 
 
-def choices_update(choices: list[str], value: Any = None, **kwargs) -> dict:
-    """New choices for a Dropdown; ``value`` None keeps the current one where it is still offered."""
-    if value is None:
-        return gr.update(choices=choices, **kwargs)
-    return gr.update(choices=choices, value=value, **kwargs)
-
-
 def plot_kind() -> str:
     """Which figures ``gr.Plot`` shows reliably in this gradio (see :mod:`sd_optim.ui.plots`)."""
     from .plots import preferred_kind

@@ -25,6 +25,7 @@ from ..hosts.base import Host
 from ..merging import MergeEngine
 from ..runner import RunControl, Runner, RunOptions
 from ..scoring.manual import RatingDesk
+from .views import duration
 
 log = logging.getLogger("sd_optim")
 
@@ -407,7 +408,7 @@ def _describe(s: dict[str, Any]) -> str:
     if s["state"] == "running":
         text = f"{head}running, {s['trials_done']}/{s['trials_total']} trials{best}"
         if s.get("eta_seconds") is not None:
-            text += f", about {_duration(s['eta_seconds'])} left"
+            text += f", about {duration(s['eta_seconds'])} left"
         if s.get("paused"):
             text += " (paused)"
         return text
@@ -423,9 +424,3 @@ def _describe(s: dict[str, Any]) -> str:
     if s.get("after_run_note"):
         text += f"; {s['after_run_note']}"
     return text
-
-
-def _duration(seconds: float) -> str:
-    from .views import duration
-
-    return duration(seconds)
