@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 from PIL import PngImagePlugin
 
 from . import events as ev
@@ -32,10 +33,16 @@ class RunFolder:
         return self.path / "recipes" / f"trial-{number:05d}.mecha"
 
     def read_trials(self) -> list[dict[str, Any]]:
+        """The rows; a line cut short (the process was killed while writing it) is left out."""
         if not self.trials_file.exists():
             return []
-        return [json.loads(line) for line in self.trials_file.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        rows = []
+        for line in self.trials_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
 
 
 class ArtifactWriter:
@@ -46,17 +53,19 @@ class ArtifactWriter:
         self.config = config
         self.save_images = save_images
         self._images: dict[int, list[dict[str, Any]]] = {}
+        self._cut_line = False
 
     def start(self) -> None:
         self.folder.path.mkdir(parents=True, exist_ok=True)
         save_config(self.config.absolute(), self.folder.path / "config.yaml")
+        self._cut_line = _ends_mid_line(self.folder.trials_file)
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.ImageScored):
             self._image(event)
         elif isinstance(event, ev.ReferenceScored):
             self._append({"kind": "reference", "model": event.model, "value": event.value,
-                          "per_payload": event.per_payload,
+                          "per_payload": event.per_payload, "reason": event.reason,
                           "images": self._images.pop(-1, []), "time": time.time()})
         elif isinstance(event, ev.TrialFinished):
             self._append({
@@ -73,9 +82,32 @@ class ArtifactWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(event.recipe, encoding="utf-8")
 
+    def add_missing_rows(self, study) -> list[int]:
+        """A row for each finished trial of ``study`` that ``trials.jsonl`` lacks: trials a process
+        left running when it ended (failed since), results a full disk kept out of the file. What
+        the study knows goes in; the images' scores are not in the study. The numbers added."""
+        have = {r.get("number") for r in self.folder.read_trials() if r.get("kind") == "trial"}
+        added = []
+        for t in study.get_trials(deepcopy=False):
+            if t.number in have or t.state == optuna.trial.TrialState.RUNNING or \
+                    t.state == optuna.trial.TrialState.WAITING:
+                continue
+            self._append({
+                "kind": "trial", "number": t.number, "state": t.state.name, "value": t.value,
+                "params": t.params, "per_payload": t.user_attrs.get("per_payload", {}), "scores": {},
+                "timings": {k[len("seconds_"):]: v for k, v in t.user_attrs.items() if k.startswith("seconds_")},
+                "reason": t.user_attrs.get("fail_reason", ""), "images": [],
+                "time": t.datetime_complete.timestamp() if t.datetime_complete else time.time(),
+                "recovered": True,
+            })
+            added.append(t.number)
+        return added
+
     def _append(self, row: dict[str, Any]) -> None:
         with self.folder.trials_file.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=str) + "\n")
+            # a line cut short by a killed process stays on a line of its own
+            f.write(("\n" if self._cut_line else "") + json.dumps(row, default=str) + "\n")
+        self._cut_line = False
 
     def _image(self, e: ev.ImageScored) -> None:
         entry: dict[str, Any] = {"payload": e.payload, "index": e.index, "seed": e.seed,
@@ -95,3 +127,11 @@ class ArtifactWriter:
             e.path = str(path)
             entry["path"] = str(path.relative_to(self.folder.path))
         self._images.setdefault(e.trial, []).append(entry)
+
+
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"

@@ -26,8 +26,9 @@ class RunStarted(Event):
 @dataclass
 class ReferenceScored(Event):
     model: str
-    value: float
+    value: float | None  # None: scoring this input failed (``reason`` says why)
     per_payload: dict[str, float]
+    reason: str = ""
 
 
 @dataclass

@@ -8,7 +8,9 @@ set of images; the host's slot restores the original weights on every exit path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import threading
 import time
@@ -29,7 +31,15 @@ from .inputs import file_hash
 from .merging import MergeEngine
 from .planning import Planner, make_planner
 from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
-from .study import make_sampler, open_study, storage_url, study_name
+from .study import (
+    claim_trial,
+    forget_new_study,
+    make_sampler,
+    open_study,
+    release_trial,
+    storage_url,
+    study_name,
+)
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
@@ -37,6 +47,11 @@ log = logging.getLogger("sd_optim")
 
 class RunStopped(Exception):
     """The user asked the run to stop (Stop button, Interrupt, Ctrl-C)."""
+
+
+class RecordingFailed(Exception):
+    """The study or the run folder could not be written (a full disk, a lost database): the trial
+    in flight is failed and the run stops, since nothing more it did could be kept."""
 
 
 class RunControl:
@@ -49,6 +64,9 @@ class RunControl:
         self._resume.set()
         self.trial_limit = trials
         self.stop_reason = "stopped"
+        # set while the slot puts the original weights back: a hard stop (a second Ctrl-C) must
+        # not cut that short
+        self.restoring = False
 
     def stop(self, reason: str = "stopped") -> None:
         self.stop_reason = reason
@@ -87,6 +105,17 @@ class RunOptions:
 
 
 @dataclass
+class _Progress:
+    """Where a run's loop stands."""
+
+    limit: int
+    best: float | None
+    ran: int = 0
+    since_best: int = 0
+    reason: str | None = None  # why the loop ended; None while it goes on
+
+
+@dataclass
 class Runner:
     config: RunConfig
     host: Host
@@ -99,8 +128,19 @@ class Runner:
     def _emit(self, event: ev.Event) -> ev.Event:
         self.history.append(event)
         for listener in self.listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception as e:  # the run folder writer: what cannot be kept must not go on
+                raise RecordingFailed(f"could not record the run: {type(e).__name__}: {e}") from e
         return event
+
+    def _emit_quietly(self, event: ev.Event) -> ev.Event:
+        """:meth:`_emit` while the run is already ending because recording failed."""
+        try:
+            return self._emit(event)
+        except RecordingFailed as e:
+            log.warning("%s", e)
+            return event
 
     def should_stop(self) -> bool:
         if self.host.interrupted() and not self.control.stopping:
@@ -230,8 +270,7 @@ class Runner:
         except Exception as e:
             yield self._emit(ev.RunFailed(str(e)))
             raise
-        writer = ArtifactWriter(folder, self.config, save_images=self.options.save_images)
-        writer.start()
+        writer = self._start_writer(study, folder)
         self.listeners.append(writer)
         self.study, self.folder, self.planner = study, folder, planner
         limit = self.options.trials or self.config.optimizer.trials
@@ -241,57 +280,88 @@ class Runner:
         yield self._emit(ev.RunStarted(study.study_name, str(folder.path), limit,
                                        [p.name for p in planner.space.params], model_config,
                                        done_before))
-        ran, reason = 0, "completed"
-        best = _best(study)
-        since_best = 0
+        progress = _Progress(limit, _best(study))
+        after: dict[str, Any] = {}
         try:
             with self.host.open_slot() as slot:
-                if self.config.optimizer.score_inputs and not self.options.resume:
-                    try:
-                        yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
-                    except (RunStopped, ScoringStopped):
-                        pass  # the loop below sees the stop and ends the run as "stopped"
-                while ran < (self.control.trial_limit or limit):
-                    if self.control.paused:
-                        yield self._emit(ev.RunPaused(ran))
-                        self.control.wait_if_paused(self.host.interrupted)
-                        yield self._emit(ev.RunResumed())
-                    if self.should_stop():
-                        reason = self.control.stop_reason
-                        break
-                    ran += 1
-                    finished = yield from self._trial(study, planner, engine, slot, model_config,
-                                                      scorers, jobs)
-                    if finished.state == "FAIL":
-                        if self.control.stopping:
-                            reason = self.control.stop_reason
-                            break
-                        if self.config.optimizer.on_trial_error == "stop":
-                            reason = "trial failed"
-                            break
-                        continue
-                    es = self.config.optimizer.early_stopping
-                    if best is None or finished.value > best + es.min_improvement:
-                        since_best = 0
-                    else:
-                        since_best += 1
-                    if best is None or finished.value > best:
-                        best = finished.value
-                        recipe = planner.recipe_text(finished.params)
-                        yield self._emit(ev.NewBest(finished.number, finished.value,
-                                                    finished.params, recipe))
-                    if es.patience and since_best >= es.patience:
-                        reason = "early stopping"
-                        break
-                after = self._after_run(study, planner, engine, slot, model_config, folder)
+                try:
+                    yield from self._loop(progress, study, planner, engine, slot, model_config, scorers, jobs)
+                    after = self._after_run(study, planner, engine, slot, model_config, folder)
+                finally:
+                    self.control.restoring = True  # the slot's exit puts the original weights back
         except GeneratorExit:  # the consumer went away: the slot context has restored the model
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the slot has restored the model
+            progress.reason = self.control.stop_reason if self.control.stopping else "interrupted (Ctrl-C)"
         except BaseException as e:
-            self._emit(ev.RunFailed(f"{type(e).__name__}: {e}"))
+            self._emit_quietly(ev.RunFailed(f"{type(e).__name__}: {e}"))
             raise
         finally:
+            self.control.restoring = False
             self.listeners.remove(writer)
-        yield self._emit(self._finished(study, folder, planner, reason, ran, after))
+        yield self._emit_quietly(self._finished(study, folder, planner, progress.reason or "completed",
+                                                progress.ran, after))
+
+    def _start_writer(self, study, folder: RunFolder) -> ArtifactWriter:
+        """The run folder's writer; on a resumed study, first the rows ``trials.jsonl`` lacks (trials
+        an ended process left running, now failed; results a full disk could not record)."""
+        writer = ArtifactWriter(folder, self.config, save_images=self.options.save_images)
+        try:
+            writer.start()
+            if self.options.resume:
+                writer.add_missing_rows(study)
+        except OSError as e:
+            if not self.options.resume:
+                forget_new_study(study)  # a study without its run folder would block the name
+            raise ConfigError([(f"output_dir: cannot write the run folder {str(folder.path)!r}: "
+                                f"{type(e).__name__}: {e}")]) from None
+        return writer
+
+    def _loop(self, progress: _Progress, study, planner: Planner, engine, slot, model_config, scorers, jobs):
+        """Trials until the limit, a stop, early stopping, or a failure to record them; the reason
+        the loop ended goes to ``progress.reason``."""
+        if self.config.optimizer.score_inputs and not self.options.resume:
+            try:
+                yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
+            except (RunStopped, ScoringStopped):
+                pass  # the loop below sees the stop and ends the run as "stopped"
+            except RecordingFailed as e:
+                progress.reason = f"stopped: {e}"
+                return
+        while progress.reason is None and progress.ran < (self.control.trial_limit or progress.limit):
+            if self.control.paused:
+                yield self._emit(ev.RunPaused(progress.ran))
+                self.control.wait_if_paused(self.host.interrupted)
+                yield self._emit(ev.RunResumed())
+            if self.should_stop():
+                progress.reason = self.control.stop_reason
+                break
+            progress.ran += 1
+            try:
+                finished = yield from self._trial(study, planner, engine, slot, model_config, scorers, jobs)
+                yield from self._judge(progress, finished, planner)
+            except RecordingFailed as e:
+                progress.reason = f"stopped: {e}"
+
+    def _judge(self, progress: _Progress, finished: ev.TrialFinished, planner: Planner):
+        """A finished trial against the best so far: a new best, early stopping, or a failure that
+        ends the run (a stop, or ``on_trial_error: stop``)."""
+        if finished.state == "FAIL":
+            if self.control.stopping:
+                progress.reason = self.control.stop_reason
+            elif self.config.optimizer.on_trial_error == "stop":
+                progress.reason = "trial failed"
+            return
+        es = self.config.optimizer.early_stopping
+        best = progress.best
+        progress.since_best = 0 if best is None or finished.value > best + es.min_improvement \
+            else progress.since_best + 1
+        if best is None or finished.value > best:
+            progress.best = finished.value
+            yield self._emit(ev.NewBest(finished.number, finished.value, finished.params,
+                                        planner.recipe_text(finished.params)))
+        if es.patience and progress.since_best >= es.patience:
+            progress.reason = "early stopping"
 
     def _after_run(self, study, planner: Planner, engine, slot, model_config, folder) -> dict[str, Any]:
         """keep-best / save-best, inside the open slot (the WebUI's queue is still ours)."""
@@ -350,7 +420,10 @@ class Runner:
         except ValueError:
             bt = None
         if bt is not None and not folder.best_recipe.exists():
-            folder.best_recipe.write_text(planner.recipe_text(bt.params), encoding="utf-8")
+            try:
+                folder.best_recipe.write_text(planner.recipe_text(bt.params), encoding="utf-8")
+            except OSError as e:  # the summary still reaches the user; the study has the trial
+                log.warning("could not write %s: %s", folder.best_recipe, e)
         return ev.RunFinished(
             study=study.study_name, run_dir=str(folder.path), reason=reason, trials=ran,
             best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
@@ -360,7 +433,18 @@ class Runner:
         )
 
     def _trial(self, study, planner: Planner, engine, slot, model_config, scorers, jobs):
-        trial = study.ask(planner.space.distributions())
+        try:
+            trial = study.ask(planner.space.distributions())
+            claim_trial(trial)
+        except Exception as e:  # the study cannot be written: nothing could be kept
+            raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
+        try:
+            return (yield from self._run_trial(study, trial, planner, engine, slot, model_config, scorers,
+                                               jobs))
+        finally:
+            release_trial(study.study_name, trial.number)
+
+    def _run_trial(self, study, trial, planner: Planner, engine, slot, model_config, scorers, jobs):
         params = dict(trial.params)
         yield self._emit(ev.TrialStarted(trial.number, params))
         timings = {"merge": 0.0, "generate": 0.0, "score": 0.0}
@@ -377,33 +461,56 @@ class Runner:
                 {p.name: p.weight for p in self.config.payloads},
                 self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
         except (RunStopped, ScoringStopped):
-            finished = self._fail(study, trial, params, timings, self.control.stop_reason)
-            yield self._emit(finished)
+            finished = self._emit(self._fail(study, trial, params, timings, self.control.stop_reason))
+            yield finished
             return finished
-        except Exception as e:  # noqa: BLE001 - the per-trial boundary: fail the trial, go on
+        except RecordingFailed as e:
+            yield self._emit_quietly(self._fail(study, trial, params, timings, str(e)))
+            raise
+        except Exception as e:  # the per-trial boundary: fail the trial, go on
             log.warning("trial %d failed: %s\n%s", trial.number, e, traceback.format_exc())
             finished = self._fail(study, trial, params, timings, f"{type(e).__name__}: {e}")
+            if _disk_full(e):  # every later trial would fail the same way
+                yield self._emit_quietly(finished)
+                raise RecordingFailed(finished.reason) from e
             yield self._emit(finished)
             return finished
         except BaseException as e:  # the run itself ends (consumer gone, Ctrl-C): no trial stays RUNNING
             reason = "stopped" if isinstance(e, GeneratorExit) else f"interrupted ({type(e).__name__})"
-            self._emit(self._fail(study, trial, params, timings, reason))
+            with contextlib.suppress(RecordingFailed):
+                self._emit_quietly(self._fail(study, trial, params, timings, reason))
             raise
-        for k, v in timings.items():
-            trial.set_user_attr(f"seconds_{k}", round(v, 4))
-        trial.set_user_attr("per_payload", per_payload)
-        if any("manual" in by_scorer for by_scorer in per_scorer.values()):  # the ratings, kept for later
-            trial.set_user_attr("manual_ratings", {p: [round(v * 10, 2) for v in by_scorer["manual"]]
-                                                   for p, by_scorer in per_scorer.items() if "manual" in by_scorer})
-        study.tell(trial, value)
-        finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload,
-                                    per_scorer, timings)
+        self._complete(study, trial, params, value, timings, per_scorer, per_payload)
+        finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings)
         yield self._emit(finished)
         return finished
 
+    def _complete(self, study, trial, params, value, timings, per_scorer, per_payload) -> None:
+        """Tell the study the trial's value, with what the run folder keeps beside it."""
+        try:
+            for k, v in timings.items():
+                trial.set_user_attr(f"seconds_{k}", round(v, 4))
+            trial.set_user_attr("per_payload", per_payload)
+            if any("manual" in by_scorer for by_scorer in per_scorer.values()):  # the ratings, kept for later
+                trial.set_user_attr("manual_ratings", {
+                    p: [round(v * 10, 2) for v in by_scorer["manual"]]
+                    for p, by_scorer in per_scorer.items() if "manual" in by_scorer})
+            study.tell(trial, value)
+        except Exception as e:  # the study cannot be written: record what we can, stop
+            reason = f"could not record the result: {type(e).__name__}: {e}"
+            log.warning("trial %d: %s", trial.number, reason)
+            self._emit_quietly(self._fail(study, trial, params, timings, reason))
+            raise RecordingFailed(reason) from e
+
     def _fail(self, study, trial, params, timings, reason: str) -> ev.TrialFinished:
-        trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        """Tell the study the trial failed; :class:`RecordingFailed` when even that cannot be
+        written (the trial then stays running in the study until a resume marks it failed)."""
+        try:
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except Exception as e:  # the database or its disk refused
+            raise RecordingFailed(f"could not record trial {trial.number} as failed ({reason}): "
+                                  f"{type(e).__name__}: {e}") from e
         return ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings, reason=reason)
 
     def _generate_and_score(self, number, params, scorers, jobs, timings):
@@ -435,16 +542,24 @@ class Runner:
         return per_payload
 
     def _score_inputs(self, planner, engine, slot, model_config, scorers, jobs):
-        """Each input model scored once as a reference row (not an Optuna trial)."""
+        """Each input model scored once as a reference row (not an Optuna trial). A row that fails
+        says why and the run goes on: the references only put the trials' scores in context."""
         for m in self.config.models:
-            recipe = planner.model_recipe(m)
-            engine.apply(recipe, slot, model_config)
-            per_scorer = yield from self._generate_and_score(-1, {"model": m.name}, scorers, jobs,
-                                                            {"generate": 0.0, "score": 0.0})
-            value, per_payload = combine_trial(
-                per_scorer, {s.name: s.weight for s in self.config.scorers},
-                {p.name: p.weight for p in self.config.payloads},
-                self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+            try:
+                recipe = planner.model_recipe(m)
+                engine.apply(recipe, slot, model_config)
+                per_scorer = yield from self._generate_and_score(-1, {"model": m.name}, scorers, jobs,
+                                                                {"generate": 0.0, "score": 0.0})
+                value, per_payload = combine_trial(
+                    per_scorer, {s.name: s.weight for s in self.config.scorers},
+                    {p.name: p.weight for p in self.config.payloads},
+                    self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+            except (RunStopped, ScoringStopped, RecordingFailed):
+                raise
+            except Exception as e:  # noqa: BLE001 - this row fails, the run goes on
+                log.warning("scoring input model %s failed: %s\n%s", m.name, e, traceback.format_exc())
+                yield self._emit(ev.ReferenceScored(m.name, None, {}, f"{type(e).__name__}: {e}"))
+                continue
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
 
 
@@ -460,6 +575,10 @@ def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, An
 def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
     return [p.name, job.prompt, job.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
             p.scheduler, p.width, p.height, p.batch_size, p.weight, sorted(p.scorers)]
+
+
+def _disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _best(study: optuna.Study) -> float | None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,15 @@ import optuna
 
 from .errors import ConfigError, StudyMismatchError
 
+log = logging.getLogger("sd_optim")
+
 FINGERPRINT_ATTR = "sd_optim.fingerprint"
+OWNER_ATTR = "sd_optim.process"  # which process runs a trial: "host:pid:start time"
+INTERRUPTED = "interrupted (process ended)"
+
+# trials that runs of this process are running now (storage-independent trial ids are not unique
+# across storages, so the study name and the number identify them)
+_HELD: set[tuple[str, int]] = set()
 
 _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "tpe": {"multivariate": True},
@@ -99,6 +110,74 @@ def _short(value: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot), to tell a reused pid from the
+    original; "" where /proc is not there to ask."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def claim_trial(trial: optuna.Trial) -> None:
+    """Mark a trial as run by this process, so that a later resume can tell a trial whose process
+    ended (killed, crashed) from one another process is still running."""
+    trial.set_user_attr(OWNER_ATTR, _this_process())
+    _HELD.add((trial.study.study_name, trial.number))
+
+
+def release_trial(study_name: str, number: int) -> None:
+    _HELD.discard((study_name, number))
+
+
+def _owner_gone(owner: str, local_storage: bool) -> bool:
+    """Whether the process that claimed a trial has ended. Trials of other machines are theirs
+    to judge (a shared database); a trial nobody claimed is stale in a local SQLite file."""
+    if not owner:
+        return local_storage
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid() and started == _process_start(os.getpid()):
+        return True  # this process, and no run of it holds the trial (checked before)
+    if os.path.isdir("/proc"):
+        return _process_start(int(pid)) != started  # "" once gone; another value once reused
+    try:
+        import psutil
+    except ImportError:
+        return False  # no way to tell here: leave it to the user
+    return not psutil.pid_exists(int(pid))
+
+
+def fail_stale_trials(study: optuna.Study, local_storage: bool) -> list[int]:
+    """Trials left running by a process that ended (SIGKILL, a crash, a full disk), marked failed
+    with the reason :data:`INTERRUPTED`; the numbers of the trials marked."""
+    marked = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if (study.study_name, t.number) in _HELD or not _owner_gone(t.user_attrs.get(OWNER_ATTR, ""),
+                                                                    local_storage):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+        if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+            marked.append(t.number)
+    return marked
+
+
+def forget_new_study(study: optuna.Study) -> None:
+    """Delete a study this run just created, before any trial (its run folder could not be made)."""
+    try:
+        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+    except Exception as e:  # noqa: BLE001 - best effort: the error that led here is the one to report
+        log.warning("could not delete the new study %r: %s", study.study_name, e)
+
+
 def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
                fingerprint: dict[str, Any], resume: bool = False, fork_from: str = "",
                fork_storage: str = "",
@@ -122,6 +201,7 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
         diffs = compare_fingerprints(old, fingerprint)
         if diffs:
             raise StudyMismatchError(name, diffs)
+        fail_stale_trials(study, local_storage=storage.startswith("sqlite:"))
         return study
     if name in names:
         raise ConfigError([(f"optimizer.study: a study named {name!r} already exists in {storage}; "

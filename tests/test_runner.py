@@ -210,10 +210,26 @@ def test_exception_inside_the_loop_restores_and_reports(sd1_host, cfg, tiny_sd1_
     for event in gen:
         if isinstance(event, ev.TrialMerged):
             break
-    with pytest.raises(KeyboardInterrupt):  # e.g. Ctrl-C raised mid-trial in the consumer's thread
-        gen.throw(KeyboardInterrupt())
+    with pytest.raises(SystemExit):
+        gen.throw(SystemExit(3))
     assert isinstance(runner.history[-1], ev.RunFailed)
     assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_keyboard_interrupt_mid_trial_ends_the_run_with_its_summary(sd1_host, cfg, tiny_sd1_paths):
+    """A second Ctrl-C raises KeyboardInterrupt wherever the main thread is: the run still ends
+    with its summary, the model restored and the trial in flight failed."""
+    runner = Runner(cfg(), sd1_host)
+    gen = runner.events()
+    for event in gen:
+        if isinstance(event, ev.TrialMerged):
+            break
+    final = gen.throw(KeyboardInterrupt())
+    assert isinstance(final, ev.RunFinished) and final.reason == "interrupted (Ctrl-C)"
+    assert_original(sd1_host, tiny_sd1_paths[0])
+    trial = runner.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted (KeyboardInterrupt)"
 
 
 def test_missing_wildcard_is_a_config_error(sd1_host, cfg, tmp_path):

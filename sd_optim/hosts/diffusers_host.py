@@ -20,6 +20,7 @@ import torch
 from sd_optim.hosts import diffusers_keymap as km
 from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
 from sd_optim.inputs import file_hash
+from sd_optim.tensor_files import load_tensors
 
 _ABSENT = object()
 
@@ -317,11 +318,8 @@ class DiffusersHost(Host):
         raise KeyError(f"{k!r}: the loaded model has no such tensor")
 
     def _load_from_file(self, file_key: str) -> torch.Tensor:
-        if self.path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(self.path), framework="pt") as f:
-                return f.get_tensor(file_key)
+        if self.path.suffix == ".safetensors":  # read, not mapped: the file may change later
+            return load_tensors(self.path, [file_key])[file_key]
         sd = torch.load(str(self.path), map_location="cpu", mmap=True, weights_only=True)
         return sd.get("state_dict", sd)[file_key].clone()
 

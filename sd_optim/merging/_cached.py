@@ -1,8 +1,10 @@
 """An in-memory state dict that sd-mecha treats as an already-open safetensors file.
 
 ``sd_mecha.model(dict)`` scans the whole dict once per key in 1.1.8 (quadratic; seconds per
-merge for SDXL, REFERENCE.md §2). Presenting the cached tensors as an open
-``SafetensorsMapping`` behind an ``OpenModelRecipeNode`` avoids that and any per-trial file read.
+merge for SDXL). Presenting the cached tensors as an open ``SafetensorsMapping`` behind an
+``OpenModelRecipeNode`` avoids that and any per-trial file read. The tensors are read into memory
+of their own (:func:`sd_optim.tensor_files.load_tensors`), never mapped from the file: an input
+replaced or truncated during a run cannot take the process down.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import safetensors.torch
 import torch
 from sd_mecha.streaming import SafetensorsMapping, StateDictKeyError, TensorMetadata
+
+from ..tensor_files import load_tensors
 
 
 class CachedStateDict(SafetensorsMapping):
@@ -21,7 +24,7 @@ class CachedStateDict(SafetensorsMapping):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> CachedStateDict:
-        return cls(safetensors.torch.load_file(str(path), device=str(device)))
+        return cls(load_tensors(path, device=device))
 
     def __getitem__(self, key: str) -> torch.Tensor:
         try:
