@@ -5,8 +5,11 @@ A consumer of the runner's events, like the CLI and the tab.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +138,25 @@ def _ends_mid_line(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(-1, 2)
         return f.read(1) != b"\n"
+
+
+@contextlib.contextmanager
+def new_file(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; it becomes ``path`` only when the block
+    succeeds, so a full disk or a crash never leaves a cut-short file under the final name (which
+    would then block a retry as "exists"). Never overwrites: FileExistsError if ``path`` exists."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        yield tmp
+        try:
+            os.link(tmp, path)  # fails when path exists, where a rename would replace it
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists; choose another name (never overwritten)") from None
+        except OSError:  # a file system without hard links
+            if path.exists():
+                raise FileExistsError(f"{path} exists; choose another name (never overwritten)") from None
+            os.rename(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -76,14 +76,9 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
     control = RunControl()
     runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials), control)
     previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # first Ctrl-C: stop at the next image boundary
-        control.stop("stopped")
-        signal.signal(signal.SIGINT, previous)
-
     in_main = _is_main_thread()
     if in_main:
-        signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGINT, _ctrl_c_handler(control))
     progress = _Progress(enabled=sys.stderr.isatty() or not json_out)
     final = None
     try:
@@ -100,6 +95,27 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "best_params": final.best_params, "best_recipe": final.best_recipe,
         "run_dir": final.run_dir,
     }
+
+
+def _ctrl_c_handler(control):
+    """First Ctrl-C: stop at the next image boundary. Second: stop at once (a KeyboardInterrupt
+    where the run is; the runner still restores the model and prints the summary). Later ones, and
+    any while the original weights are being put back, only say to wait."""
+    presses = 0
+
+    def on_sigint(signum, frame):
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            control.stop("stopped")
+            print("stopping after the current image (Ctrl-C again to stop at once)", file=sys.stderr)
+        elif presses == 2 and not control.restoring:
+            control.stop("stopped at once (Ctrl-C twice)")
+            raise KeyboardInterrupt
+        else:
+            print("restoring the original weights; wait a moment", file=sys.stderr)
+
+    return on_sigint
 
 
 def _is_main_thread() -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 
+from .artifacts import new_file
 from .config import load_config
 from .errors import ConfigError
 from .planning import make_planner
@@ -53,9 +54,10 @@ def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, 
     s, config = load_run(output_dir, study, storage)
     recipe = trial_recipe(s, config, trial)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".mecha":
-        out.write_text(recipe_text(recipe), encoding="utf-8")
-    else:
-        sd_mecha.merge(recipe, output=out, output_dtype=torch.float16,
-                       check_finite_output=False, omit_non_finite_inputs=False)
+    with new_file(out) as tmp:
+        if out.suffix == ".mecha":
+            tmp.write_text(recipe_text(recipe), encoding="utf-8")
+        else:
+            sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
+                           check_finite_output=False, omit_non_finite_inputs=False)
     return out

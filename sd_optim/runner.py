@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from . import events as ev
-from .artifacts import ArtifactWriter, RunFolder
+from .artifacts import ArtifactWriter, RunFolder, new_file
 from .config import Payload, RunConfig
 from .errors import ConfigError
 from .hosts.base import GenerationJob, Host, KeptMerge
@@ -406,11 +406,10 @@ class Runner:
         while path.exists():  # never overwrite
             n += 1
             path = target / f"{stem}-{n}.safetensors"
-        tmp = path.with_name(path.name + ".part")
-        # sd-mecha writes the recipe into the file's metadata ("mecha_recipe")
-        sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
-                       check_finite_output=False, omit_non_finite_inputs=False)
-        tmp.rename(path)
+        with new_file(path) as tmp:
+            # sd-mecha writes the recipe into the file's metadata ("mecha_recipe")
+            sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
+                           check_finite_output=False, omit_non_finite_inputs=False)
         self.host.refresh_checkpoints()
         return path
 
@@ -476,7 +475,8 @@ class Runner:
             yield self._emit(finished)
             return finished
         except BaseException as e:  # the run itself ends (consumer gone, Ctrl-C): no trial stays RUNNING
-            reason = "stopped" if isinstance(e, GeneratorExit) else f"interrupted ({type(e).__name__})"
+            reason = "stopped" if isinstance(e, GeneratorExit) else \
+                self.control.stop_reason if self.control.stopping else f"interrupted ({type(e).__name__})"
             with contextlib.suppress(RecordingFailed):
                 self._emit_quietly(self._fail(study, trial, params, timings, reason))
             raise
