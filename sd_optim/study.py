@@ -19,6 +19,7 @@ log = logging.getLogger("sd_optim")
 FINGERPRINT_ATTR = "sd_optim.fingerprint"
 OWNER_ATTR = "sd_optim.process"  # which process runs a trial: "host:pid:start time"
 INTERRUPTED = "interrupted (process ended)"
+ABANDONED = "interrupted (its run ended without recording it, e.g. on a full disk)"
 
 # trials that runs of this process are running now (storage-independent trial ids are not unique
 # across storages, so the study name and the number identify them)
@@ -135,36 +136,39 @@ def release_trial(study_name: str, number: int) -> None:
     _HELD.discard((study_name, number))
 
 
-def _owner_gone(owner: str, local_storage: bool) -> bool:
-    """Whether the process that claimed a trial has ended. Trials of other machines are theirs
-    to judge (a shared database); a trial nobody claimed is stale in a local SQLite file."""
+def _stale_reason(owner: str, local_storage: bool) -> str:
+    """Why a running trial is stale ("" while its process may still be running it). Trials of
+    other machines are theirs to judge (a shared database); a trial nobody claimed is stale in a
+    local SQLite file."""
     if not owner:
-        return local_storage
+        return INTERRUPTED if local_storage else ""
     host, _, rest = owner.partition(":")
     pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return False
+        return ""
     if int(pid) == os.getpid() and started == _process_start(os.getpid()):
-        return True  # this process, and no run of it holds the trial (checked before)
-    if os.path.isdir("/proc"):
-        return _process_start(int(pid)) != started  # "" once gone; another value once reused
+        return ABANDONED  # this process, and no run of it holds the trial (checked before)
+    if os.path.isdir("/proc"):  # the start time is "" once the process is gone, another once reused
+        return INTERRUPTED if _process_start(int(pid)) != started else ""
     try:
         import psutil
     except ImportError:
-        return False  # no way to tell here: leave it to the user
-    return not psutil.pid_exists(int(pid))
+        return ""  # no way to tell here: leave it to the user
+    return "" if psutil.pid_exists(int(pid)) else INTERRUPTED
 
 
 def fail_stale_trials(study: optuna.Study, local_storage: bool) -> list[int]:
-    """Trials left running by a process that ended (SIGKILL, a crash, a full disk), marked failed
-    with the reason :data:`INTERRUPTED`; the numbers of the trials marked."""
+    """Trials left running by a process that ended (SIGKILL, a crash) or by a run that could not
+    record their end (a full disk), marked failed with the reason; the numbers of those marked."""
     marked = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if (study.study_name, t.number) in _HELD or not _owner_gone(t.user_attrs.get(OWNER_ATTR, ""),
-                                                                    local_storage):
+        if (study.study_name, t.number) in _HELD:
+            continue
+        reason = _stale_reason(t.user_attrs.get(OWNER_ATTR, ""), local_storage)
+        if not reason:
             continue
         storage = study._storage
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
         if storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
             marked.append(t.number)
     return marked
