@@ -360,3 +360,18 @@ def _spec(name, options):
     from sd_optim.config import ScorerSettings
 
     return ScorerSettings(name, 1.0, options)
+
+
+@pytest.mark.parametrize("profile", ["forge", "reforge"])
+def test_api_auth_in_the_other_webui_families(profile, tiny_sd1_paths, tiny_sd1_config_dir):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from test_entry_profiles import webui as family_webui
+
+    with family_webui(profile, tiny_sd1_paths, tiny_sd1_config_dir) as (fake, _entry, _scripts, callbacks):
+        fake.shared.cmd_opts.api_auth = "dana:pw"
+        app = FastAPI()
+        callbacks.app_started_callback(None, app)
+        client = TestClient(app)
+        assert client.get("/sd-optim/status").status_code == 401
+        assert client.get("/sd-optim/status", headers=basic("dana", "pw")).status_code == 200
