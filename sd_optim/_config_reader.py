@@ -36,6 +36,7 @@ from .config import (
     ScoringSettings,
     Strategy,
 )
+from .paths import name_problem
 
 
 class ConfigReader:
@@ -190,6 +191,8 @@ class ConfigReader:
             if not p:
                 self.bad(f"{path}.path", "is required")
             name = self.str_(f"{path}.name", d.get("name")) or Path(p).stem
+            if name and name_problem(name):  # it names the folder of the model's reference images
+                self.bad(f"{path}.name", name_problem(name) + " (set name: to another)", name)
             if name in [m.name for m in out]:
                 self.bad(f"{path}.name", "duplicates another model's name (set name: to tell them apart)", name)
             out.append(ModelInput(path=p, name=name))
@@ -335,6 +338,8 @@ class ConfigReader:
             if not prompt:
                 self.bad(f"{p}.prompt", "is required")
             name = self.str_(f"{p}.name", d.get("name")) or f"set{i}"
+            if name_problem(name):  # it names the trial's image files
+                self.bad(f"{p}.name", name_problem(name), name)
             if name in [x.name for x in out]:
                 self.bad(f"{p}.name", "duplicates another prompt set's name", name)
             width = self.num(f"{p}.width", d.get("width"), 512, integer=True, minimum=8)
@@ -427,8 +432,8 @@ class ConfigReader:
     def after_run(self, value: Any) -> AfterRun:
         d = self.mapping("after_run", value, tuple(f.name for f in dataclasses.fields(AfterRun)))
         name = self.str_("after_run.save_name", d.get("save_name"))
-        if name and (name != Path(name).name or name.startswith(".")):
-            self.bad("after_run.save_name", "must be a plain file name (no folders)", name)
+        if name and name_problem(name):
+            self.bad("after_run.save_name", name_problem(name), name)
         return AfterRun(keep_best=self.bool_("after_run.keep_best", d.get("keep_best"), False),
                         save_best=self.bool_("after_run.save_best", d.get("save_best"), False),
                         save_name=name)

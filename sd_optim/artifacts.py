@@ -18,6 +18,7 @@ from PIL import PngImagePlugin
 
 from . import events as ev
 from .config import RunConfig, save_config
+from .paths import inside
 
 
 class RunFolder:
@@ -118,6 +119,7 @@ class ArtifactWriter:
         if self.save_images:
             sub = f"reference/{e.params.get('model', 'input')}" if e.trial < 0 else f"{e.trial:05d}"
             path = self.folder.path / "images" / sub / f"{e.payload}-{e.index:02d}.png"
+            inside(self.folder.path, path, "payloads.name")
             path.parent.mkdir(parents=True, exist_ok=True)
             info = PngImagePlugin.PngInfo()
             info.add_text("parameters", e.infotext or e.prompt)

@@ -216,14 +216,16 @@ def _prune(d: dict) -> dict:
 
 
 def load_config(path: str | Path) -> RunConfig:
+    from .safe_yaml import load_config_mapping
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"config file: no such file, got {str(path)!r}"]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError([f"config file {path}: not valid YAML: {e}"]) from None
-    return config_from_dict(data, base_dir=path.parent)
+    except UnicodeDecodeError:
+        raise ConfigError([f"config file {path}: not a text file (UTF-8)"]) from None
+    return config_from_dict(load_config_mapping(text, f"config file {path}"), base_dir=path.parent)
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

@@ -11,10 +11,11 @@ from .config import load_config
 from .errors import ConfigError
 from .planning import make_planner
 from .recipes import recipe_text
-from .study import FINGERPRINT_ATTR, existing_studies, storage_url
+from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, storage_url
 
 
 def load_run(output_dir: Path, study: str, storage: str = ""):
+    check_study_name("study", study)
     folder = Path(output_dir) / study
     storage = storage or storage_url("", folder)
     if study not in [s.study_name for s in existing_studies(storage)]:
@@ -47,6 +48,8 @@ def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, 
     import sd_mecha
     import torch
 
+    if out.is_symlink():  # dangling or not: writing would create or replace its target elsewhere
+        raise ConfigError([f"--out: is a symbolic link; give the real path, got {str(out)!r}"])
     if out.exists():
         raise FileExistsError(f"--out: {out} exists; choose another name (never overwritten)")
     if out.suffix not in (".mecha", ".safetensors"):

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import threading
 import time
 import traceback
@@ -29,12 +30,15 @@ from .errors import ConfigError
 from .hosts.base import GenerationJob, Host, KeptMerge
 from .inputs import file_hash
 from .merging import MergeEngine
+from .paths import inside, safe_component
 from .planning import Planner, make_planner
 from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
 from .study import (
+    check_study_name,
     claim_trial,
     forget_new_study,
     make_sampler,
+    new_study_folder,
     open_study,
     release_trial,
     storage_url,
@@ -202,11 +206,18 @@ class Runner:
         seed = opt.seed
         sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
+        for flag, given in (("--resume", self.options.resume), ("--fork", self.options.fork)):
+            if given:
+                check_study_name(flag, given)
         name = self.options.resume or study_name(opt.study, planner.label, [m.name for m in cfg.models])
         out = cfg.resolve_path(cfg.output_dir)
-        folder = RunFolder(out / name)
         if out.exists() and not out.is_dir():
             raise ConfigError([f"output_dir: not a folder, got {str(out)!r}"])
+        inside(out, out / name, "optimizer.study")  # a link planted there would take the writes
+        if not self.options.resume:
+            name = new_study_folder(out, name, explicit=bool(opt.study), storage=opt.storage)
+            inside(out, out / name, "optimizer.study")
+        folder = RunFolder(out / name)
         if self.options.resume and not opt.storage and not (folder.path / "study.db").exists():
             known = sorted(d.name for d in out.glob("*") if (d / "study.db").exists()) if out.is_dir() else []
             raise ConfigError([(f"--resume: no study named {name!r} in {out} "
@@ -400,12 +411,14 @@ class Runner:
         import torch
 
         target = self.host.checkpoint_dir() or folder.path
-        stem = name or f"{study.study_name}-trial{bt.number}"
+        name = name[:-len(".safetensors")] if name.lower().endswith(".safetensors") else name
+        stem = safe_component("checkpoint name", name) if name else f"{study.study_name}-trial{bt.number}"
         target.mkdir(parents=True, exist_ok=True)
         path, n = target / f"{stem}.safetensors", 1
-        while path.exists():  # never overwrite
+        while os.path.lexists(path):  # never overwrite (nor write through a dangling link)
             n += 1
             path = target / f"{stem}-{n}.safetensors"
+        inside(target, path, "checkpoint name")
         with new_file(path) as tmp:
             # sd-mecha writes the recipe into the file's metadata ("mecha_recipe")
             sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 
 from .errors import ConfigError, StudyMismatchError
+from .paths import name_problem, safe_component
 
 log = logging.getLogger("sd_optim")
 
@@ -84,11 +85,43 @@ def storage_url(storage: str, run_root: Path) -> str:
 
 def study_name(requested: str, method_or_recipe: str, model_names: list[str]) -> str:
     if requested:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", requested):
-            raise ConfigError([f"optimizer.study: use letters, digits, '.', '_' and '-' only, got {requested!r}"])
-        return requested
+        return check_study_name("optimizer.study", requested)
     base = "-".join([method_or_recipe, *model_names])
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:80]
+    derived = re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:80].strip(".-")
+    return derived if not name_problem(derived) else "study"
+
+
+def check_study_name(field: str, name: str) -> str:
+    """A study name is its run folder's name: letters, digits, '.', '_', '-', one safe path
+    component (not '.', '..', nor starting with '.' or '-')."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError([f"{field}: use letters, digits, '.', '_' and '-' only, got {name!r}"])
+    return safe_component(field, name)
+
+
+def new_study_folder(out: Path, name: str, *, explicit: bool, storage: str = "") -> str:
+    """The name of a new study whose run folder ``out/<name>`` is new or empty: a new study never
+    writes into another run's folder. A derived name is numbered (``name-2``, ``name-3``...) past
+    the folders and studies already there; a name the user chose is refused instead (a folder
+    whose study.db holds that study is left to :func:`open_study`, which says to resume it)."""
+    candidate, n = name, 1
+    while True:
+        folder = out / candidate
+        empty_dir = folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir())
+        used = os.path.lexists(folder) and not empty_dir
+        taken = bool(storage) and candidate in [s.study_name for s in existing_studies(storage)]
+        if not (used or taken):
+            return candidate
+        if explicit:
+            db = folder / "study.db"
+            if taken or (not storage and db.exists() and candidate in
+                         [s.study_name for s in existing_studies(storage_url("", folder))]):
+                return candidate  # open_study refuses with "already exists; resume or fork it"
+            raise ConfigError([(f"optimizer.study: the folder {str(folder)!r} already holds another run's "
+                                f"files; choose another study name (a new study never writes into it), "
+                                f"got {name!r}")])
+        n += 1
+        candidate = f"{name}-{n}"
 
 
 def existing_studies(storage: str) -> list[optuna.study.StudySummary]:

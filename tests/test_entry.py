@@ -99,6 +99,8 @@ def test_api_routes(webui, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
     app = FastAPI()
     webui.callbacks.app_started_callback(None, app)
     client = TestClient(app)
+    # the config file and the diffusers config live outside the WebUI's folders: the setting allows them
+    webui.shared.opts.sd_optim_api_dirs = f"{tmp_path};{tiny_sd1_config_dir}"
     assert client.get("/sd-optim/status").json()["state"] == "idle"
     r = client.post("/sd-optim/run", json={"config": {"models": []}})
     assert r.status_code == 400 and r.json()["problems"]

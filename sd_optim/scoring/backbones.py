@@ -7,11 +7,12 @@ so two scorers scoring the same batch share one forward pass as well as one copy
 Accepted weight files:
 
 - OpenAI's TorchScript archive ``ViT-L-14.pt`` (what ``clip.load("ViT-L/14")`` saves in
-  ``~/.cache/clip``). torch >= 2.6 refuses it in ``torch.load``, so it goes through open_clip's
-  ``load_openai_model``, which opens it with ``torch.jit.load``: only ever a file the user placed.
+  ``~/.cache/clip``), opened with ``torch.jit.load`` (not ``open_clip.load_openai_model``,
+  whose fallback would unpickle a file that is not an archive without weights_only).
 - An open_clip state dict (``open_clip_pytorch_model.bin`` of the Hugging Face repo
-  ``timm/vit_large_patch14_clip_224.openai``, or any ``.pt``/``.pth``/``.bin``), read with
-  ``torch.load``'s default ``weights_only=True``.
+  ``timm/vit_large_patch14_clip_224.openai``, or any ``.pt``/``.pth``/``.bin``), always read
+  with ``torch.load(weights_only=True)`` (never through open_clip's loader, which leaves
+  weights_only to torch's default: False before torch 2.6, so a pickle could run code).
 - The same state dict as ``.safetensors`` (open_clip 2.20 cannot read those itself).
 
 OpenAI's CLIP was trained with QuickGELU, which open_clip's ``ViT-L-14`` config does not use:
@@ -21,7 +22,9 @@ for a state dict, ``quick_gelu=True`` must be passed or every embedding is sligh
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
+import pickle
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +110,7 @@ def load_open_clip_backbone(
     try:
         if is_torchscript_archive(path):
             # The archive carries its own architecture (QuickGELU included); ``arch`` is unused.
-            model = open_clip.load_openai_model(str(path), precision=precision, device=device)
+            model = _openai_model(path, precision, device)
         else:
             if open_clip.get_model_config(arch) is None:
                 close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
@@ -115,19 +118,12 @@ def load_open_clip_backbone(
                     f"open_clip has no model config named {arch!r} (close: {close}); "
                     f"set the scorer's architecture option to an open_clip model name"
                 )
-            if path.suffix == ".safetensors":
-                model = open_clip.create_model(
-                    arch, precision=precision, device=device, force_quick_gelu=quick_gelu
-                )
-                model.load_state_dict(_read_safetensors(path))
-            else:
-                model = open_clip.create_model(
-                    arch,
-                    pretrained=str(path),
-                    precision=precision,
-                    device=device,
-                    force_quick_gelu=quick_gelu,
-                )
+            # never ``pretrained=path``: open_clip would unpickle it without weights_only
+            state_dict = _read_state_dict(path)
+            model = open_clip.create_model(
+                arch, precision=precision, device=device, force_quick_gelu=quick_gelu
+            )
+            _load_into(model, state_dict)
     except ScorerError:
         raise
     except Exception as error:
@@ -148,11 +144,69 @@ def load_open_clip_backbone(
     return ClipBackbone(model=model, preprocess=preprocess, device=device, dtype=dtype)
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def safe_torch_load(path: Path) -> Any:
+    """A pickled file's tensors, never its code: ``torch.load(weights_only=True)`` whatever the
+    torch version's default (False before 2.6, and ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` flips it)."""
+    if "weights_only" not in inspect.signature(torch.load).parameters:  # torch < 1.13
+        raise ScorerError(
+            f"torch {torch.__version__} cannot open {path} safely (it has no weights_only); "
+            "convert the file to .safetensors or update torch"
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ScorerError(
+            f"{path} holds more than tensors (Python objects a pickle would run), so it is not "
+            "loaded; use a plain state dict or a .safetensors file "
+            f"({str(error).splitlines()[0][:200]})"
+        ) from None
 
-    state_dict = load_file(str(path))
-    # DDP checkpoints prefix every key with "module.", as open_clip's own loader allows for.
-    if all(key.startswith("module.") for key in state_dict):
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a weights-only pickle, unwrapped the way open_clip's
+    own ``load_state_dict`` does (a ``state_dict`` entry; DDP's ``module.`` key prefix)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict: Any = load_file(str(path))
+    else:
+        state_dict = safe_torch_load(path)
+        if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
+            state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise ScorerError(f"{path} holds no state dict")
+    if all(str(key).startswith("module.") for key in state_dict):
         state_dict = {key[len("module.") :]: value for key, value in state_dict.items()}
     return state_dict
+
+
+def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """What open_clip's ``load_checkpoint`` does with a state dict, minus reading the file."""
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed
+
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = convert_to_custom_text_state_dict(state_dict)
+    resize_pos_embed(state_dict, model)
+    model.load_state_dict(state_dict)
+
+
+def _openai_model(path: Path, precision: str, device: torch.device) -> torch.nn.Module:
+    """OpenAI's TorchScript archive as an open_clip model. Not ``open_clip.load_openai_model``:
+    when ``torch.jit.load`` fails, that falls back to unpickling the file without weights_only."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from open_clip.model import build_model_from_openai_state_dict, get_cast_dtype
+
+    try:
+        # TorchScript's own loader: it rebuilds tensors and TorchScript code, never Python objects
+        archive = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        raise ScorerError(
+            f"{path} is not a TorchScript archive torch can open "
+            f"({str(error).splitlines()[0][:200]}); use OpenAI's ViT-L-14.pt or a state dict"
+        ) from None
+    model = build_model_from_openai_state_dict(archive.state_dict(), cast_dtype=get_cast_dtype(precision))
+    model = model.to(device)
+    if precision != "fp16":
+        model.float()
+    model.visual.image_mean, model.visual.image_std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    return model

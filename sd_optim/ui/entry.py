@@ -9,12 +9,16 @@ Only imported inside a WebUI (it imports ``modules.*``); the run logic is in ``r
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from modules import script_callbacks, scripts, shared
 
 from ..errors import ConfigError
 from ..hosts import webui_host
+from ..paths import split_folders
+from .api import ApiAccess, add_routes, parse_api_auth
 from .runs import Defaults, RunBusy, RunManager
 
 log = logging.getLogger("sd_optim")
@@ -31,6 +35,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
                                        "(0: keep them in CPU memory)")),
     "sd_optim_storage": ("", ("Default Optuna storage URL (empty: SQLite in the run folder; "
                               "postgresql://... to share a study between WebUIs)")),
+    "sd_optim_api_dirs": ("", ("Extra folders a config sent to the /sd-optim API may name, separated by ';' "
+                               "(besides the WebUI's models and outputs folders and the folders above)")),
 }
 
 QUEUE_OFF = ("The WebUI was started with --no-gradio-queue: the tab's live view cannot update and "
@@ -102,10 +108,35 @@ def tab_context():
                       notice=QUEUE_OFF if getattr(shared.cmd_opts, "no_gradio_queue", False) else "")
 
 
-def on_app_started(_demo, app) -> None:
-    from .api import add_routes
+def api_folders() -> list[Path]:
+    """The folders a config sent to the API may name: the WebUI's models and outputs folders, the
+    folders of the checkpoints it lists (``--ckpt-dir``), its Lora folder, the sd-optim settings'
+    folders and the extra ones the settings list."""
+    defaults = current_defaults()
+    data_path = getattr(shared, "data_path", None)
+    folders = [getattr(shared, "models_path", None), data_path and os.path.join(data_path, "outputs"),
+               getattr(shared.cmd_opts, "ckpt_dir", None), getattr(shared.cmd_opts, "lora_dir", None),
+               defaults.output_dir, defaults.models_dir,
+               *split_folders(str(getattr(shared.opts, "sd_optim_api_dirs", "") or ""))]
+    try:
+        folders += [os.path.dirname(c.path) for c in manager().host.checkpoints()]
+    except Exception:  # no checkpoint list: the other folders still hold
+        log.debug("sd-optim: the checkpoint list is unavailable", exc_info=True)
+    return [Path(f).expanduser().absolute() for f in dict.fromkeys(f for f in folders if f)]
 
-    add_routes(app, manager)
+
+def api_access(app) -> ApiAccess:
+    """The WebUI's own API protection for the routes: ``--api-auth`` credentials when given;
+    otherwise, with ``--gradio-auth`` (or a login gradio knows of), a logged-in user's cookie."""
+    opts = shared.cmd_opts
+    login = bool(getattr(opts, "gradio_auth", None) or getattr(opts, "gradio_auth_path", None)
+                 or getattr(app, "auth", None))
+    return ApiAccess(credentials=parse_api_auth(getattr(opts, "api_auth", None) or ""), login=login,
+                     folders=api_folders)
+
+
+def on_app_started(_demo, app) -> None:
+    add_routes(app, manager, api_access(app))
 
 
 def on_script_unloaded() -> None:

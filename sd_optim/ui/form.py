@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from .. import safe_yaml
+from ..errors import ConfigError
+
 LORA_COLUMNS = ["path", "apply to", "strength"]
 FIXED_COLUMNS = ["hyperparameter", "value"]
 SITE_COLUMNS = ["site", "value in recipe", "tune", "low", "high"]
@@ -126,8 +129,8 @@ def _flow_mapping(text: Any) -> Any:
         return {}
     text = str(text).strip()
     try:
-        value = yaml.safe_load(text if text.startswith("{") else "{" + text + "}")
-    except yaml.YAMLError:
+        value = safe_yaml.load(text if text.startswith("{") else "{" + text + "}", "options")
+    except ConfigError:
         return text  # the config reader says "must be a mapping, got '...'"
     return value if value is not None else {}
 

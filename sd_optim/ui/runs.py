@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import events as ev
 from ..config import RunConfig, config_from_dict
 from ..errors import ConfigError
 from ..hosts.base import Host
 from ..merging import MergeEngine
+from ..paths import allowed_problem, check_allowed
 from ..runner import RunControl, Runner, RunOptions
+from ..safe_yaml import load_config_mapping
 from ..scoring.manual import RatingDesk
 from .views import duration
 
@@ -48,16 +48,22 @@ class Defaults:
     cache_budget_gb: float = 0.0
 
 
-def read_config(source: str | dict, defaults: Defaults | None = None) -> RunConfig:
+def read_config(source: str | dict, defaults: Defaults | None = None,
+                allowed: list[Path] | None = None) -> RunConfig:
     """A run config from a YAML file path, YAML text, or a dict; settings fill what it leaves out.
 
     Relative paths in a file resolve against the file's folder; in text or a dict, against the
-    current folder (the WebUI's)."""
-    data, base_dir = config_data(source, defaults)
-    return config_from_dict(data, base_dir=base_dir)
+    current folder (the WebUI's). ``allowed``: the only folders the config (and its own file) may
+    name, for a request from the API (None: no restriction, the tab's and the CLI's case)."""
+    data, base_dir = config_data(source, defaults, allowed)
+    config = config_from_dict(data, base_dir=base_dir)
+    if allowed is not None:
+        check_allowed(config, allowed, default_storage=(defaults or Defaults()).storage)
+    return config
 
 
-def config_data(source: str | dict, defaults: Defaults | None = None) -> tuple[Any, Path]:
+def config_data(source: str | dict, defaults: Defaults | None = None,
+                allowed: list[Path] | None = None) -> tuple[Any, Path]:
     """(the config's YAML data with the settings filled in, the folder relative paths start from)."""
     defaults = defaults or Defaults()
     base_dir = Path.cwd()
@@ -69,13 +75,19 @@ def config_data(source: str | dict, defaults: Defaults | None = None) -> tuple[A
             raise ConfigError(["config: give a config file path or YAML text, got an empty value"])
         path = Path(text).expanduser()
         if "\n" not in text and path.suffix in (".yaml", ".yml", ".json"):
+            if allowed is not None:  # before anything is read: a refused file's contents stay unread
+                problem = allowed_problem("config", path, allowed)
+                if problem:
+                    raise ConfigError([problem])
             if not path.is_file():
                 raise ConfigError([f"config: file not found, got {text!r}"])
-            text, base_dir = path.read_text(encoding="utf-8"), path.resolve().parent
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError([f"config: not valid YAML ({e})"]) from None
+            try:
+                text, base_dir = path.read_text(encoding="utf-8"), path.resolve().parent
+            except UnicodeDecodeError:
+                raise ConfigError([f"config: not a text file (UTF-8), got {str(path)!r}"]) from None
+            data = load_config_mapping(text, "config")
+        else:
+            data = load_config_mapping(text, "config", from_file=False)
     if isinstance(data, dict):
         if defaults.output_dir and "output_dir" not in data:
             data["output_dir"] = defaults.output_dir
@@ -132,17 +144,18 @@ class RunManager:
     # --- control ---------------------------------------------------------------------------
 
     def start(self, source: str | dict, *, trials: int | None = None, resume: str = "",
-              fork: str = "", fresh_name: bool = False) -> dict[str, Any]:
+              fork: str = "", fresh_name: bool = False, allowed: list[Path] | None = None) -> dict[str, Any]:
         """Start a run in the background; refuses at once (``RunBusy``) while one is live and
         raises ``ConfigError`` for a bad config before anything starts. ``fresh_name``: a new
         study without a name gets the default name, numbered past the studies already there
-        (the tab's Start pressed twice starts a second study, not an error)."""
+        (the tab's Start pressed twice starts a second study, not an error). ``allowed``: the
+        folders a config from the API may name (see :func:`read_config`)."""
         with self._lock:
             if self.live:
                 raise RunBusy(self.status())
             if self.busy:
                 raise RunBusy(self.status(), f"the model is busy ({self.busy}); start again when it is done")
-            config = read_config(source, self.defaults)
+            config = read_config(source, self.defaults, allowed)
             if fresh_name and not (resume or config.optimizer.study):
                 config.optimizer.study = _free_study_name(config)
             if self.host_for is not None:

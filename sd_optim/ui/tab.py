@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 import yaml
 
+from .. import safe_yaml
 from ..errors import ConfigError
 from . import catalog as cat
 from . import compat, views
@@ -440,12 +441,12 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
 
         def on_apply_yaml(text):
             try:
-                guide = yaml.safe_load(text or "") or {}
+                guide = safe_yaml.load(text or "", "guide") or {}
                 if isinstance(guide, dict) and set(guide) == {"guide"}:
                     guide = guide["guide"]
                 new = fm.guide_to_form(guide)
-            except (yaml.YAMLError, ConfigError) as e:
-                problems = e.problems if isinstance(e, ConfigError) else [f"guide: not valid YAML ({e})"]
+            except ConfigError as e:
+                problems = e.problems
                 return [gr.update()] * 5 + [views.problems_markdown(problems)]
             return [compat.table(new["strategies"], 7), compat.table(new["bounds"], 7), new["blocks"],
                     new["recipe_include"], new["recipe_exclude"], ""]
@@ -513,10 +514,10 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             if not path:
                 return [gr.update()] * len(fields) + [""]
             try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+                data = safe_yaml.load(Path(path).read_text(encoding="utf-8"), "config file")
                 new = fm.data_to_form(data if isinstance(data, dict) else {}, ctx.catalog.title_for,
                                       cat.recipe_sites)
-            except (OSError, ValueError, yaml.YAMLError) as e:  # ConfigError and bad text are ValueErrors
+            except (OSError, ValueError) as e:  # ConfigError and bad text are ValueErrors
                 problems = e.problems if isinstance(e, ConfigError) else [f"config file: {e}"]
                 return [gr.update()] * len(fields) + [views.problems_markdown(problems)]
             new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows()

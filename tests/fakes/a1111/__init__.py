@@ -96,7 +96,10 @@ def installed(checkpoints, config_dir, *, load: bool = True):
         from modules import call_queue, sd_models, shared
 
         sd_models.checkpoint_files[:] = [str(p) for p in checkpoints]
-        sd_models.model_path = tempfile.mkdtemp(prefix="fake-a1111-Stable-diffusion-")
+        shared.data_path = tempfile.mkdtemp(prefix="fake-a1111-data-")
+        shared.models_path = str(Path(shared.data_path) / "models")
+        sd_models.model_path = str(Path(shared.models_path) / "Stable-diffusion")
+        Path(sd_models.model_path).mkdir(parents=True)
         with safetensors.safe_open(str(checkpoints[0]), "pt") as f:
             arch = "sdxl-sgm" if any(k.startswith("conditioner.") for k in f.keys()) else "sd1-ldm"  # noqa: SIM118
         sd_models.renderer = renderer_for(arch, checkpoints[0], config_dir)
@@ -115,7 +118,7 @@ def installed(checkpoints, config_dir, *, load: bool = True):
         yield fake
     finally:
         fake.renderer.step_hook = None
-        shutil.rmtree(sd_models.model_path, ignore_errors=True)
+        shutil.rmtree(shared.data_path, ignore_errors=True)
         sys.modules["networks"].originals.undo()
         for k in [k for k in sys.modules if _owned(k)]:
             del sys.modules[k]

@@ -12,9 +12,15 @@ from modules import devices, options, shared_state
 OptionInfo = options.OptionInfo
 options_section = options.options_section
 
+# api_auth "user:pw,user2:pw2" protects the API routes (modules/api/api.py); gradio_auth and
+# gradio_auth_path the UI's login (webui.py get_gradio_auth_creds); none by default
 cmd_opts = types.SimpleNamespace(lowvram=False, medvram=False, medvram_sdxl=False, no_half=False,
                                  no_half_vae=False, skip_install=False, no_hashing=False,
-                                 ckpt_dir=None)
+                                 ckpt_dir=None, api_auth=None, gradio_auth=None, gradio_auth_path=None)
+# modules/paths_internal.py, re-exported by shared: <data_path>/models and outputs in <data_path>/outputs;
+# installed() points them at a temporary WebUI folder
+data_path = ""
+models_path = ""
 
 _DEFAULTS = {
     "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,

@@ -8,7 +8,10 @@ from modules import options, shared_state
 
 OptionInfo = options.OptionInfo
 
-cmd_opts = types.SimpleNamespace(ckpt_dir=None, ckpt="", embeddings_dir="", no_prompt_history=True)
+# api_auth / gradio_auth / gradio_auth_path: the API's and the UI's logins, kept from A1111's
+# modules/cmd_args.py (none by default)
+cmd_opts = types.SimpleNamespace(ckpt_dir=None, ckpt="", embeddings_dir="", no_prompt_history=True,
+                                 api_auth=None, gradio_auth=None, gradio_auth_path=None)
 
 _DEFAULTS = {
     "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "forge_additional_modules": [],

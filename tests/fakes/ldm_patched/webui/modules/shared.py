@@ -13,7 +13,10 @@ from modules import devices, options, shared_state
 OptionInfo = options.OptionInfo
 options_section = options.options_section
 
-cmd_opts = types.SimpleNamespace(ckpt_dir=None, no_hashing=False, embeddings_dir=None, skip_install=False)
+# api_auth / gradio_auth / gradio_auth_path: the API's and the UI's logins, kept from A1111's
+# modules/cmd_args.py (none by default)
+cmd_opts = types.SimpleNamespace(ckpt_dir=None, no_hashing=False, embeddings_dir=None, skip_install=False,
+                                 api_auth=None, gradio_auth=None, gradio_auth_path=None)
 
 _DEFAULTS = {
     "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
