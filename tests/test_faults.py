@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import test_entry
 import torch
 from PIL import Image
+from test_host_a1111 import assert_original as assert_webui_original
 from test_runner import assert_original
 
 from sd_optim.artifacts import ArtifactWriter, RunFolder
@@ -42,6 +44,7 @@ from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.ui.runs import Defaults, RunManager
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+a1111 = test_entry.webui  # the fake A1111 WebUI, as a fixture of this module too
 
 FAULTY_TRIAL = 1
 PARTIAL_WRITE_AT = 10  # the key of the merge at which "after a partial write" strikes
@@ -101,9 +104,9 @@ def _raise_or_act(fault: str, ctx: dict) -> None:
     if fault == "stop":
         ctx["manager"].stop()
     elif fault == "interrupt":  # the host's own Interrupt (the WebUI's button)
-        ctx["host"].interrupt()
+        ctx["interrupt"]()
     elif fault == "ui reload":  # on_script_unloaded from the WebUI's thread: stop and wait for the restore
-        threading.Thread(target=ctx["manager"].shutdown, daemon=True).start()
+        threading.Thread(target=ctx["unload"], daemon=True).start()
         _wait_for(lambda: ctx["manager"].current.runner.control.stopping)
     elif fault == "input replaced":  # `cp other.safetensors b.safetensors`: rewritten in place
         shutil.copyfile(ctx["other_model"], ctx["replaced_model"])
@@ -142,6 +145,8 @@ def install(monkeypatch, injector: Injector) -> None:
 
     monkeypatch.setattr(Runner, "_emit", emit)
     cls, name = STAGES[injector.cell.stage]
+    if injector.cell.stage == "generation":  # the host's own
+        cls = type(injector.ctx["host"])
     original = getattr(cls, name)
     fault, ctx = injector.cell.fault, injector.ctx
 
@@ -233,8 +238,9 @@ def config(inputs: dict, config_dir: Path, output_dir: Path, study: str = "fault
 
 
 def run_cell(cell: Cell, host, inputs, config_dir, output_dir, monkeypatch, **ctx_extra) -> tuple[dict, RunManager]:
-    manager = RunManager(host, Defaults())
-    ctx = {"manager": manager, "host": host, "other_model": inputs["models"][2],
+    manager = ctx_extra.pop("manager", None) or RunManager(host, Defaults())
+    ctx = {"manager": manager, "host": host, "interrupt": getattr(host, "interrupt", None),
+           "unload": manager.shutdown, "other_model": inputs["models"][2],
            "replaced_model": inputs["models"][1], **ctx_extra}
     injector = Injector(cell, ctx)
     with monkeypatch.context() as m:
@@ -276,6 +282,22 @@ def check(cell: Cell, status: dict, host, output_dir: Path, original: Path) -> N
 def test_fault_matrix(cell, sd1_host, inputs, tiny_sd1_config_dir, tiny_sd1_paths, tmp_path, monkeypatch):
     status, _ = run_cell(cell, sd1_host, inputs, tiny_sd1_config_dir, tmp_path / "runs", monkeypatch)
     check(cell, status, sd1_host, tmp_path / "runs", tiny_sd1_paths[0])
+
+
+WEBUI_CELLS = [Cell(f, s) for f in ("exception", "cuda oom", "stop", "interrupt", "ui reload")
+               for s in ("merge", "generation", "scorer image_stats")]
+
+
+@pytest.mark.parametrize("cell", WEBUI_CELLS, ids=lambda c: f"{c.fault}@{c.stage}")
+def test_fault_matrix_in_a1111(cell, a1111, inputs, tiny_sd1_config_dir, tiny_sd1_paths, tmp_path, monkeypatch):
+    """The same faults in the WebUI (the A1111 fake): its Interrupt button and a UI reload
+    (``on_script_unloaded``) included."""
+    manager = a1111.entry.manager()
+    status, _ = run_cell(cell, manager.host, inputs, tiny_sd1_config_dir, tmp_path / "runs", monkeypatch,
+                         manager=manager, interrupt=a1111.shared.state.interrupt,
+                         unload=a1111.callbacks.script_unloaded_callback)
+    check(cell, status, manager.host, tmp_path / "runs", tiny_sd1_paths[0])
+    assert_webui_original(a1111, tiny_sd1_paths[0])
 
 
 # --- a full disk (a small tmpfs) -------------------------------------------------------------
