@@ -28,8 +28,15 @@ from .hosts.base import GenerationJob, Host, KeptMerge
 from .inputs import file_hash
 from .merging import MergeEngine
 from .planning import Planner, make_planner
-from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
-from .study import make_sampler, open_study, storage_url, study_name
+from .scoring import (
+    ImageToScore,
+    ScoreContext,
+    ScoringStopped,
+    available_scorers,
+    build_scorers,
+    combine_trial,
+)
+from .study import discard_study, make_sampler, open_study, storage_url, study_name
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
@@ -123,6 +130,9 @@ class Runner:
 
     def _scorers(self):
         cfg = self.config
+        unknown = unknown_scorer_problems([s.name for s in cfg.scorers])
+        if unknown:
+            raise ConfigError(unknown)
         scorers = build_scorers(cfg.absolute().scorers,
                                 models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
                                 device=self.host.device)
@@ -159,8 +169,7 @@ class Runner:
     def _open_study(self, planner: Planner, model_config: str, jobs):
         cfg, opt = self.config, self.config.optimizer
         distributions = planner.space.distributions()
-        seed = opt.seed
-        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)
+        sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions)
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
         name = self.options.resume or study_name(opt.study, planner.label, [m.name for m in cfg.models])
         out = cfg.resolve_path(cfg.output_dir)
@@ -171,19 +180,35 @@ class Runner:
             known = sorted(d.name for d in out.glob("*") if (d / "study.db").exists()) if out.is_dir() else []
             raise ConfigError([(f"--resume: no study named {name!r} in {out} "
                                f"(studies: {', '.join(known) or 'none'})")])
+        new_dirs = [p for p in (folder.path, out) if not p.exists()] if not opt.storage else []
+        new_db = None if opt.storage or (folder.path / "study.db").exists() else folder.path / "study.db"
         if not opt.storage:
             folder.path.mkdir(parents=True, exist_ok=True)
         storage = storage_url(opt.storage, folder.path)
         fork_storage = storage_url("", out / self.options.fork) \
             if self.options.fork and not opt.storage else ""
-        study = open_study(name=name, storage=storage, sampler=sampler,
-                           fingerprint=self._fingerprint(planner, model_config, hashes, jobs),
-                           resume=bool(self.options.resume), fork_from=self.options.fork,
-                           fork_storage=fork_storage, distributions=distributions)
-        if self.options.resume and seed is not None:
+        try:
+            study = open_study(name=name, storage=storage, sampler=sampler,
+                               fingerprint=self._fingerprint(planner, model_config, hashes, jobs),
+                               resume=bool(self.options.resume), fork_from=self.options.fork,
+                               fork_storage=fork_storage, distributions=distributions)
+            try:
+                self._annotate(study, planner, hashes)
+            except BaseException:
+                if not self.options.resume:
+                    discard_study(name, storage)
+                raise
+        except BaseException:
+            _remove_new(new_db, new_dirs)  # a refused run leaves no empty study.db behind
+            raise
+        return study, folder
+
+    def _annotate(self, study, planner: Planner, hashes: dict[str, str]) -> None:
+        cfg, opt = self.config, self.config.optimizer
+        if self.options.resume and opt.seed is not None:
             # the same seed again would replay the first session's parameter sets
-            study.sampler = make_sampler(opt.sampler, opt.sampler_options, seed + len(study.trials),
-                                         distributions)
+            study.sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed + len(study.trials),
+                                         planner.space.distributions())
         study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
                                                          "hash": hashes[m.name]} for m in cfg.models})
         study.set_user_attr("sd_optim.mode", cfg.mode)
@@ -193,7 +218,6 @@ class Runner:
             for kind in opt.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
-        return study, folder
 
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""
@@ -242,6 +266,7 @@ class Runner:
                                        [p.name for p in planner.space.params], model_config,
                                        done_before))
         ran, reason = 0, "completed"
+        tally = _Tally()
         best = _best(study)
         since_best = 0
         try:
@@ -262,6 +287,7 @@ class Runner:
                     ran += 1
                     finished = yield from self._trial(study, planner, engine, slot, model_config,
                                                       scorers, jobs)
+                    tally.add(finished, self.control.stopping)
                     if finished.state == "FAIL":
                         if self.control.stopping:
                             reason = self.control.stop_reason
@@ -291,7 +317,8 @@ class Runner:
             raise
         finally:
             self.listeners.remove(writer)
-        yield self._emit(self._finished(study, folder, planner, reason, ran, after))
+        yield self._emit(self._finished(study, folder, planner, reason, ran,
+                                        {**(after or {}), **tally.fields()}))
 
     def _after_run(self, study, planner: Planner, engine, slot, model_config, folder) -> dict[str, Any]:
         """keep-best / save-best, inside the open slot (the WebUI's queue is still ours)."""
@@ -448,6 +475,33 @@ class Runner:
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
 
 
+def _remove_new(db: Path | None, dirs: list[Path]) -> None:
+    """Remove a study.db and folders this run created, when it was refused after creating them."""
+    try:
+        if db is not None:
+            db.unlink(missing_ok=True)
+        for d in dirs:  # the run folder first, then output_dir
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    except OSError as e:  # the refusal's own error matters more than the leftover
+        log.warning("could not remove %s after a refused run: %s", db or dirs, e)
+
+
+def unknown_scorer_problems(names: list[str]) -> list[str]:
+    """``scorers[i].name`` problems for names no registered scorer has."""
+    import difflib
+
+    known = available_scorers()
+    problems = []
+    for i, name in enumerate(names):
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"scorers[{i}].name: unknown scorer{hint}; available: {', '.join(known) or 'none'}, "
+                            f"got {name!r}")
+    return problems
+
+
 def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, Any]) -> dict[str, str]:
     """The infotext fields of a trial's images: which study and trial, and its parameters."""
     name = study.study_name if study is not None else ""
@@ -460,6 +514,29 @@ def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, An
 def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
     return [p.name, job.prompt, job.negative_prompt, p.seed, p.steps, p.cfg_scale, p.sampler,
             p.scheduler, p.width, p.height, p.batch_size, p.weight, sorted(p.scorers)]
+
+
+@dataclass
+class _Tally:
+    """This session's trial outcomes, for the run's verdict (a run whose every trial failed
+    is an error, not a success with no result)."""
+
+    completed: int = 0
+    failed: int = 0  # failures other than the trial a stop request cut short
+    last_error: str = ""
+
+    def add(self, finished: ev.TrialFinished, stopping: bool) -> None:
+        if finished.state == "COMPLETE":
+            self.completed += 1
+        elif not stopping:
+            self.failed += 1
+            self.last_error = finished.reason
+
+    def fields(self) -> dict[str, Any]:
+        failure = ""
+        if self.failed and not self.completed:
+            failure = f"every trial failed ({self.failed} of {self.failed}); the last: {self.last_error}"
+        return {"completed": self.completed, "failure": failure}
 
 
 def _best(study: optuna.Study) -> float | None:
