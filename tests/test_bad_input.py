@@ -16,15 +16,15 @@ from pathlib import Path
 import optuna
 import pytest
 import safetensors.torch
+import test_runner  # noqa: F401  (registers sd_optim_test_fragile_sum, which refuses alpha > 0.6)
 import torch
 import yaml
-
-import sd_optim.cli
-import test_runner  # noqa: F401  (registers sd_optim_test_fragile_sum, which refuses alpha > 0.6)
-from sd_optim.errors import ConfigError
-from sd_optim.inputs import check_files, safetensors_header
 from test_cli import cli, last_json, write_project
 from test_merge_modes import VAE_LORA_KEYS, write_kohya_lora
+
+import sd_optim.cli
+from sd_optim.errors import ConfigError
+from sd_optim.inputs import check_files, safetensors_header
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -146,7 +146,7 @@ def test_a_pickle_lora_is_refused_and_never_unpickled(tmp_path, tiny_sd1_paths, 
 def test_a_binary_config_file_is_refused(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_bytes(bytes(range(256)) * 4)
-    code, stdout, stderr = cli("run", config)
+    code, _stdout, stderr = cli("run", config)
     assert code == 2 and "Traceback" not in stderr
     assert f"config file: not UTF-8 text (a YAML file is expected; byte 128 is b'\\x80'), got {str(config)!r}" in stderr
     assert sorted(tmp_path.iterdir()) == [config]
@@ -163,8 +163,8 @@ def test_a_binary_recipe_file_is_refused(tmp_path, tiny_sd1_paths, tiny_sd1_conf
 @pytest.mark.parametrize("method, fixed, expected", [
     ("tensor_sum", {"offset": "abc"}, "merge.fixed.offset: must be a number (tensor_sum takes a float), got 'abc'"),
     ("weighted_sum", {"alpha": "abc"}, "merge.fixed.alpha: must be a number (weighted_sum takes a float), got 'abc'"),
-    ("weighted_sum", {"offset": 0.1}, "merge.fixed.offset: weighted_sum has no numeric hyperparameter 'offset' "
-                                      "(it has: alpha)"),
+    ("weighted_sum", {"offset": 0.1}, ("merge.fixed.offset: weighted_sum has no numeric hyperparameter 'offset' "
+                                      "(it has: alpha)")),
 ])
 def test_fixed_values_are_checked_against_the_method(method, fixed, expected, tmp_path, tiny_sd1_paths,
                                                       tiny_sd1_config_dir, reuse_host):
@@ -262,14 +262,14 @@ def raw_safetensors(path: Path, header: dict, data: bytes) -> Path:
 
 @pytest.mark.parametrize("header, data, expected", [
     ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None),
-    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "is truncated or damaged: its "
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, ("is truncated or damaged: its "
                                                                               "header describes 8 bytes of tensor "
-                                                                              "data, the file holds 4"),
-    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "spans 8 bytes, its shape [3] "
-                                                                              "of F32 needs 12"),
+                                                                              "data, the file holds 4")),
+    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, ("spans 8 bytes, its shape [3] "
+                                                                              "of F32 needs 12")),
     ({"w": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "has an unknown dtype 'F7'"),
-    ({"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 8, "is truncated or damaged: its "
-                                                                               "header describes 4 bytes"),
+    ({"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 8, ("is truncated or damaged: its "
+                                                                               "header describes 4 bytes")),
     ({"w": {"dtype": "F16", "shape": "2", "data_offsets": [0, 4]}}, b"\0" * 4, "has a bad shape '2'"),
     ({"w": {"dtype": "F16", "shape": [2], "data_offsets": [4, 0]}}, b"\0" * 4, "has bad data offsets [4, 0]"),
 ])
