@@ -38,6 +38,10 @@ from .config import (
 )
 from .paths import name_problem
 
+MAX_SIDE = 4096  # payloads' width / height: larger is a typo, or runs out of memory at trial 0
+MAX_BATCH = 64
+SHORT_REPR = 200  # characters of a bad value shown in a problem
+
 
 class ConfigReader:
     """Reads plain YAML data into the dataclasses, collecting every problem with its path."""
@@ -46,7 +50,7 @@ class ConfigReader:
         self.problems: list[str] = []
 
     def bad(self, path: str, message: str, value: Any = dataclasses.MISSING) -> None:
-        got = "" if value is dataclasses.MISSING else f", got {value!r}"
+        got = "" if value is dataclasses.MISSING else f", got {short_repr(value)}"
         self.problems.append(f"{path}: {message}{got}")
 
     # --- primitive readers ---------------------------------------------------------------
@@ -303,6 +307,8 @@ class ConfigReader:
             return Bounds(fixed=self.num(path, value, None, allow_none=True))
         d = self.mapping(path, value, ("low", "high", "log", "step", "choices", "fixed"))
         choices = self.list_(f"{path}.choices", d.get("choices")) or None
+        if isinstance(d.get("choices"), list) and not d["choices"]:
+            self.bad(f"{path}.choices", "needs at least one choice (or leave choices out)", [])
         for i, c in enumerate(choices or []):
             self.num(f"{path}.choices[{i}]", c, None)
         b = Bounds(
@@ -342,8 +348,8 @@ class ConfigReader:
                 self.bad(f"{p}.name", name_problem(name), name)
             if name in [x.name for x in out]:
                 self.bad(f"{p}.name", "duplicates another prompt set's name", name)
-            width = self.num(f"{p}.width", d.get("width"), 512, integer=True, minimum=8)
-            height = self.num(f"{p}.height", d.get("height"), 512, integer=True, minimum=8)
+            width = self.num(f"{p}.width", d.get("width"), 512, integer=True, minimum=8, maximum=MAX_SIDE)
+            height = self.num(f"{p}.height", d.get("height"), 512, integer=True, minimum=8, maximum=MAX_SIDE)
             for dim, val in (("width", width), ("height", height)):
                 if val % 8:
                     self.bad(f"{p}.{dim}", "must be a multiple of 8", val)
@@ -358,7 +364,8 @@ class ConfigReader:
                 scheduler=self.str_(f"{p}.scheduler", d.get("scheduler"), "Automatic"),
                 width=width,
                 height=height,
-                batch_size=self.num(f"{p}.batch_size", d.get("batch_size"), 1, integer=True, minimum=1),
+                batch_size=self.num(f"{p}.batch_size", d.get("batch_size"), 1, integer=True, minimum=1,
+                                    maximum=MAX_BATCH),
                 weight=self.num(f"{p}.weight", d.get("weight"), 1.0, minimum=0),
                 scorers=self.str_list(f"{p}.scorers", d.get("scorers")),
             ))
@@ -437,6 +444,15 @@ class ConfigReader:
         return AfterRun(keep_best=self.bool_("after_run.keep_best", d.get("keep_best"), False),
                         save_best=self.bool_("after_run.save_best", d.get("save_best"), False),
                         save_name=name)
+
+
+def shorten(text: str, limit: int = SHORT_REPR) -> str:
+    """``text`` cut to ``limit`` characters with "…": a problem never echoes a whole file."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
+    return shorten(repr(value), limit)
 
 
 def _nearest(word: str, options) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 from . import events as ev
 from .errors import ConfigError, StudyMismatchError
+
+DEFAULT_DIR = "runs"  # studies / export: the output folder when neither --dir nor --config is given
 
 
 def _device(requested: str) -> str:
@@ -32,10 +35,11 @@ def make_host(config, device: str | None = None):
     if model is None:
         raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])
     path = config.resolve_path(model.path)
+    config_dir = config.resolve_path(config.diffusers_config) if config.diffusers_config else None
+    if config_dir is not None and not config_dir.is_dir():
+        raise ConfigError([f"diffusers_config: no such folder, got {str(config_dir)!r}"])
     try:
-        return DiffusersHost(path,
-                             config_dir=config.resolve_path(config.diffusers_config) if config.diffusers_config else None,
-                             device=device or _device(config.device))
+        return DiffusersHost(path, config_dir=config_dir, device=device or _device(config.device))
     except (ValueError, OSError) as e:
         raise ConfigError([f"host_model ({model.name}, {path}): cannot load it: {e}"]) from None
 
@@ -93,7 +97,7 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "study": final.study, "trials": final.trials, "reason": final.reason,
         "best_trial": final.best_trial, "best_value": final.best_value,
         "best_params": final.best_params, "best_recipe": final.best_recipe,
-        "run_dir": final.run_dir,
+        "run_dir": final.run_dir, "completed": final.completed, "failure": final.failure,
     }
 
 
@@ -153,6 +157,9 @@ def cmd_run(args) -> int:
     result = execute_run(config, trials=args.trials, resume=args.resume or "", fork=args.fork or "",
                          json_out=args.json)
     _print_result(result, args.json)
+    if result["failure"]:
+        print(f"error: {result['failure']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -186,24 +193,30 @@ def cmd_app(args) -> int:
 
 
 def _output_dir(args) -> Path:
+    if args.config and args.dir is not None:
+        raise ConfigError([(f"--dir: cannot be combined with --config (which takes the output folder "
+                            f"from {args.config!r}); give one of them, got {args.dir!r}")])
     if args.config:
         from .config import load_config
 
         c = load_config(args.config)
         return c.resolve_path(c.output_dir)
-    return Path(args.dir)
+    return Path(args.dir or DEFAULT_DIR)
 
 
 def cmd_studies(args) -> int:
-    from .study import existing_studies, storage_url
+    from .study import existing_studies, read_studies, storage_url
 
     out = _output_dir(args)
     rows = []
-    storages = [args.storage] if args.storage else [
-        storage_url("", d) for d in sorted(out.iterdir()) if (d / "study.db").exists()
-    ] if out.is_dir() else []
-    for storage in storages:
-        for s in existing_studies(storage):
+    if args.storage:
+        found = [(args.storage, read_studies(args.storage, "--storage"))]
+    else:
+        found = [(url, existing_studies(url)) for url in (
+            storage_url("", d) for d in sorted(out.iterdir()) if (d / "study.db").exists()
+        )] if out.is_dir() else []
+    for storage, summaries in found:
+        for s in summaries:
             best = s.best_trial.value if s.best_trial is not None else None
             rows.append({"study": s.study_name, "trials": s.n_trials, "best_value": best,
                          "best_trial": s.best_trial.number if s.best_trial else None,
@@ -222,13 +235,40 @@ def cmd_studies(args) -> int:
 def cmd_export(args) -> int:
     from .exporting import export_trial
 
-    path = export_trial(_output_dir(args), args.study, trial=args.trial, out=Path(args.out),
-                        storage=args.storage or "")
+    out = Path(args.out)
+    _check_writable(out)
+    try:
+        path = export_trial(_output_dir(args), args.study, trial=args.trial, out=out,
+                            storage=args.storage or "")
+    except OSError as e:
+        if isinstance(e, FileExistsError) or not _about(e, out):
+            raise
+        raise ConfigError([f"--out: cannot write {str(out)!r}: {e.strerror or e}"]) from None
     if args.json:
         print(json.dumps({"out": str(path)}))
     else:
         print(f"wrote {path}")
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """--out's folder exists or can be made, and is writable: refused before anything is read."""
+    parent = out.parent.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError([f"--out: cannot write {str(out)!r}: {str(parent)!r} is a file, not a folder"])
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError([f"--out: cannot write {str(out)!r}: no write permission in {str(parent)!r}"])
+
+
+def _about(error: OSError, out: Path) -> bool:
+    """Whether an OSError concerns --out (or its folder), not an input the export reads."""
+    name = getattr(error, "filename", None)
+    if not name:
+        return False
+    target = Path(name).absolute()
+    return target == out.absolute() or target.parent == out.parent.absolute() or target in out.absolute().parents
 
 
 def _positive_int(text: str) -> int:
@@ -280,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("study")
             s.add_argument("--trial", type=int, help="trial number (default: the best)")
             s.add_argument("--out", required=True, help="a .mecha or .safetensors path (never overwritten)")
-        s.add_argument("--config", help="take the output folder from this run config")
-        s.add_argument("--dir", default="runs", help="the output folder (default: runs)")
+        s.add_argument("--config", help="take the output folder from this run config (not with --dir)")
+        s.add_argument("--dir", help=f"the output folder (default: {DEFAULT_DIR}; not with --config)")
         s.add_argument("--storage", help="an Optuna storage URL instead of the folder's study.db files")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=fn)

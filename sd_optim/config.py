@@ -223,8 +223,11 @@ def load_config(path: str | Path) -> RunConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"config file: no such file, got {str(path)!r}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"config file {path}: not a text file (UTF-8)"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([(f"config file: not UTF-8 text (a YAML file is expected; byte {e.start} "
+                           f"is {e.object[e.start:e.start + 1]!r}), got {str(path)!r}")]) from None
+    except OSError as e:
+        raise ConfigError([f"config file: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
     return config_from_dict(load_config_mapping(text, f"config file {path}"), base_dir=path.parent)
 
 

@@ -104,6 +104,8 @@ class RunFinished(Event):
     kept_trial: int | None = None  # after_run.keep_best: the trial left loaded in the host
     saved_checkpoint: str = ""  # after_run.save_best: the checkpoint written
     after_run_note: str = ""  # why keep/save did not happen, when asked for
+    completed: int = 0  # trials completed in this session
+    failure: str = ""  # set when this session's trials all failed: why (the last failure)
 
 
 @dataclass

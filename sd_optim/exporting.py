@@ -11,15 +11,21 @@ from .config import load_config
 from .errors import ConfigError
 from .planning import make_planner
 from .recipes import recipe_text
-from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, storage_url
+from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, read_studies, storage_url
 
 
 def load_run(output_dir: Path, study: str, storage: str = ""):
     check_study_name("study", study)
     folder = Path(output_dir) / study
-    storage = storage or storage_url("", folder)
-    if study not in [s.study_name for s in existing_studies(storage)]:
-        raise ConfigError([f"study: no study named {study!r} in {storage}"])
+    if storage:
+        names = [s.study_name for s in read_studies(storage, "--storage")]
+    else:
+        storage = storage_url("", folder)
+        # opening a missing study.db would create an empty one
+        names = [s.study_name for s in existing_studies(storage)] if (folder / "study.db").is_file() else []
+    if study not in names:
+        raise ConfigError([(f"study: no study named {study!r} in {storage} "
+                           f"(studies: {', '.join(names) or 'none'})")])
     s = optuna.load_study(study_name=study, storage=storage)
     config_path = folder / "config.yaml"
     if not config_path.exists():

@@ -3,34 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import struct
 from pathlib import Path
 
 from sd_mecha.extensions import model_configs
 
 from .config import RunConfig
 from .errors import ConfigError
+from .tensor_files import TensorEntry, read_header
+
+
+def safetensors_header(path: Path) -> dict[str, TensorEntry]:
+    """The tensor entries of a ``.safetensors`` file, checked against the file's length.
+
+    ValueError when it is not one, or when its data does not match its header: every trial would
+    fail on it otherwise."""
+    return read_header(path).entries
 
 
 def safetensors_keys(path: Path) -> list[str]:
     """The tensor names in a ``.safetensors`` header (ValueError when the file is not one)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        total = os.fstat(f.fileno()).st_size
-        if len(head) < 8:
-            raise ValueError(f"{Path(path).name} is not a safetensors file (too short)")
-        (size,) = struct.unpack("<Q", head)
-        if size > total - 8:
-            raise ValueError(f"{Path(path).name} is not a safetensors file (bad header size)")
-        try:
-            header = json.loads(f.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"{Path(path).name} is not a safetensors file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{Path(path).name} is not a safetensors file (unreadable header)")  # noqa: TRY004
-    return [k for k in header if k != "__metadata__"]
+    return list(safetensors_header(path))
 
 
 def infer_model_config(path: Path) -> str | None:
@@ -49,8 +41,35 @@ def infer_model_config(path: Path) -> str | None:
     return best if best_score >= 0.1 else None
 
 
+def lora_config(path: Path) -> str:
+    """The sd-mecha LoRA config (``sd1-kohya_kohya_lora``, ...) whose keys the file's match best.
+
+    ValueError naming what the file is instead: a full checkpoint, or keys no LoRA format has."""
+    keys = set(safetensors_keys(path))
+    best, best_hits = None, 0
+    for cfg in model_configs.get_all_aux():
+        if not cfg.identifier.endswith("_lora"):
+            continue
+        hits = len(keys & set(cfg.keys()))
+        if hits > best_hits:
+            best, best_hits = cfg.identifier, hits
+    # sd-mecha's own inference takes a config matching >= 10% of the keys and skips the rest
+    if best is not None and best_hits >= 0.1 * len(keys):
+        return best
+    full = infer_model_config(path)
+    what = (f"a full {full} checkpoint, not a LoRA (list it under models: to merge it)" if full
+            else "not a LoRA format sd-mecha reads (kohya lora_unet_…/lora_te…/lora_vae_… keys "
+                 "with .lora_down/.lora_up/.alpha, or LyCORIS)")
+    raise ValueError(f"{Path(path).name} is {what}")
+
+
+def _arch(config_id: str) -> str:
+    return config_id.split("-")[0]  # "sd1-ldm", "sd1-kohya_kohya_lora" -> "sd1"
+
+
 def check_files(config: RunConfig) -> None:
-    """Every input file exists and is a format we load; before any model is loaded."""
+    """Every input file exists, is a format we load and holds the data its header describes;
+    before any model is loaded."""
     problems = []
     for i, m in enumerate(config.models):
         path = config.resolve_path(m.path)
@@ -58,17 +77,44 @@ def check_files(config: RunConfig) -> None:
             problems.append(f"models[{i}].path: no such file, got {str(path)!r}")
         elif path.suffix != ".safetensors":
             problems.append(f"models[{i}].path: only .safetensors checkpoints are supported, got {str(path)!r}")
+        else:
+            problems += _header_problems(f"models[{i}].path", path)
     for i, lo in enumerate(config.loras):
-        if not config.resolve_path(lo.path).is_file():
-            problems.append(f"loras[{i}].path: no such file, got {lo.path!r}")
+        problems += _lora_problems(f"loras[{i}].path", config.resolve_path(lo.path), lo.path)
     if config.mode == "recipe" and not config.resolve_path(config.recipe.path).is_file():
         problems.append(f"recipe.path: no such file, got {config.recipe.path!r}")
     if problems:
         raise ConfigError(problems)
 
 
+def _header_problems(field: str, path: Path) -> list[str]:
+    try:
+        safetensors_header(path)
+    except ValueError as e:
+        return [f"{field}: {e}, got {str(path)!r}"]
+    except OSError as e:
+        return [f"{field}: cannot read it: {e.strerror or e}, got {str(path)!r}"]
+    return []
+
+
+def _lora_problems(field: str, path: Path, given: str) -> list[str]:
+    if not path.is_file():
+        return [f"{field}: no such file, got {given!r}"]
+    if path.suffix != ".safetensors":
+        # .ckpt / .pt / .bin LoRAs are pickles: loading one can run code, so it is never opened
+        return [(f"{field}: only .safetensors LoRAs are supported ({path.suffix or 'no extension'} "
+                f"files are pickles, which are never loaded), got {str(path)!r}")]
+    problems = _header_problems(field, path)
+    if not problems:
+        try:
+            lora_config(path)
+        except ValueError as e:
+            problems.append(f"{field}: {e}, got {str(path)!r}")
+    return problems
+
+
 def check_inputs(config: RunConfig, model_config: str) -> None:
-    """:func:`check_files`, and every checkpoint has the loaded model's architecture."""
+    """:func:`check_files`, and every checkpoint and LoRA has the loaded model's architecture."""
     check_files(config)
     problems = []
     for i, m in enumerate(config.models):
@@ -82,6 +128,12 @@ def check_inputs(config: RunConfig, model_config: str) -> None:
             problems.append(
                 f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "
                 f"model is {model_config}; all checkpoints must share one architecture (no SD1/SDXL mix)")
+    for i, lo in enumerate(config.loras):
+        path = config.resolve_path(lo.path)
+        found = lora_config(path)
+        if _arch(found) != _arch(model_config):
+            problems.append(f"loras[{i}].path: {path.name} is a {found} LoRA but the loaded model is "
+                            f"{model_config}, got {str(path)!r}")
     if problems:
         raise ConfigError(problems)
 

@@ -18,8 +18,9 @@ import sd_mecha
 from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, RecipeNode
 from sd_mecha.serialization import SerializerVisitor
 
+from ._config_reader import shorten
 from .config import ModelInput, RunConfig
-from .errors import SpaceError
+from .errors import ConfigError, SpaceError
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
 from .recipes import model_node, recipe_text
@@ -100,18 +101,26 @@ def _selected(site: Site, include: list[str], exclude: list[str]) -> bool:
     return hit(include) and not hit(exclude)
 
 
+def read_recipe_file(path: Path) -> str:
+    """The text of a ``.mecha`` file; ConfigError naming ``recipe.path`` when it is not text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"recipe.path: not a .mecha recipe (not UTF-8 text), got {str(path)!r}"]) from None
+    except OSError as e:
+        raise ConfigError([f"recipe.path: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
+
+
 class RecipePlanner:
     def __init__(self, config: RunConfig, model_config: str):
         self.config = config
         self.model_config = model_config
         path = config.resolve_path(config.recipe.path)
-        text = path.read_text(encoding="utf-8")
+        text = read_recipe_file(path)
         try:
             self.source = sd_mecha.deserialize(text.rstrip("\n").split("\n"))
         except Exception as e:  # noqa: BLE001 - sd-mecha raises several types for a bad file
-            from .errors import ConfigError
-
-            raise ConfigError([f"recipe.path: {path.name} is not a valid .mecha recipe ({e})"]) from None
+            raise ConfigError([f"recipe.path: {path.name} is not a valid .mecha recipe ({shorten(str(e))})"]) from None
         self.label = path.stem
         self.sites = find_sites(self.source)
         chosen = [s for s in self.sites

@@ -32,11 +32,18 @@ from .inputs import file_hash
 from .merging import MergeEngine
 from .paths import inside, safe_component
 from .planning import Planner, make_planner
-from .scoring import ImageToScore, ScoreContext, ScoringStopped, build_scorers, combine_trial
+from .scoring import (
+    ImageToScore,
+    ScoreContext,
+    ScoringStopped,
+    available_scorers,
+    build_scorers,
+    combine_trial,
+)
 from .study import (
     check_study_name,
     claim_trial,
-    forget_new_study,
+    discard_study,
     make_sampler,
     new_study_folder,
     open_study,
@@ -117,6 +124,7 @@ class _Progress:
     ran: int = 0
     since_best: int = 0
     reason: str | None = None  # why the loop ended; None while it goes on
+    tally: _Tally = field(default_factory=lambda: _Tally())
 
 
 @dataclass
@@ -167,6 +175,9 @@ class Runner:
 
     def _scorers(self):
         cfg = self.config
+        unknown = unknown_scorer_problems([s.name for s in cfg.scorers])
+        if unknown:
+            raise ConfigError(unknown)
         scorers = build_scorers(cfg.absolute().scorers,
                                 models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
                                 device=self.host.device)
@@ -203,8 +214,7 @@ class Runner:
     def _open_study(self, planner: Planner, model_config: str, jobs):
         cfg, opt = self.config, self.config.optimizer
         distributions = planner.space.distributions()
-        seed = opt.seed
-        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)
+        sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions)
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
         for flag, given in (("--resume", self.options.resume), ("--fork", self.options.fork)):
             if given:
@@ -222,19 +232,35 @@ class Runner:
             known = sorted(d.name for d in out.glob("*") if (d / "study.db").exists()) if out.is_dir() else []
             raise ConfigError([(f"--resume: no study named {name!r} in {out} "
                                f"(studies: {', '.join(known) or 'none'})")])
+        new_dirs = [p for p in (folder.path, out) if not p.exists()] if not opt.storage else []
+        new_db = None if opt.storage or (folder.path / "study.db").exists() else folder.path / "study.db"
         if not opt.storage:
             folder.path.mkdir(parents=True, exist_ok=True)
         storage = storage_url(opt.storage, folder.path)
         fork_storage = storage_url("", out / self.options.fork) \
             if self.options.fork and not opt.storage else ""
-        study = open_study(name=name, storage=storage, sampler=sampler,
-                           fingerprint=self._fingerprint(planner, model_config, hashes, jobs),
-                           resume=bool(self.options.resume), fork_from=self.options.fork,
-                           fork_storage=fork_storage, distributions=distributions)
-        if self.options.resume and seed is not None:
+        try:
+            study = open_study(name=name, storage=storage, sampler=sampler,
+                               fingerprint=self._fingerprint(planner, model_config, hashes, jobs),
+                               resume=bool(self.options.resume), fork_from=self.options.fork,
+                               fork_storage=fork_storage, distributions=distributions)
+            try:
+                self._annotate(study, planner, hashes)
+            except BaseException:
+                if not self.options.resume:
+                    discard_study(name, storage)
+                raise
+        except BaseException:
+            _remove_new(new_db, new_dirs)  # a refused run leaves no empty study.db behind
+            raise
+        return study, folder
+
+    def _annotate(self, study, planner: Planner, hashes: dict[str, str]) -> None:
+        cfg, opt = self.config, self.config.optimizer
+        if self.options.resume and opt.seed is not None:
             # the same seed again would replay the first session's parameter sets
-            study.sampler = make_sampler(opt.sampler, opt.sampler_options, seed + len(study.trials),
-                                         distributions)
+            study.sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed + len(study.trials),
+                                         planner.space.distributions())
         study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
                                                          "hash": hashes[m.name]} for m in cfg.models})
         study.set_user_attr("sd_optim.mode", cfg.mode)
@@ -244,7 +270,6 @@ class Runner:
             for kind in opt.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
-        return study, folder
 
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""
@@ -311,7 +336,7 @@ class Runner:
             self.control.restoring = False
             self.listeners.remove(writer)
         yield self._emit_quietly(self._finished(study, folder, planner, progress.reason or "completed",
-                                                progress.ran, after))
+                                                progress.ran, {**after, **progress.tally.fields()}))
 
     def _start_writer(self, study, folder: RunFolder) -> ArtifactWriter:
         """The run folder's writer; on a resumed study, first the rows ``trials.jsonl`` lacks (trials
@@ -323,7 +348,7 @@ class Runner:
                 writer.add_missing_rows(study)
         except OSError as e:
             if not self.options.resume:
-                forget_new_study(study)  # a study without its run folder would block the name
+                discard_study(study.study_name, study._storage)  # a study without its run folder would block the name
             raise ConfigError([(f"output_dir: cannot write the run folder {str(folder.path)!r}: "
                                 f"{type(e).__name__}: {e}")]) from None
         return writer
@@ -357,6 +382,7 @@ class Runner:
     def _judge(self, progress: _Progress, finished: ev.TrialFinished, planner: Planner):
         """A finished trial against the best so far: a new best, early stopping, or a failure that
         ends the run (a stop, or ``on_trial_error: stop``)."""
+        progress.tally.add(finished, self.control.stopping)
         if finished.state == "FAIL":
             if self.control.stopping:
                 progress.reason = self.control.stop_reason
@@ -576,6 +602,33 @@ class Runner:
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
 
 
+def _remove_new(db: Path | None, dirs: list[Path]) -> None:
+    """Remove a study.db and folders this run created, when it was refused after creating them."""
+    try:
+        if db is not None:
+            db.unlink(missing_ok=True)
+        for d in dirs:  # the run folder first, then output_dir
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    except OSError as e:  # the refusal's own error matters more than the leftover
+        log.warning("could not remove %s after a refused run: %s", db or dirs, e)
+
+
+def unknown_scorer_problems(names: list[str]) -> list[str]:
+    """``scorers[i].name`` problems for names no registered scorer has."""
+    import difflib
+
+    known = available_scorers()
+    problems = []
+    for i, name in enumerate(names):
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"scorers[{i}].name: unknown scorer{hint}; available: {', '.join(known) or 'none'}, "
+                            f"got {name!r}")
+    return problems
+
+
 def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, Any]) -> dict[str, str]:
     """The infotext fields of a trial's images: which study and trial, and its parameters."""
     name = study.study_name if study is not None else ""
@@ -592,6 +645,29 @@ def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
 
 def _disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@dataclass
+class _Tally:
+    """This session's trial outcomes, for the run's verdict (a run whose every trial failed
+    is an error, not a success with no result)."""
+
+    completed: int = 0
+    failed: int = 0  # failures other than the trial a stop request cut short
+    last_error: str = ""
+
+    def add(self, finished: ev.TrialFinished, stopping: bool) -> None:
+        if finished.state == "COMPLETE":
+            self.completed += 1
+        elif not stopping:
+            self.failed += 1
+            self.last_error = finished.reason
+
+    def fields(self) -> dict[str, Any]:
+        failure = ""
+        if self.failed and not self.completed:
+            failure = f"every trial failed ({self.failed} of {self.failed}); the last: {self.last_error}"
+        return {"completed": self.completed, "failure": failure}
 
 
 def _best(study: optuna.Study) -> float | None:

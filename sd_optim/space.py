@@ -181,6 +181,10 @@ def tunable_hypers(config: RunConfig) -> tuple[dict[str, Hyper], dict[str, Any],
     if unknown:
         raise SpaceError([f"merge.fixed.{k}: {config.merge.method} has no numeric hyperparameter "
                           f"{k!r} (it has: {', '.join(hypers) or 'none'})" for k in unknown])
+    wrong = [p for k, v in config.merge.fixed.items()
+             if (p := _fixed_type_problem(config.merge.method, hypers[k], v))]
+    if wrong:
+        raise SpaceError(wrong)
     tunable, notes = {}, []
     for name, h in hypers.items():
         if name in config.merge.fixed:
@@ -195,6 +199,23 @@ def tunable_hypers(config: RunConfig) -> tuple[dict[str, Hyper], dict[str, Any],
             continue
         tunable[name] = h
     return tunable, defaults, notes
+
+
+def _fixed_type_problem(method: str, hyper: Hyper, value: Any) -> str:
+    """A ``merge.fixed`` value the method's signature cannot take (sd-mecha would fail every
+    trial on it, at merge time)."""
+    if value is None:
+        return ""
+    if hyper.kind == "int":
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if ok:
+        return ""
+    from ._config_reader import short_repr
+
+    takes = "an int" if hyper.kind == "int" else "a float"
+    return f"merge.fixed.{hyper.name}: must be {want} ({method} takes {takes}), got {short_repr(value)}"
 
 
 def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:

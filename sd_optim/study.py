@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from ._config_reader import short_repr
 from .errors import ConfigError, StudyMismatchError
 from .paths import name_problem, safe_component
 
@@ -57,11 +60,74 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
         if isinstance(points, bool) or not isinstance(points, int) or points < 2:
             raise ConfigError([f"optimizer.sampler_options.points: must be an integer >= 2, got {points!r}"])
         opts.setdefault("search_space", _grid(distributions, points))
+    problems = option_problems(cls, {k: v for k, v in options.items() if not (name == "grid" and k == "points")})
+    if problems:
+        raise ConfigError(problems)
     try:
-        return cls(seed=seed, **opts)
-    except (TypeError, ValueError) as e:
-        raise ConfigError([(f"optimizer.sampler_options: not accepted by {cls.__name__}: {e}, "
-                           f"got {options!r}")]) from None
+        sampler = cls(seed=seed, **opts)
+        _probe(cls(seed=seed, **opts), distributions)
+    except Exception as e:  # noqa: BLE001 - any failure here would otherwise fail every trial
+        where = (f"optimizer.sampler_options: not accepted by {cls.__name__}" if options
+                 else f"optimizer.sampler: {cls.__name__} cannot sample this search space")
+        raise ConfigError([f"{where}: {type(e).__name__}: {e}, got {short_repr(options or name)}"]) from None
+    return sampler
+
+
+def _probe(sampler: optuna.samplers.BaseSampler, distributions) -> None:
+    """One ask on a throwaway in-memory study: an option of the right type and a wrong value
+    (optuna checks most only when sampling) fails here, before any file is created."""
+    if not distributions:
+        return
+    quiet = logging.getLogger(optuna.storages.InMemoryStorage.__module__)  # it logs every new study
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+    finally:
+        quiet.setLevel(level)
+    study.ask(distributions)
+
+
+_SIMPLE = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "None": ("null", lambda v: v is None),
+}
+
+
+def option_problems(cls, options: dict[str, Any]) -> list[str]:
+    """``optimizer.sampler_options`` against the sampler's ``__init__``: unknown names, and values
+    whose type its annotation rules out (simple annotations only: int, float, bool, str, None)."""
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n not in ("self", "seed") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    problems = []
+    for name, value in options.items():
+        where = f"optimizer.sampler_options.{name}"
+        if name not in params:
+            near = difflib.get_close_matches(name, list(params), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            problems.append(f"{where}: not an option of {cls.__name__} ({hint}options: {', '.join(params)})")
+            continue
+        kinds = _annotation_kinds(params[name].annotation)
+        if kinds and not any(_SIMPLE[k][1](value) for k in kinds):
+            want = " or ".join(_SIMPLE[k][0] for k in kinds)
+            problems.append(f"{where}: must be {want} ({cls.__name__} takes {' | '.join(kinds)}), "
+                            f"got {short_repr(value)}")
+    return problems
+
+
+def _annotation_kinds(annotation) -> list[str]:
+    """``'int | None'`` -> ["int", "None"]; [] when any part is not a simple type."""
+    if isinstance(annotation, type):
+        annotation = annotation.__name__
+    if not isinstance(annotation, str):
+        return []
+    text = annotation.replace("Optional[", "None | ").rstrip("]") if annotation.startswith("Optional[") \
+        else annotation
+    kinds = [k.strip() for k in text.split("|")]
+    return kinds if all(k in _SIMPLE for k in kinds) else []
 
 
 def _grid(distributions, points: int) -> dict[str, list]:
@@ -122,6 +188,32 @@ def new_study_folder(out: Path, name: str, *, explicit: bool, storage: str = "")
                                 f"got {name!r}")])
         n += 1
         candidate = f"{name}-{n}"
+
+
+def sqlite_file(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URL (None for other URLs and in-memory SQLite)."""
+    if not storage.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(storage).database
+    except Exception:  # noqa: BLE001 - a malformed URL: opening it reports the problem
+        return None
+    return Path(database) if database and database != ":memory:" else None
+
+
+def read_studies(storage: str, field: str) -> list[optuna.study.StudySummary]:
+    """The studies in a storage the user named, without creating anything: a missing SQLite
+    file is an error (opening it would create an empty database), as is a URL that fails."""
+    db = sqlite_file(storage)
+    if db is not None and not db.is_file():
+        raise ConfigError([f"{field}: no such SQLite database file ({db}), got {storage!r}"])
+    try:
+        return optuna.get_all_study_summaries(storage)
+    except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
+        raise ConfigError([(f"{field}: cannot open {storage!r}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}")]) from None
 
 
 def existing_studies(storage: str) -> list[optuna.study.StudySummary]:
@@ -207,14 +299,6 @@ def fail_stale_trials(study: optuna.Study, local_storage: bool) -> list[int]:
     return marked
 
 
-def forget_new_study(study: optuna.Study) -> None:
-    """Delete a study this run just created, before any trial (its run folder could not be made)."""
-    try:
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
-    except Exception as e:  # noqa: BLE001 - best effort: the error that led here is the one to report
-        log.warning("could not delete the new study %r: %s", study.study_name, e)
-
-
 def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
                fingerprint: dict[str, Any], resume: bool = False, fork_from: str = "",
                fork_storage: str = "",
@@ -250,6 +334,24 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
                            f"(studies: {', '.join(parent_names) or 'none'})")])
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="maximize")
+    try:
+        _fill_new(study, fingerprint, fork_from, fork_storage, distributions)
+    except BaseException:
+        discard_study(name, storage)
+        raise
+    return study
+
+
+def discard_study(name: str, storage: str) -> None:
+    """Delete a study this run has just created, when the run is refused right after."""
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except Exception as e:  # noqa: BLE001 - the refusal's own error matters more than the leftover
+        logging.getLogger("sd_optim").warning("could not delete the refused study %r: %s", name, e)
+
+
+def _fill_new(study: optuna.Study, fingerprint: dict[str, Any], fork_from: str, fork_storage: str,
+              distributions) -> None:
     study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     if fork_from:
         parent = optuna.load_study(study_name=fork_from, storage=fork_storage)
@@ -262,7 +364,6 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
                 seen.add(key)
                 study.enqueue_trial(params, user_attrs={"sd_optim.forked_trial": t.number},
                                     skip_if_exists=True)
-    return study
 
 
 def _fitting(params: dict[str, Any], distributions) -> dict[str, Any]:

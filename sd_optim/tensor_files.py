@@ -32,6 +32,9 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+_OTHER_DTYPES = {"U16", "U32", "U64"}  # in the format, but not in every torch the WebUIs ship
+
+
 class TensorFileError(ValueError):
     """A file that is not a complete ``.safetensors`` file; the message names the file."""
 
@@ -54,7 +57,8 @@ class TensorFileHeader:
 def read_header(path: str | Path) -> TensorFileHeader:
     """The header of a ``.safetensors`` file, checked against the file: every tensor's dtype and
     shape agree with its byte range, and the data section has exactly the length the header says
-    (a truncated copy is caught here, not as a crash in the middle of a run)."""
+    (a truncated download or a copy cut short by a full disk is caught here, before a run, not as
+    every trial failing)."""
     name = Path(path).name
     with open(path, "rb") as f:
         total = os.fstat(f.fileno()).st_size
@@ -75,29 +79,35 @@ def read_header(path: str | Path) -> TensorFileHeader:
     data_end = max((e.end for e in entries.values()), default=0)
     available = total - 8 - size
     if data_end != available:
-        what = "truncated" if data_end > available else "longer than its header says"
-        raise TensorFileError(f"{name} is {what}: the header describes {data_end} bytes of tensor data, "
-                              f"the file holds {available}")
+        raise TensorFileError(f"{name} is truncated or damaged: its header describes {data_end} bytes of "
+                              f"tensor data, the file holds {available} (download or copy it again)")
     return TensorFileHeader(entries, 8 + size, metadata if isinstance(metadata, dict) else {})
 
 
 def _entry(file: str, key: str, value) -> TensorEntry:
-    bad = TensorFileError(f"{file} is not a safetensors file (bad header entry for {key!r})")
-    if not isinstance(value, dict):
-        raise bad
-    dtype, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
+    problem = _entry_problem(value)
+    if problem:
+        raise TensorFileError(f"{file} is damaged: tensor {key!r} {problem}")
+    start, end = value["data_offsets"]
+    return TensorEntry(_DTYPES[value["dtype"]], tuple(value["shape"]), start, end)
+
+
+def _entry_problem(entry) -> str:
+    if not isinstance(entry, dict):
+        return "has no dtype, shape and offsets"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype not in _DTYPES:
-        raise TensorFileError(f"{file}: tensor {key!r} has a dtype this torch cannot read, got {dtype!r}")
-    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
-        raise bad
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets)
-            and 0 <= offsets[0] <= offsets[1]):
-        raise bad
-    entry = TensorEntry(_DTYPES[dtype], tuple(shape), offsets[0], offsets[1])
-    if math.prod(entry.shape) * entry.dtype.itemsize != entry.end - entry.start:
-        raise TensorFileError(f"{file}: tensor {key!r} has shape {shape} ({dtype}) but "
-                              f"{entry.end - entry.start} bytes")
-    return entry
+        return f"has an unknown dtype {dtype!r}" if dtype not in _OTHER_DTYPES else \
+            f"has a dtype this torch cannot read ({dtype})"
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return f"has a bad shape {shape!r}"
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(n, int) for n in offsets) or not 0 <= offsets[0] <= offsets[1]):
+        return f"has bad data offsets {offsets!r}"
+    needed = math.prod(shape) * _DTYPES[dtype].itemsize
+    if needed != offsets[1] - offsets[0]:
+        return f"spans {offsets[1] - offsets[0]} bytes, its shape {shape} of {dtype} needs {needed}"
+    return ""
 
 
 def load_tensors(path: str | Path, keys: Iterable[str] | None = None,

@@ -110,3 +110,34 @@ def test_zero_bounds_and_fixed_values_survive_the_round_trip(tmp_path):
     again = load_config(tmp_path / "c.yaml")
     assert (again.guide.bounds["alpha"].low, again.guide.bounds["alpha"].high) == (-1, 0)
     assert again.guide.bounds["diffuser.IN00.alpha"].fixed == 0
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ({"width": 100000}, "payloads[0].width: must be <= 4096, got 100000"),
+    ({"height": 100000}, "payloads[0].height: must be <= 4096, got 100000"),
+    ({"batch_size": 65}, "payloads[0].batch_size: must be <= 64, got 65"),
+])
+def test_image_size_and_batch_have_a_maximum(payload, expected):
+    assert expected in problems(with_(payloads=[{"prompt": "x", **payload}]))
+    c = config_from_dict(with_(payloads=[{"prompt": "x", "width": 4096, "height": 4096, "batch_size": 64}]))
+    assert (c.payloads[0].width, c.payloads[0].height, c.payloads[0].batch_size) == (4096, 4096, 64)
+
+
+def test_empty_choices_are_an_error_not_ignored():
+    assert "guide.bounds.alpha.choices: needs at least one choice (or leave choices out), got []" in problems(
+        with_(guide={"bounds": {"alpha": {"choices": []}}}))
+
+
+def test_a_long_bad_value_is_cut_short():
+    [problem] = problems(with_(payloads=[{"prompt": "x", "cfg_scale": "y" * 5000}]))
+    assert problem.startswith("payloads[0].cfg_scale: must be a number, got 'yyy")
+    assert problem.endswith("…") and len(problem) < 300
+
+
+def test_a_binary_config_file_names_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"models: [\xff\xfe]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"config file: not UTF-8 text (a YAML file is expected; byte 9 is b'\\xff'), got {str(path)!r}"]

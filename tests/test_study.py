@@ -39,8 +39,12 @@ def test_every_sampler_runs_an_ask_tell_study(name, options):
 
 
 def test_sampler_options_are_checked():
-    with pytest.raises(ConfigError, match="optimizer.sampler_options: not accepted by TPESampler"):
+    with pytest.raises(ConfigError, match=r"optimizer.sampler_options.n_startup: not an option of TPESampler "
+                                          r"\(did you mean 'n_startup_trials'\?"):
         make_sampler("tpe", {"n_startup": 3}, None, space().distributions())
+    # a value of the right type that optuna only checks when sampling: caught by a probe ask
+    with pytest.raises(ConfigError, match="optimizer.sampler_options: not accepted by QMCSampler: ValueError"):
+        make_sampler("qmc", {"qmc_type": "nope"}, None, space().distributions())
 
 
 def test_tpe_is_multivariate_by_default():
