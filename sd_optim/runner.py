@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ from .study import make_sampler, open_study, storage_url, study_name
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
+
+# Runner.history keeps this many of the latest events: a few hundred trials' worth, so a long run
+# holds a bounded amount whatever its length (trials.jsonl and the study keep every trial).
+HISTORY_KEPT = 2000
 
 
 class RunStopped(Exception):
@@ -93,13 +98,20 @@ class Runner:
     options: RunOptions = field(default_factory=RunOptions)
     control: RunControl = field(default_factory=RunControl)
     engine: MergeEngine | None = None
-    history: list[ev.Event] = field(default_factory=list)
+    # the latest events, images without their pixels (the listeners got those: the artifacts
+    # writer saved them, the tab keeps the latest and the best trial's)
+    history: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
+    tally: ev.RunTally = field(default_factory=ev.RunTally)  # the status, without scanning history
     listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
 
     def _emit(self, event: ev.Event) -> ev.Event:
+        self.tally.add(event)
         self.history.append(event)
         for listener in self.listeners:
             listener(event)
+        if isinstance(event, ev.ImageScored):
+            # a run of 1,000 trials x 4 images would otherwise hold every image it made
+            self.history[-1] = dataclasses.replace(event, image=None)
         return event
 
     def should_stop(self) -> bool:
