@@ -257,6 +257,7 @@ class Runner:
         best = _best(study)
         since_best = 0
         try:
+            self.host.release_kept()  # trials start from the host model, not an earlier kept merge
             with self.host.open_slot() as slot:
                 if self.config.optimizer.score_inputs and not self.options.resume:
                     try:
