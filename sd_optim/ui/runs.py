@@ -359,6 +359,7 @@ class RunManager:
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
+                out["kept_until_next_run"] = self.host_for is not None  # standalone: see release_kept
         out["text"] = _describe(out)
         return out
 
@@ -421,9 +422,13 @@ def _describe(s: dict[str, Any]) -> str:
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
     if s.get("kept_trial") is not None:
-        text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
-                 if s.get("kept_loaded") else
-                 f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
+        if s.get("kept_until_next_run"):
+            text += (f"; trial {s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
+                     f"; trial {s['kept_trial']} was kept loaded until the next run")
+        else:
+            text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
+                     if s.get("kept_loaded") else
+                     f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):
