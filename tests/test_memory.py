@@ -22,9 +22,9 @@ from test_entry import webui  # noqa: F401 - the fake WebUI fixture
 from test_runner import make_config
 
 from sd_optim import events as ev
+from sd_optim import runner as runner_module
 from sd_optim.memory import resident_bytes
 from sd_optim.merging import CachedStateDict
-from sd_optim.runner import HISTORY_KEPT
 from sd_optim.ui.runs import Defaults, RunManager
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -135,7 +135,7 @@ def test_webui_run_and_results_actions_give_the_memory_back(
 
 
 def test_a_long_run_holds_bounded_memory_while_the_status_is_polled(
-        sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+        sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, monkeypatch):
     """300 trials on the demo's models with the tab's status polled throughout: memory after trial
     300 is within a small bound of trial 30's; history is bounded and holds no pixels."""
     config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, "unused",
@@ -146,6 +146,7 @@ def test_a_long_run_holds_bounded_memory_while_the_status_is_polled(
     data = config.to_dict()
     data.pop("output_dir")
     manager = RunManager(defaults=Defaults(output_dir=str(tmp_path / "runs")), host_for=lambda c: sd1_host)
+    monkeypatch.setattr(runner_module, "HISTORY_KEPT", 500)  # 300 trials emit 1,200 events
     at: dict[int, int] = {}
 
     def probe(event):
@@ -173,7 +174,7 @@ def test_a_long_run_holds_bounded_memory_while_the_status_is_polled(
     # 270 trials' 256x256 images kept in memory would be 50 MB
     assert at[300] - at[30] < 20 * MB, f"{(at[300] - at[30]) / MB:.1f} MB more at trial 300 than at 30"
     history = manager.current.runner.history
-    assert len(history) == HISTORY_KEPT
+    assert len(history) == 500
     assert isinstance(history[-1], ev.RunFinished)
     images = [e for e in history if isinstance(e, ev.ImageScored)]
     assert images and all(e.image is None and e.path for e in images)
