@@ -111,3 +111,28 @@ class RunFinished(Event):
 @dataclass
 class RunFailed(Event):
     error: str
+
+
+@dataclass
+class RunTally:
+    """What a run's status shows, updated event by event: reading it costs the same after trial
+    10 as after trial 10,000 (the tab polls it several times a second)."""
+
+    started: RunStarted | None = None
+    trials_done: int = 0  # finished in this session, failed ones included
+    best: NewBest | None = None
+    current_trial: int | None = None  # started and not finished yet
+    last_timings: dict[str, float] = field(default_factory=dict)  # of the last completed trial
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.started = event
+        elif isinstance(event, TrialStarted):
+            self.current_trial = event.number
+        elif isinstance(event, TrialFinished):
+            self.trials_done += 1
+            self.current_trial = None
+            if event.state == "COMPLETE":
+                self.last_timings = dict(event.timings)
+        elif isinstance(event, NewBest):
+            self.best = event

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,10 @@ from .study import (
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
+
+# Runner.history keeps this many of the latest events: a few hundred trials' worth, so a long run
+# holds a bounded amount whatever its length (trials.jsonl and the study keep every trial).
+HISTORY_KEPT = 2000
 
 
 class RunStopped(Exception):
@@ -124,7 +129,7 @@ class _Progress:
     ran: int = 0
     since_best: int = 0
     reason: str | None = None  # why the loop ended; None while it goes on
-    tally: _Tally = field(default_factory=lambda: _Tally())
+    outcomes: _Outcomes = field(default_factory=lambda: _Outcomes())
 
 
 @dataclass
@@ -134,16 +139,23 @@ class Runner:
     options: RunOptions = field(default_factory=RunOptions)
     control: RunControl = field(default_factory=RunControl)
     engine: MergeEngine | None = None
-    history: list[ev.Event] = field(default_factory=list)
+    # the latest events, images without their pixels (the listeners got those: the artifacts
+    # writer saved them, the tab keeps the latest and the best trial's)
+    history: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
+    tally: ev.RunTally = field(default_factory=ev.RunTally)  # the status, without scanning history
     listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
 
     def _emit(self, event: ev.Event) -> ev.Event:
+        self.tally.add(event)
         self.history.append(event)
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception as e:  # the run folder writer: what cannot be kept must not go on
                 raise RecordingFailed(f"could not record the run: {type(e).__name__}: {e}") from e
+        if isinstance(event, ev.ImageScored):
+            # a run of 1,000 trials x 4 images would otherwise hold every image it made
+            self.history[-1] = dataclasses.replace(event, image=None)
         return event
 
     def _emit_quietly(self, event: ev.Event) -> ev.Event:
@@ -319,6 +331,7 @@ class Runner:
         progress = _Progress(limit, _best(study))
         after: dict[str, Any] = {}
         try:
+            self.host.release_kept()  # trials start from the host model, not an earlier kept merge
             with self.host.open_slot() as slot:
                 try:
                     yield from self._loop(progress, study, planner, engine, slot, model_config, scorers, jobs)
@@ -336,7 +349,7 @@ class Runner:
             self.control.restoring = False
             self.listeners.remove(writer)
         yield self._emit_quietly(self._finished(study, folder, planner, progress.reason or "completed",
-                                                progress.ran, {**after, **progress.tally.fields()}))
+                                                progress.ran, {**after, **progress.outcomes.fields()}))
 
     def _start_writer(self, study, folder: RunFolder) -> ArtifactWriter:
         """The run folder's writer; on a resumed study, first the rows ``trials.jsonl`` lacks (trials
@@ -382,7 +395,7 @@ class Runner:
     def _judge(self, progress: _Progress, finished: ev.TrialFinished, planner: Planner):
         """A finished trial against the best so far: a new best, early stopping, or a failure that
         ends the run (a stop, or ``on_trial_error: stop``)."""
-        progress.tally.add(finished, self.control.stopping)
+        progress.outcomes.add(finished, self.control.stopping)
         if finished.state == "FAIL":
             if self.control.stopping:
                 progress.reason = self.control.stop_reason
@@ -648,7 +661,7 @@ def _disk_full(e: BaseException) -> bool:
 
 
 @dataclass
-class _Tally:
+class _Outcomes:
     """This session's trial outcomes, for the run's verdict (a run whose every trial failed
     is an error, not a success with no result)."""
 

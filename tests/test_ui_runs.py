@@ -98,8 +98,23 @@ def test_results_actions_on_a_finished_run(manager, tab_form, sd1_host, tiny_sd1
     with sd1_host.open_slot() as slot:
         key = next(k for k in original if k.startswith("model.diffusion_model.") and k in slot)
         assert not np.array_equal(slot[key].numpy(), original[key].numpy())
-        slot.restore()  # and back to the original for the other tests
-    sd1_host.mark_kept(None)
+    sd1_host.release_kept()  # and back to the original for the other tests
+    assert sd1_host.kept_merge() is None
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
+def test_a_run_after_keep_loaded_starts_from_the_host_models_file(manager, tab_form, sd1_host, tiny_sd1_paths):
+    manager.start(fm.form_to_data({**tab_form, "trials": 1}), fresh_name=True)
+    manager.wait()
+    with manager.trial_action("keeping a trial loaded") as tools:
+        kept = tools.keep(tools.best_number())
+    assert sd1_host.kept_merge() == kept
+    manager.start(fm.form_to_data({**tab_form, "trials": 1}), fresh_name=True)
+    status = manager.wait()
+    assert status["state"] == "finished" and "kept_loaded" not in status
+    assert sd1_host.kept_merge() is None  # no longer reported as loaded
+    # the run's slot restored to the file's weights, not to the kept merge
+    assert_original(sd1_host, tiny_sd1_paths[0])
 
 
 def test_results_actions_wait_for_a_live_run(manager, tab_form):

@@ -202,6 +202,12 @@ class Host(abc.ABC):
         """The merge still loaded, or ``None`` (never kept, or the host reloaded weights since)."""
         return getattr(self, "_kept", None)
 
+    def release_kept(self) -> None:
+        """A run is about to open the slot: put the model file's own weights back where a kept
+        merge replaced them, for a host that owns its model (standalone). A WebUI's kept merge is
+        the model the user has loaded now, so WebUI hosts leave it (it goes when the WebUI reloads
+        the checkpoint) and the run restores to it."""
+
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")

@@ -23,6 +23,7 @@ from sd_optim.inputs import file_hash
 from sd_optim.tensor_files import load_tensors
 
 _ABSENT = object()
+_IN_FILE = object()  # a kept key whose value before the keep is the checkpoint file's own
 
 # A1111 sampler name -> (diffusers scheduler class, constructor overrides, A1111 1.10's
 # default schedule type, used when the job says "Automatic").
@@ -196,18 +197,17 @@ class DiffusersSlot(Slot):
             return False
 
     def keep(self) -> None:
+        host = self._host
+        for k, old in self._snapshots.items():
+            # what the key held before the first keep; the file's value is read again when the
+            # next run puts it back, so a kept merge costs no second copy of the model
+            host._before_keep.setdefault(k, _IN_FILE if k in host._file_keys else old)
         self._snapshots = {}
 
     def restore(self) -> None:
-        host = self._host
         snapshots, self._snapshots = self._snapshots, {}
         for k, old in snapshots.items():
-            if k in host._live:
-                host._write_live(k, old)  # type: ignore[arg-type]
-            elif old is _ABSENT:
-                host._side.pop(k, None)
-            else:
-                host._side[k] = old  # type: ignore[assignment]
+            self._host._put_back(k, old)
 
 
 class DiffusersHost(Host):
@@ -289,8 +289,10 @@ class DiffusersHost(Host):
         # config keys the file holds but no live tensor takes (logit_scale, EMA, ...): their
         # values stay in the file until read or written
         canonical = {self._mecha_config.resolve_alias(k): k for k in file_keys}
+        self._file_keys = canonical  # config key -> the file's name for it
         self._file_side = {k: src for k, src in canonical.items()
                            if k in self._config_keys and k not in self._live}
+        self._before_keep: dict[str, object] = {}  # keys a kept merge replaced -> their value before
         self._side: dict[str, torch.Tensor] = {}
         self._ordered = [k for k in self._config_keys if k in self._live or k in self._file_side]
 
@@ -318,10 +320,18 @@ class DiffusersHost(Host):
         raise KeyError(f"{k!r}: the loaded model has no such tensor")
 
     def _load_from_file(self, file_key: str) -> torch.Tensor:
-        if self.path.suffix == ".safetensors":  # read, not mapped: the file may change later
-            return load_tensors(self.path, [file_key])[file_key]
+        return next(self._file_tensors([file_key]))[1]
+
+    def _file_tensors(self, file_keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """(key, tensor) from the checkpoint file, read into memory of their own (never mapped:
+        the file may change later)."""
+        if self.path.suffix == ".safetensors":
+            yield from load_tensors(self.path, file_keys).items()
+            return
         sd = torch.load(str(self.path), map_location="cpu", mmap=True, weights_only=True)
-        return sd.get("state_dict", sd)[file_key].clone()
+        sd = sd.get("state_dict", sd)
+        for key in file_keys:
+            yield key, sd[key].clone()
 
     def _write_live(self, k: str, value: torch.Tensor) -> None:
         tensors = self._live[k]
@@ -369,6 +379,35 @@ class DiffusersHost(Host):
                 slot.restore()
             finally:
                 self._lock.release()
+
+    def release_kept(self) -> None:
+        """The weights a kept merge replaced go back to the file's (bit-exact, as loaded)."""
+        if not self._before_keep and self.kept_merge() is None:
+            return
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("a slot is already open on this host")
+        try:
+            before, self._before_keep = self._before_keep, {}
+            from_file = sorted(k for k, old in before.items() if old is _IN_FILE)
+            for k, old in before.items():
+                if old is _IN_FILE and k not in self._live:
+                    self._side.pop(k, None)  # read from the file again when asked for
+                elif old is not _IN_FILE:
+                    self._put_back(k, old)
+            names = {self._file_keys[k]: k for k in from_file if k in self._live}
+            for file_key, value in self._file_tensors(list(names)):
+                self._write_live(names[file_key], value)
+            self.mark_kept(None)
+        finally:
+            self._lock.release()
+
+    def _put_back(self, k: str, old: object) -> None:
+        if k in self._live:
+            self._write_live(k, old)  # type: ignore[arg-type]
+        elif old is _ABSENT:
+            self._side.pop(k, None)
+        else:
+            self._side[k] = old  # type: ignore[assignment]
 
     def set_progress_bars(self, enabled: bool) -> None:
         self.pipe.set_progress_bar_config(disable=not enabled)

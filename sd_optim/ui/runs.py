@@ -20,6 +20,7 @@ from .. import events as ev
 from ..config import RunConfig, config_from_dict
 from ..errors import ConfigError
 from ..hosts.base import Host
+from ..memory import release_memory
 from ..merging import MergeEngine
 from ..paths import allowed_problem, check_allowed
 from ..runner import RunControl, Runner, RunOptions
@@ -115,7 +116,8 @@ class LiveRun:
     exception: BaseException | None = None
     first_event: ev.Event | None = None
     trial_started: float = 0.0
-    durations: list[float] = field(default_factory=list)  # wall seconds per finished trial
+    trials_timed: int = 0  # finished trials, and their wall seconds in all (for the ETA)
+    trial_seconds: float = 0.0
 
 
 def caption(e: ev.ImageScored) -> str:
@@ -193,7 +195,8 @@ class RunManager:
             live.images = [*(live.images if same else []), (event.image, caption(event))]
             live.images_trial = event.trial
         elif isinstance(event, ev.TrialFinished):
-            live.durations.append(time.time() - live.trial_started)
+            live.trials_timed += 1
+            live.trial_seconds += time.time() - live.trial_started
         elif isinstance(event, ev.NewBest):
             live.best_images = list(live.images)
         elif isinstance(event, ev.RunFinished):
@@ -219,7 +222,7 @@ class RunManager:
                 pass
         except Exception as e:  # noqa: BLE001 - reported through status(); the model is restored
             live.error = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
-            live.exception = e
+            live.exception = _without_frames(e)
             log.warning("sd-optim run failed: %s", live.error)
         finally:
             # the cached input models are several GB; a finished run must not keep them
@@ -227,6 +230,7 @@ class RunManager:
                 live.runner.engine.close()
             live.first.set()
             self._bump()
+            release_memory()
 
     def stop(self, reason: str = "stopped") -> dict[str, Any]:
         live = self.current
@@ -282,7 +286,7 @@ class RunManager:
             raise ConfigError([f"{name}: changed since the run started; its trials would not be comparable "
                                f"with the study's. Stop the run, then Start as fork of {study!r} to reuse "
                                "its parameter sets" for name in changed])
-        ran = sum(isinstance(e, ev.TrialFinished) for e in runner.history)
+        ran = runner.tally.trials_done
         runner.control.trial_limit = max(new.optimizer.trials, ran)
         runner.config.optimizer.early_stopping = new.optimizer.early_stopping
         es = new.optimizer.early_stopping
@@ -321,6 +325,7 @@ class RunManager:
             yield tools
         finally:
             self.busy = ""
+            release_memory()
 
     def shutdown(self, timeout: float = 120.0) -> None:
         """The extension is being unloaded: stop the run and wait until the model is restored."""
@@ -338,28 +343,26 @@ class RunManager:
         if live is None:
             return {"state": "idle", "text": "no run yet"}
         runner = live.runner
-        history = runner.history
-        done = [e for e in history if isinstance(e, ev.TrialFinished)]
-        started = next((e for e in history if isinstance(e, ev.RunStarted)), None)
-        best = [e for e in history if isinstance(e, ev.NewBest)]
+        tally = runner.tally
+        started, best = tally.started, tally.best
         out: dict[str, Any] = {
             "state": "running" if live.thread.is_alive() else ("failed" if live.error else "finished"),
             "study": started.study if started else "",
             "run_dir": started.run_dir if started else "",
-            "trials_done": len(done),
+            "trials_done": tally.trials_done,
             "trials_total": runner.control.trial_limit,
-            "best_trial": best[-1].number if best else None,
-            "best_value": best[-1].value if best else None,
+            "best_trial": best.number if best else None,
+            "best_value": best.value if best else None,
             "paused": runner.control.paused,
             "error": live.error,
-            "current_trial": _current_trial(history),
+            "current_trial": tally.current_trial,
             "awaiting_ratings": len(self.waiting_for_ratings()),
-            "last_timings": next((e.timings for e in reversed(done) if e.state == "COMPLETE"), {}),
+            "last_timings": dict(tally.last_timings),
             "eta_seconds": None,
         }
-        if live.durations and out["trials_total"] and live.thread.is_alive():
-            mean = sum(live.durations) / len(live.durations)
-            left = max(out["trials_total"] - len(done), 0)
+        if live.trials_timed and out["trials_total"] and live.thread.is_alive():
+            mean = live.trial_seconds / live.trials_timed
+            left = max(out["trials_total"] - tally.trials_done, 0)
             out["eta_seconds"] = max(mean * left - (time.time() - live.trial_started), 0.0)
         if live.finished is not None:
             f = live.finished
@@ -369,6 +372,7 @@ class RunManager:
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
+                out["kept_until_next_run"] = self.host_for is not None  # standalone: see release_kept
         out["text"] = _describe(out)
         return out
 
@@ -384,14 +388,16 @@ def incomparable_changes(old: RunConfig, new: RunConfig) -> list[str]:
     return [name for name in _COMPARABLE if getattr(a, name) != getattr(b, name)]
 
 
-def _current_trial(history: list[ev.Event]) -> int | None:
-    """The trial in flight: the last one started and not finished yet."""
-    for e in reversed(history):
-        if isinstance(e, ev.TrialFinished):
-            return None
-        if isinstance(e, ev.TrialStarted):
-            return e.number
-    return None
+def _without_frames(error: BaseException) -> BaseException:
+    """``error`` kept for status() without its traceback: the frames would keep the failed run's
+    models, scorers and images alive."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    return error
 
 
 def _free_study_name(config: RunConfig) -> str:
@@ -429,9 +435,13 @@ def _describe(s: dict[str, Any]) -> str:
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
     if s.get("kept_trial") is not None:
-        text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
-                 if s.get("kept_loaded") else
-                 f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
+        if s.get("kept_until_next_run"):
+            text += (f"; trial {s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
+                     f"; trial {s['kept_trial']} was kept loaded until the next run")
+        else:
+            text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
+                     if s.get("kept_loaded") else
+                     f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):

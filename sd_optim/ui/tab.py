@@ -577,10 +577,12 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             live = m.current
             runner = live.runner if live is not None else None
             study = getattr(runner, "study", None)
-            text = views.status_markdown(m.status())
+            status = m.status()
+            text = views.status_markdown(status)
             done = state.get("done", -1)
-            # trials count when they end (a trial is in the study as RUNNING from its start)
-            trials_done = sum(t.state.is_finished() for t in study.trials) if study is not None else 0
+            # the run's own count, not the study's trials: polled several times a second, reading
+            # every trial of a long study each time would cost more than the trials themselves
+            trials_done = status.get("trials_done", 0)
             images = list(live.images) if live is not None else []
             best_images = list(live.best_images) if live is not None else []
             out: list[Any] = [text]
@@ -737,8 +739,9 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         def keep_action(text):
             with manager().trial_action("keeping a trial loaded") as tools:
                 kept = tools.keep(trial_number(tools, text))
-            return gr.update(), (f"Trial {kept.trial} is loaded now (value {kept.value:.4f}); loading "
-                                 "another checkpoint (or reloading this one) brings the original back.")
+            until = ("the next run starts from the model file's own weights again" if ctx.standalone else
+                     "loading another checkpoint (or reloading this one) brings the original back")
+            return gr.update(), f"Trial {kept.trial} is loaded now (value {kept.value:.4f}); {until}."
 
         recipe_button.click(guarded(recipe_action), [trial_box], [recipe_file, result_md])
         save_ckpt.click(guarded(save_action), [trial_box, ckpt_name], [recipe_file, result_md])
