@@ -23,10 +23,11 @@ app: env
 test: env browser
 	$(PYTHON) -m pytest -q $(ARGS)
 
-# The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111).
+# The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111). The tests
+# marked slow exercise only the core, which does not change with the pins: make test runs them.
 test-a1111: browser
 	@bash tools/ensure-venv.sh requirements/a1111.txt .venv-a1111
-	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
+	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
 
 lint: env
 	$(PYTHON) -m ruff check sd_optim tests scripts tools install.py

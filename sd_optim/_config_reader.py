@@ -36,11 +36,11 @@ from .config import (
     ScoringSettings,
     Strategy,
 )
+from .errors import short_repr
 from .paths import name_problem
 
 MAX_SIDE = 4096  # payloads' width / height: larger is a typo, or runs out of memory at trial 0
 MAX_BATCH = 64
-SHORT_REPR = 200  # characters of a bad value shown in a problem
 
 
 class ConfigReader:
@@ -444,15 +444,6 @@ class ConfigReader:
         return AfterRun(keep_best=self.bool_("after_run.keep_best", d.get("keep_best"), False),
                         save_best=self.bool_("after_run.save_best", d.get("save_best"), False),
                         save_name=name)
-
-
-def shorten(text: str, limit: int = SHORT_REPR) -> str:
-    """``text`` cut to ``limit`` characters with "…": a problem never echoes a whole file."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
-    return shorten(repr(value), limit)
 
 
 def _nearest(word: str, options) -> str:

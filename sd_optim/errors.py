@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+SHORT_REPR = 200  # characters of a bad value shown in a problem
+
+
+def shorten(text: str, limit: int = SHORT_REPR) -> str:
+    """``text`` cut to ``limit`` characters with "…": a problem never echoes a whole file."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
+    return shorten(repr(value), limit)
+
 
 class ConfigError(ValueError):
     """A run config with one or more problems; each names its field path and bad value."""

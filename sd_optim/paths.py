@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 MAX_NAME = 100
 # Windows opens these as devices whatever the extension (NUL.txt is NUL)
@@ -46,7 +46,7 @@ def safe_component(field: str, value: Any) -> str:
     """``value`` when it is a safe single name (see :func:`name_problem`); else ConfigError."""
     problem = name_problem(value)
     if problem:
-        raise ConfigError([f"{field}: {problem}, got {_short(value)}"])
+        raise ConfigError([f"{field}: {problem}, got {short_repr(value)}"])
     return value
 
 
@@ -62,11 +62,6 @@ def inside(folder: str | Path, path: str | Path, field: str) -> Path:
         raise ConfigError([(f"{field}: must stay inside {str(root)!r}, got {str(path)!r} "
                            f"(resolves to {str(resolved)!r})")])
     return resolved
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # --- the folders an API request may name ------------------------------------------------------
@@ -93,18 +88,25 @@ def allowed_problem(field: str, path: str | Path, roots: list[Path]) -> str:
     """Why a path named by an API request is refused; "" when it lies in an allowed folder."""
     text = str(path)
     if ".." in Path(text).parts or ".." in re.split(r"[/\\]", text):
-        return f"{field}: must not contain '..', got {_short(text)}"
+        return f"{field}: must not contain '..', got {short_repr(text)}"
     if not under_roots(path, roots):
         return (f"{field}: outside the folders the API may use (the WebUI's models and outputs folders, "
                 f"the sd-optim settings' folders, and Settings -> Optimize Merge -> extra allowed folders), "
-                f"got {_short(text)}")
+                f"got {short_repr(text)}")
     return ""
 
 
-def sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///...`` storage URL; None for other URLs (and in-memory SQLite)."""
-    m = re.fullmatch(r"sqlite(?:\+\w+)?:///(.+?)(\?.*)?", url.strip())
-    return m.group(1) if m else None
+def sqlite_file(storage: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URL (None for other URLs and in-memory SQLite)."""
+    if not storage.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(storage).database
+    except Exception:  # noqa: BLE001 - a malformed URL: opening it reports the problem
+        return None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def config_paths(config) -> list[tuple[str, Path]]:
@@ -131,12 +133,12 @@ def check_allowed(config, roots: list[Path], *, default_storage: str = "") -> No
     problems = [p for field, path in config_paths(config) if (p := allowed_problem(field, path, roots))]
     storage = config.optimizer.storage
     if storage and storage != default_storage:
-        file = sqlite_path(storage)
+        file = sqlite_file(storage)
         if file is None and storage.strip() not in ("sqlite://", "sqlite:///:memory:"):
             problems.append("optimizer.storage: the API accepts only SQLite files in the allowed folders "
-                            "or the storage of Settings -> Optimize Merge, got " + _short(storage))
-        elif file is not None and file != ":memory:":
-            problem = allowed_problem("optimizer.storage", config.resolve_path(file), roots)
+                            "or the storage of Settings -> Optimize Merge, got " + short_repr(storage))
+        elif file is not None:
+            problem = allowed_problem("optimizer.storage", config.resolve_path(str(file)), roots)
             if problem:
                 problems.append(problem)
     if problems:

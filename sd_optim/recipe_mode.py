@@ -18,9 +18,8 @@ import sd_mecha
 from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, RecipeNode
 from sd_mecha.serialization import SerializerVisitor
 
-from ._config_reader import shorten
 from .config import ModelInput, RunConfig
-from .errors import ConfigError, SpaceError
+from .errors import ConfigError, SpaceError, shorten
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
 from .recipes import model_node, recipe_text

@@ -36,7 +36,7 @@ from optuna.distributions import (
 
 from . import blocks as blocks_mod
 from .config import Bounds, RunConfig, Strategy
-from .errors import SpaceError
+from .errors import SpaceError, short_repr
 from .methods import Hyper, method_signature, resolve_method
 
 
@@ -212,7 +212,6 @@ def _fixed_type_problem(method: str, hyper: Hyper, value: Any) -> str:
         ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
     if ok:
         return ""
-    from ._config_reader import short_repr
 
     takes = "an int" if hyper.kind == "int" else "a float"
     return f"merge.fixed.{hyper.name}: must be {want} ({method} takes {takes}), got {short_repr(value)}"

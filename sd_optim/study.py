@@ -14,9 +14,8 @@ from typing import Any
 
 import optuna
 
-from ._config_reader import short_repr
-from .errors import ConfigError, StudyMismatchError
-from .paths import name_problem, safe_component
+from .errors import ConfigError, StudyMismatchError, short_repr
+from .paths import name_problem, safe_component, sqlite_file
 
 log = logging.getLogger("sd_optim")
 
@@ -188,19 +187,6 @@ def new_study_folder(out: Path, name: str, *, explicit: bool, storage: str = "")
                                 f"got {name!r}")])
         n += 1
         candidate = f"{name}-{n}"
-
-
-def sqlite_file(storage: str) -> Path | None:
-    """The database file of a ``sqlite:///…`` URL (None for other URLs and in-memory SQLite)."""
-    if not storage.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    try:
-        database = make_url(storage).database
-    except Exception:  # noqa: BLE001 - a malformed URL: opening it reports the problem
-        return None
-    return Path(database) if database and database != ":memory:" else None
 
 
 def read_studies(storage: str, field: str) -> list[optuna.study.StudySummary]:

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,17 +113,22 @@ def _entry_problem(entry) -> str:
 def load_tensors(path: str | Path, keys: Iterable[str] | None = None,
                  device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The file's tensors (or only ``keys``) in memory of their own, never mapped from the file."""
+    return dict(iter_tensors(path, keys, device))
+
+
+def iter_tensors(path: str | Path, keys: Iterable[str] | None = None,
+                 device: str | torch.device = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) in the file's order, one at a time (what :func:`load_tensors` reads, for a
+    caller that needs only one tensor in memory at once)."""
     header = read_header(path)
     wanted = header.entries if keys is None else {k: header.entries[k] for k in keys}
-    out: dict[str, torch.Tensor] = {}
     with open(path, "rb", buffering=0) as f:
         for key, e in sorted(wanted.items(), key=lambda kv: kv[1].start):
             buffer = torch.empty(e.end - e.start, dtype=torch.uint8)
             f.seek(header.data_start + e.start)
             _read_exactly(f, memoryview(buffer.numpy()), Path(path).name, key)
             tensor = buffer.view(e.dtype).reshape(e.shape)
-            out[key] = tensor if torch.device(device).type == "cpu" else tensor.to(device)
-    return {k: out[k] for k in wanted}  # the header's order
+            yield key, tensor if torch.device(device).type == "cpu" else tensor.to(device)
 
 
 def _read_exactly(f, view: memoryview, file: str, key: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from sd_optim.hosts import diffusers_keymap as km
 from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
 from sd_optim.inputs import file_hash
-from sd_optim.tensor_files import load_tensors
+from sd_optim.tensor_files import iter_tensors
 
 _ABSENT = object()
 _IN_FILE = object()  # a kept key whose value before the keep is the checkpoint file's own
@@ -323,10 +323,10 @@ class DiffusersHost(Host):
         return next(self._file_tensors([file_key]))[1]
 
     def _file_tensors(self, file_keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
-        """(key, tensor) from the checkpoint file, read into memory of their own (never mapped:
-        the file may change later)."""
+        """(key, tensor) from the checkpoint file, one at a time, read into memory of their own
+        (never mapped: the file may change later)."""
         if self.path.suffix == ".safetensors":
-            yield from load_tensors(self.path, file_keys).items()
+            yield from iter_tensors(self.path, file_keys)
             return
         sd = torch.load(str(self.path), map_location="cpu", mmap=True, weights_only=True)
         sd = sd.get("state_dict", sd)

@@ -368,7 +368,8 @@ class RunManager:
             f = live.finished
             out.update(reason=f.reason, best_trial=f.best_trial, best_value=f.best_value,
                        best_recipe=f.best_recipe, kept_trial=f.kept_trial,
-                       saved_checkpoint=f.saved_checkpoint, after_run_note=f.after_run_note)
+                       saved_checkpoint=f.saved_checkpoint, after_run_note=f.after_run_note,
+                       failure=f.failure)
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
@@ -434,6 +435,8 @@ def _describe(s: dict[str, Any]) -> str:
     if s["state"] == "failed":
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
+    if s.get("failure"):
+        text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:
         if s.get("kept_until_next_run"):
             text += (f"; trial {s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
