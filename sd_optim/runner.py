@@ -121,6 +121,29 @@ class RunOptions:
 
 
 @dataclass
+class _Outcomes:
+    """This session's trial outcomes, for the run's verdict (a run whose every trial failed
+    is an error, not a success with no result)."""
+
+    completed: int = 0
+    failed: int = 0  # failures other than the trial a stop request cut short
+    last_error: str = ""
+
+    def add(self, finished: ev.TrialFinished, stopping: bool) -> None:
+        if finished.state == "COMPLETE":
+            self.completed += 1
+        elif not stopping:
+            self.failed += 1
+            self.last_error = finished.reason
+
+    def fields(self) -> dict[str, Any]:
+        failure = ""
+        if self.failed and not self.completed:
+            failure = f"every trial failed ({self.failed} of {self.failed}); the last: {self.last_error}"
+        return {"completed": self.completed, "failure": failure}
+
+
+@dataclass
 class _Progress:
     """Where a run's loop stands."""
 
@@ -129,7 +152,7 @@ class _Progress:
     ran: int = 0
     since_best: int = 0
     reason: str | None = None  # why the loop ended; None while it goes on
-    outcomes: _Outcomes = field(default_factory=lambda: _Outcomes())
+    outcomes: _Outcomes = field(default_factory=_Outcomes)
 
 
 @dataclass
@@ -658,29 +681,6 @@ def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:
 
 def _disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@dataclass
-class _Outcomes:
-    """This session's trial outcomes, for the run's verdict (a run whose every trial failed
-    is an error, not a success with no result)."""
-
-    completed: int = 0
-    failed: int = 0  # failures other than the trial a stop request cut short
-    last_error: str = ""
-
-    def add(self, finished: ev.TrialFinished, stopping: bool) -> None:
-        if finished.state == "COMPLETE":
-            self.completed += 1
-        elif not stopping:
-            self.failed += 1
-            self.last_error = finished.reason
-
-    def fields(self) -> dict[str, Any]:
-        failure = ""
-        if self.failed and not self.completed:
-            failure = f"every trial failed ({self.failed} of {self.failed}); the last: {self.last_error}"
-        return {"completed": self.completed, "failure": failure}
 
 
 def _best(study: optuna.Study) -> float | None:

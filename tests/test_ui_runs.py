@@ -209,7 +209,8 @@ def test_broken_files_are_named_not_crashed_on(tab_form, tmp_path):
     assert catalog.architecture(str(short)).startswith("unreadable")
     problems = cat.check_setup(fm.form_to_data({**tab_form, "models": [tab_form["models"][0], str(junk)]}),
                                Defaults(output_dir=str(tmp_path)), "sd1-ldm")
-    assert problems == ["models[1].path: junk.safetensors is not a safetensors file (bad header size)"]
+    assert problems == [(f"models[1].path: junk.safetensors is not a safetensors file (bad header size), "
+                         f"got {str(junk)!r}")]
     text = tmp_path / "not.mecha"
     text.write_text("not a recipe at all")
     recipe_form = {**tab_form, "mode": "recipe", "recipe_path": str(text)}
