@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .safe_yaml import load_config_mapping
 
 MODES = ("merge", "recipe")
 STRATEGIES = ("all", "select", "group", "single", "none")
@@ -216,8 +217,6 @@ def _prune(d: dict) -> dict:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    from .safe_yaml import load_config_mapping
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
