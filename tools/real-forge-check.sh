@@ -2,24 +2,29 @@
 # Checks sd-optim's Forge host against a real Forge (lllyasviel/stable-diffusion-webui-forge main,
 # CPU only, offline), from scratch into DIR, reusing whatever is already there:
 #
-#   tools/real-forge-check.sh [DIR]        (default /tmp/realforge)
+#   [FORGE_GIT=… HG_GIT=… BLIP_GIT=… ASSETS_GIT=…] [FORGE_PINS=…] tools/real-forge-check.sh DIR
+#
+# Needed: DIR (where everything goes; reused when run again). Optional: the four *_GIT sources
+# (local git mirrors for an offline machine; GitHub by default), FORGE_PINS (the verified Forge
+# pin list; default requirements/standalone.txt), FORGE_COMMIT, PORT, PYTHON.
 #
 #   1. Forge at FORGE_COMMIT in DIR/forge, with the repositories its launcher would clone
 #      (huggingface_guess, BLIP, the assets) at the commits it pins;
 #   2. a Python 3.11 venv in DIR/venv: torch, the verified Forge pin list, then what Forge's
 #      requirements_versions.txt adds, constrained by the pins (setuptools >= 77 for torch 2.14,
 #      < 81 because pytorch_lightning and Forge's installers import pkg_resources);
-#   3. two random full-size SD1.5 checkpoints (fp16) in DIR/forge/models/Stable-diffusion;
+#   3. two random full-size SD1.5 checkpoints (fp16) in DIR/forge/models/Stable-diffusion (written
+#      with the venv's sd-mecha, before step 4 takes it out);
 #   4. this repository's committed HEAD cloned into DIR/forge/extensions/sd-optim (sd-optim's own
-#      packages are removed from the venv first, so its install.py installs them as in a user's
+#      packages are removed from the venv, so its install.py installs them as in a user's
 #      Forge; FRESH_EXTENSION_DEPS=0 skips that);
 #   5. Forge launched (nice) with --api --always-cpu --no-half --skip-torch-cuda-test on PORT;
 #   6. tools/real_forge_check.py check: txt2img, save-best and keep-best runs, stop and 409;
 #   7. Forge stopped (unless KEEP_RUNNING=1; SETUP_ONLY=1 stops after step 4). Its console is DIR/forge-console.log, the check's
 #      images and result.json are in DIR/check-<time>/.
 #
-# Offline: the sources come from local git mirrors when FORGE_GIT etc. point at them (by default
-# the /work/.mirror folders when present, else GitHub); packages come from the package index.
+# Offline: the sources come from local git mirrors when FORGE_GIT etc. point at them; packages
+# come from the package index.
 # The launcher must not reinstall Forge's own pins over the verified set, so REQS_FILE points at
 # Forge's requirement names at the installed versions, and two built-in extensions whose
 # installers pip-install unpinned packages at every start (forge_legacy_preprocessors,
@@ -27,36 +32,31 @@
 # from GitHub) are disabled in config.json.
 set -euo pipefail
 
-ROOT="$(mkdir -p "${1:-/tmp/realforge}" && cd "${1:-/tmp/realforge}" && pwd)"
+[ $# -eq 1 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+ROOT="$(mkdir -p "$1" && cd "$1" && pwd)"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PORT="${PORT:-7861}"
 PY="${PYTHON:-python3.11}"
-PINS="${FORGE_PINS:-}"
-if [ -z "$PINS" ]; then
-  for p in "$REPO/requirements/forge.txt" "$REPO/../shared/pins/forge.txt" /work/shared/pins/forge.txt; do
-    [ -f "$p" ] && { PINS="$p"; break; }
-  done
-fi
-[ -f "$PINS" ] || { echo "error: no Forge pin list (set FORGE_PINS)" >&2; exit 1; }
+PINS="${FORGE_PINS:-$REPO/requirements/standalone.txt}"  # the verified Forge-like pin list
+[ -f "$PINS" ] || { echo "error: FORGE_PINS: no such file, got '$PINS'" >&2; exit 1; }
 
 FORGE_COMMIT="${FORGE_COMMIT:-dfdcbab685e57677014f05a3309b48cc87383167}"
-src() {  # src MIRROR_NAME GITHUB_PATH: a local mirror if there is one, else GitHub
-  if [ -d "/work/.mirror/$1/repo" ]; then echo "/work/.mirror/$1/repo"; else echo "https://github.com/$2.git"; fi
-}
-FORGE_GIT="${FORGE_GIT:-$(src lllyasviel+stable-diffusion-webui-forge lllyasviel/stable-diffusion-webui-forge)}"
-HG_GIT="${HG_GIT:-$(src lllyasviel+huggingface_guess lllyasviel/huggingface_guess)}"
-BLIP_GIT="${BLIP_GIT:-$(src salesforce+BLIP salesforce/BLIP)}"
-ASSETS_GIT="${ASSETS_GIT:-$(src AUTOMATIC1111+stable-diffusion-webui-assets AUTOMATIC1111/stable-diffusion-webui-assets)}"
+FORGE_GIT="${FORGE_GIT:-https://github.com/lllyasviel/stable-diffusion-webui-forge.git}"
+HG_GIT="${HG_GIT:-https://github.com/lllyasviel/huggingface_guess.git}"
+BLIP_GIT="${BLIP_GIT:-https://github.com/salesforce/BLIP.git}"
+ASSETS_GIT="${ASSETS_GIT:-https://github.com/AUTOMATIC1111/stable-diffusion-webui-assets.git}"
 
 FORGE="$ROOT/forge"
 VENV="$ROOT/venv"
 log() { echo "== $*" >&2; }
 
 checkout() {  # checkout URL DIR COMMIT
+  local fresh=0
   if [ ! -d "$2/.git" ]; then
     git clone -q --no-checkout "$1" "$2"
+    fresh=1  # no work tree yet, even when the clone's HEAD already is COMMIT
   fi
-  if [ "$(git -C "$2" rev-parse HEAD 2>/dev/null)" != "$3" ]; then
+  if [ "$fresh" = 1 ] || [ "$(git -C "$2" rev-parse HEAD 2>/dev/null)" != "$3" ]; then
     # a mirror may lack a large file (BLIP.gif): HEAD is what Forge's launcher checks
     git -C "$2" checkout -q --detach "$3" 2>/dev/null || git -C "$2" checkout -q --detach "$3" || true
   fi
@@ -99,6 +99,11 @@ EOF
   "$VENV/bin/pip" check >&2
   sha256sum "$PINS" "$FORGE/requirements_versions.txt" "$REPO/tools/real-forge-check.sh" | sha256sum > "$stamp"
 fi
+# --- 3. checkpoints (sd-mecha writes them: before it leaves the venv below) -----------------------------------------------------------------------------
+CKPT="$FORGE/models/Stable-diffusion"
+nice -n 10 "$VENV/bin/python" "$REPO/tools/real_forge_check.py" checkpoints "$CKPT"
+rm -f "$CKPT"/run1-save-best-*.safetensors  # what earlier checks saved (2 GB each)
+
 # A Forge install has none of sd-optim's packages and Forge's tqdm pin: take them out again so the
 # extension's install.py does its real job at start (FRESH_EXTENSION_DEPS=0 keeps them)
 if [ "${FRESH_EXTENSION_DEPS:-1}" = 1 ]; then
@@ -118,11 +123,6 @@ off = set(cfg.get("disabled_extensions", [])) | {"forge_legacy_preprocessors", "
 cfg["disabled_extensions"] = sorted(off)
 json.dump(cfg, open(path, "w"), indent=4)
 EOF
-
-# --- 3. checkpoints -----------------------------------------------------------------------------
-CKPT="$FORGE/models/Stable-diffusion"
-nice -n 10 "$VENV/bin/python" "$REPO/tools/real_forge_check.py" checkpoints "$CKPT"
-rm -f "$CKPT"/run1-save-best-*.safetensors  # what earlier checks saved (2 GB each)
 
 # --- 4. the extension (committed HEAD) ----------------------------------------------------------
 rm -rf "$FORGE/extensions/sd-optim"

@@ -35,7 +35,7 @@ def random_sd1_state_dict(seed: int) -> dict[str, Any]:
     """Every required ``sd1-ldm`` key (plus ``position_ids``) with its real shape, fp16, small
     random values. Biases are non-zero on purpose: with all-zero biases CLIP's final layer norm
     outputs mean exactly 0 and Forge's prompt emphasis divides 0/0 (NaN conditioning, black
-    images; REFERENCE.md section 7)."""
+    images; docs/hosts/real-forge-check.md, checkpoints)."""
     import torch
     from sd_mecha.extensions import model_configs
 
