@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from sd_optim.config import config_from_dict  # noqa: E402
 from sd_optim.hosts.diffusers_host import DiffusersHost  # noqa: E402
 from sd_optim.merging import MergeEngine  # noqa: E402
-from sd_optim.planning import make_planner  # noqa: E402
-from sd_optim.runner import Runner, RunOptions, run_to_end  # noqa: E402
+from sd_optim.run.runner import Runner, RunOptions, run_to_end  # noqa: E402
+from sd_optim.search.planning import make_planner  # noqa: E402
 from sd_optim.tiny_models import TINY_SIZE, tiny_diffusers_config, tiny_model_set  # noqa: E402
 
 

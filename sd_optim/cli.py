@@ -7,41 +7,24 @@ import json
 import os
 import signal
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-from . import events as ev
+import optuna
+
+from . import demo
+from .config import config_from_dict, load_config
 from .errors import ConfigError, StudyMismatchError
+from .hosts.standalone import make_host
+from .run import events as ev
+from .run.exporting import export_trial
+from .run.runner import RunControl, Runner, RunOptions
+from .run.study import existing_studies, read_studies, storage_url
+from .scoring import ScorerError
 
 DEFAULT_DIR = "runs"  # studies / export: the output folder when neither --dir nor --config is given
-
-
-def _device(requested: str) -> str:
-    import torch
-
-    if requested in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError([f"device: no CUDA device is available here, got {requested!r}"])
-    return requested
-
-
-def make_host(config, device: str | None = None):
-    from .hosts.diffusers_host import DiffusersHost
-    from .inputs import check_files
-
-    check_files(config)  # a missing or unsupported file is named as such, not as a load failure
-    model = config.model_by_name(config.host_model) if config.host_model else None
-    if model is None:
-        raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])
-    path = config.resolve_path(model.path)
-    config_dir = config.resolve_path(config.diffusers_config) if config.diffusers_config else None
-    if config_dir is not None and not config_dir.is_dir():
-        raise ConfigError([f"diffusers_config: no such folder, got {str(config_dir)!r}"])
-    try:
-        return DiffusersHost(path, config_dir=config_dir, device=device or _device(config.device))
-    except (ValueError, OSError) as e:
-        raise ConfigError([f"host_model ({model.name}, {path}): cannot load it: {e}"]) from None
 
 
 class _Progress:
@@ -71,10 +54,6 @@ class _Progress:
 
 
 def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host=None) -> dict[str, Any]:
-    import optuna
-
-    from .runner import RunControl, Runner, RunOptions
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials
     host = host or make_host(config)
     control = RunControl()
@@ -123,8 +102,6 @@ def _ctrl_c_handler(control):
 
 
 def _is_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -144,8 +121,6 @@ def _print_result(result: dict[str, Any], json_out: bool) -> None:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
-
     config = load_config(args.config)
     if args.study and args.resume:
         raise ConfigError([f"--study: names a new study; --resume continues {args.resume!r}"])
@@ -163,9 +138,19 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo import run_demo
+def run_demo(trials: int = 16, folder: Path | None = None, json_out: bool = False) -> dict[str, Any]:
+    """The demo: tiny models, references of a hidden blend, and a real run that looks for it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder, study = demo.demo_folder(folder)
+    config = config_from_dict(demo.demo_data(folder, trials, study))
+    host = make_host(config)
+    demo.ensure_references(config, folder, host)
+    result = execute_run(config, json_out=json_out, host=host)
+    result["hidden_params"] = demo.HIDDEN
+    return result
 
+
+def cmd_demo(args) -> int:
     result = run_demo(trials=args.trials, folder=Path(args.out) if args.out else None,
                       json_out=args.json)
     _print_result(result, args.json)
@@ -176,15 +161,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from .ui.app import serve
+    from .ui.app import serve  # lazily: the other commands need no gradio
 
     if args.models_dir and not Path(args.models_dir).expanduser().is_dir():
         raise ConfigError([f"--models-dir: no such folder, got {args.models_dir!r}"])
     demo_folder = args.out
     output_dir = args.output_dir or (str(Path(demo_folder) / "runs") if demo_folder else "runs")
     if args.demo and not demo_folder:
-        import tempfile
-
         demo_folder = tempfile.mkdtemp(prefix="sd-optim-app-demo-")
         output_dir = args.output_dir or str(Path(demo_folder) / "runs")
     serve(host=args.host, port=args.port, models_dir=args.models_dir, output_dir=output_dir,
@@ -197,16 +180,12 @@ def _output_dir(args) -> Path:
         raise ConfigError([(f"--dir: cannot be combined with --config (which takes the output folder "
                             f"from {args.config!r}); give one of them, got {args.dir!r}")])
     if args.config:
-        from .config import load_config
-
         c = load_config(args.config)
         return c.resolve_path(c.output_dir)
     return Path(args.dir or DEFAULT_DIR)
 
 
 def cmd_studies(args) -> int:
-    from .study import existing_studies, read_studies, storage_url
-
     out = _output_dir(args)
     rows = []
     if args.storage:
@@ -233,8 +212,6 @@ def cmd_studies(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .exporting import export_trial
-
     out = Path(args.out)
     _check_writable(out)
     try:
@@ -329,8 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .scoring import ScorerError
-
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -8,20 +8,23 @@ downloaded weights.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import config_from_dict
+import torch
+
+from .hosts.standalone import make_host
+from .merging import MergeEngine
+from .run.runner import Runner
+from .search.planning import make_planner
+from .tiny_models import TINY_SIZE, tiny_diffusers_config, tiny_model_set
 
 HIDDEN = {"diffuser.all.alpha": 0.7, "clip_l.all.alpha": 0.25}
 
 
 def demo_config(folder: Path, models: list[Path], config_dir: Path, trials: int,
                 references: Path, study: str = "demo") -> dict[str, Any]:
-    from .tiny_models import TINY_SIZE
-
     return {
         "models": [{"path": str(models[0]), "name": "tiny_a"}, {"path": str(models[1]), "name": "tiny_b"}],
         "diffusers_config": str(config_dir),
@@ -43,10 +46,6 @@ def demo_config(folder: Path, models: list[Path], config_dir: Path, trials: int,
 
 def render_references(config, host, params: dict[str, float], folder: Path) -> None:
     """Render each prompt set's images from the blend ``params`` into ``folder/<set>/<i>.png``."""
-    from .merging import MergeEngine
-    from .planning import make_planner
-    from .runner import Runner
-
     planner = make_planner(config, host.model_config())
     engine = MergeEngine(device=host.device)
     with host.open_slot() as slot:
@@ -57,28 +56,35 @@ def render_references(config, host, params: dict[str, float], folder: Path) -> N
                 img.image.save(folder / payload.name / f"{i}.png")
 
 
-def run_demo(trials: int = 16, folder: Path | None = None, json_out: bool = False) -> dict[str, Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    # The tiny models' tensors are too small for intra-op threads to pay off; on a 2-core
-    # machine they make merges and renders several times slower.
-    torch.set_num_threads(1)
-    from .cli import execute_run, make_host
-    from .tiny_models import tiny_diffusers_config, tiny_model_set
-
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="sd-optim-demo-"))
-    folder.mkdir(parents=True, exist_ok=True)
+def demo_data(folder: Path, trials: int, study: str) -> dict[str, Any]:
+    """The tiny models in ``folder`` and the demo's config data (``study`` empty: the config names
+    none, so the tab picks a fresh name). The references are rendered by :func:`ensure_references`."""
+    torch.set_num_threads(1)  # tiny tensors: intra-op threads only cost time on 2 cores
     models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
     config_dir = tiny_diffusers_config("sd1", folder / "diffusers-config")
-    references = folder / "references"
-    config = config_from_dict(demo_config(folder, models, config_dir, trials, references,
-                                          _free_study_name(folder / "runs")))
-    host = make_host(config)
-    render_references(config, host, HIDDEN, references)
-    result = execute_run(config, json_out=json_out, host=host)
-    result["hidden_params"] = HIDDEN
-    return result
+    data = demo_config(folder, models, config_dir, trials, references_folder(folder), study)
+    if not study:
+        data["optimizer"].pop("study")
+    return data
+
+
+def references_folder(folder: Path) -> Path:
+    return folder / "references"
+
+
+def ensure_references(config, folder: Path, host=None) -> None:
+    """The references of the hidden blend in ``references_folder(folder)``, rendered unless there
+    (with ``host``, or a standalone host built for it)."""
+    references = references_folder(folder)
+    if not (references / "house" / "0.png").exists():
+        render_references(config, host or make_host(config), HIDDEN, references)
+
+
+def demo_folder(folder: Path | None) -> tuple[Path, str]:
+    """The demo's folder (a new temporary one when None) and a study name free in it."""
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="sd-optim-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, _free_study_name(folder / "runs")
 
 
 def _free_study_name(runs: Path) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from sd_optim.hosts import diffusers_keymap as km
+
 TINY_SIZE = 64  # image side in pixels; the latent side is TINY_SIZE // 8
 DTYPE = torch.float32
 _VERSION = 2  # bump when the weights a seed produces change (cached files get new names)
@@ -281,8 +283,6 @@ def _state_dict_with_prefix(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def build_tiny_checkpoint(arch: str, path: Path, seed: int) -> Path:
     """Write a tiny ``arch`` ("sd1" / "sdxl") checkpoint with LDM / SGM keys (fp32) to ``path``."""
     from safetensors.torch import save_file
-
-    from sd_optim.hosts import diffusers_keymap as km
 
     path = Path(path)
     comps = tiny_components(arch, seed)

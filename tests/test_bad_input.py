@@ -24,7 +24,7 @@ from test_merge_modes import VAE_LORA_KEYS, write_kohya_lora
 
 import sd_optim.cli
 from sd_optim.errors import ConfigError
-from sd_optim.inputs import check_files, safetensors_header
+from sd_optim.files.inputs import check_files, safetensors_header
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -31,15 +31,15 @@ from PIL import Image
 from test_host_a1111 import assert_original as assert_webui_original
 from test_runner import assert_original
 
-from sd_optim.artifacts import ArtifactWriter, RunFolder
 from sd_optim.hosts.diffusers_host import DiffusersHost
 from sd_optim.merging import MergeEngine
 from sd_optim.merging._engine import _SlotWriter
-from sd_optim.planning import MergePlanner
-from sd_optim.runner import Runner
+from sd_optim.run.artifacts import ArtifactWriter, RunFolder
+from sd_optim.run.runner import Runner
+from sd_optim.run.study import ABANDONED, INTERRUPTED
 from sd_optim.scoring.image_stats import ImageStatsScorer
 from sd_optim.scoring.reference import ReferenceScorer
-from sd_optim.study import ABANDONED, INTERRUPTED
+from sd_optim.search.planning import MergePlanner
 from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.ui.runs import Defaults, RunManager
 
@@ -400,7 +400,7 @@ if __name__ == "__main__":
 def test_stale_trial_owners_are_judged_by_process(tmp_path):
     """A trial is stale when the process that claimed it ended (or, in a local SQLite file, when
     nobody claimed it); a live process's trial, and any other machine's, are left alone."""
-    from sd_optim.study import _process_start, _stale_reason
+    from sd_optim.run.study import _process_start, _stale_reason
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -504,7 +504,7 @@ def test_second_ctrl_c_stops_at_once_restores_and_prints_the_summary(inputs, tin
 
 def test_an_export_cut_short_by_a_full_disk_leaves_nothing_and_can_be_retried(
         sd1_host, inputs, tiny_sd1_config_dir, small_disk, tmp_path):
-    from sd_optim.exporting import export_trial
+    from sd_optim.run.exporting import export_trial
 
     manager = RunManager(sd1_host, Defaults())
     manager.start(config(inputs, tiny_sd1_config_dir, tmp_path / "runs"))

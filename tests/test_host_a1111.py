@@ -12,13 +12,13 @@ import torch
 from fakes.a1111 import installed
 from test_runner import make_config
 
-from sd_optim import events as ev
 from sd_optim.errors import ConfigError
 from sd_optim.hosts.a1111 import A1111Host, HostStateError, checkpoint_key
 from sd_optim.merging import MergeEngine
 from sd_optim.merging._engine import _NoProgress
-from sd_optim.planning import make_planner
-from sd_optim.runner import Runner, RunOptions, run_to_end
+from sd_optim.run import events as ev
+from sd_optim.run.runner import Runner, RunOptions, run_to_end
+from sd_optim.search.planning import make_planner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,12 +12,12 @@ import torch
 from fakes.forge import installed
 from test_runner import make_config
 
-from sd_optim import events as ev
 from sd_optim.hosts.base import KeptMerge
 from sd_optim.hosts.forge import ForgeHost, HostStateError, forge_targets
 from sd_optim.merging import MergeEngine
-from sd_optim.planning import make_planner
-from sd_optim.runner import Runner, run_to_end
+from sd_optim.run import events as ev
+from sd_optim.run.runner import Runner, run_to_end
+from sd_optim.search.planning import make_planner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,13 +13,13 @@ import torch
 from fakes.ldm_patched import installed
 from test_runner import make_config
 
-from sd_optim import events as ev
 from sd_optim.errors import ConfigError
 from sd_optim.hosts.a1111 import HostStateError
 from sd_optim.hosts.ldm_patched import LdmPatchedHost, live_location
 from sd_optim.merging import MergeEngine
-from sd_optim.planning import make_planner
-from sd_optim.runner import Runner, run_to_end
+from sd_optim.run import events as ev
+from sd_optim.run.runner import Runner, run_to_end
+from sd_optim.search.planning import make_planner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -99,7 +99,7 @@ def test_infotext_pairs(line, pairs):
 def test_reads_back_what_sd_optims_standalone_host_writes():
     from sd_optim.hosts.base import GenerationJob
     from sd_optim.hosts.diffusers_host import DiffusersHost
-    from sd_optim.runner import trial_infotext
+    from sd_optim.run.runner import trial_infotext
 
     job = GenerationJob(prompt="a castle, at dusk\n(detailed:1.1)", negative_prompt="blurry, lowres",
                         seed=10, steps=12, cfg_scale=6.5, sampler="DPM++ 2M SDE", scheduler="Karras",

@@ -12,7 +12,7 @@ from PIL import Image
 from test_runner import assert_original, make_config
 
 from sd_optim.errors import ConfigError
-from sd_optim.runner import RunControl, Runner, RunOptions, run_to_end
+from sd_optim.run.runner import RunControl, Runner, RunOptions, run_to_end
 from sd_optim.scoring import ImageToScore, ScoreContext, ScorerError, ScoringStopped, combine_trial
 from sd_optim.scoring.manual import SKIP, ManualScorer, RatingDesk
 from sd_optim.ui import form as fm

@@ -22,10 +22,10 @@ import torch
 from test_entry import webui  # noqa: F401 - the fake WebUI fixture
 from test_runner import make_config
 
-from sd_optim import events as ev
-from sd_optim import runner as runner_module
-from sd_optim.memory import resident_bytes
 from sd_optim.merging import CachedStateDict
+from sd_optim.run import events as ev
+from sd_optim.run import runner as runner_module
+from sd_optim.run.memory import resident_bytes
 from sd_optim.ui.runs import Defaults, RunManager
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

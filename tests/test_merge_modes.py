@@ -18,8 +18,8 @@ from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError
 from sd_optim.merging import MergeEngine, MergeError
 from sd_optim.merging._engine import _NoProgress
-from sd_optim.planning import make_planner
-from sd_optim.recipes import RecipeError, recipe_text
+from sd_optim.search.planning import make_planner
+from sd_optim.search.recipes import RecipeError, recipe_text
 from sd_optim.tiny_models import TINY_SIZE
 
 NAMES = ("a", "b", "c")
@@ -62,7 +62,7 @@ def merge_into_slot(host, config, params, engine=None):
 
 
 def plain_merge(recipe) -> dict[str, torch.Tensor]:
-    """Plain sd_mecha.merge, without its slow progress bar and finite checks (REFERENCE.md §2)."""
+    """Plain sd_mecha.merge, without its slow progress bar and finite checks (docs/sd-mecha.md)."""
     out = sd_mecha.merge(recipe, output_dtype=torch.float32, tqdm=_NoProgress,
                          check_finite_output=False, omit_non_finite_inputs=False)
     out.pop("__metadata__", None)
@@ -110,7 +110,7 @@ def test_add_difference_with_a_base_model_is_a_plus_alpha_b_minus_c(sd1_host, ti
         expected = a[key] + alpha * (b[key] - c[key])
         torch.testing.assert_close(live[key], expected, rtol=1e-6, atol=1e-6)
         assert not torch.allclose(live[key], a[key])
-    from sd_optim import blocks
+    from sd_optim.search import blocks
 
     alphas = {k: 0.3 for k in blocks.component_keys("sd1-ldm", "diffuser")}
     alphas.update({k: 0.45 for k in blocks.component_keys("sd1-ldm", "clip_l")})
@@ -182,8 +182,8 @@ def test_wrong_model_count_names_the_method_and_counts(tiny_sd1_paths, tiny_sd1_
 
 
 def test_base_model_a_method_would_ignore_is_refused(tiny_sd1_paths, tiny_sd1_config_dir):
-    from sd_optim.recipes import build_merge_recipe
-    from sd_optim.space import build_search_space
+    from sd_optim.search.recipes import build_merge_recipe
+    from sd_optim.search.space import build_search_space
 
     for method in ("weighted_sum", "n_average"):  # n_average has nothing to tune: no planner
         config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, base_model="c",
@@ -211,7 +211,7 @@ def test_sdxl_blocks_and_single_through_the_engine(sdxl_host, tiny_sdxl_paths, t
     # OUT08, the rest BASE); clip_g its single value; clip_l and the VAE (not in the guide)
     # weighted_sum's default 0.5
     a, b = (load(p) for p in tiny_sdxl_paths)
-    from sd_optim import blocks as blocks_mod
+    from sd_optim.search import blocks as blocks_mod
 
     comp = {c: set(blocks_mod.component_keys("sdxl-sgm", c)) for c in ("diffuser", "clip_g")}
     seen = {"diffuser": 0, "clip_g": 0, "other": 0}
@@ -345,7 +345,7 @@ def test_lora_on_the_base_model_moves_the_base(sd1_host, tiny_sd1_paths, tiny_sd
 
 
 def test_engine_names_keys_sd_mecha_dropped(sd1_host, tiny_sd1_paths):
-    from sd_optim import blocks
+    from sd_optim.search import blocks
 
     diffuser = blocks.component_keys("sd1-ldm", "diffuser")
     alpha = sd_mecha.literal({k: 0.3 for k in diffuser}, config="sd1-ldm")  # no `| fallback`

@@ -5,8 +5,8 @@ import sd_mecha
 from sd_mecha.extensions import merge_methods
 
 from sd_optim.config import config_from_dict
-from sd_optim.recipe_mode import RecipePlanner, find_sites
-from sd_optim.recipes import load_recipe_text, recipe_text
+from sd_optim.search.recipe_mode import RecipePlanner, find_sites
+from sd_optim.search.recipes import load_recipe_text, recipe_text
 
 
 def multi_node_recipe(paths=("/models/a.safetensors", "/models/b.safetensors", "/models/c.safetensors")):

@@ -11,12 +11,12 @@ import safetensors.torch
 import sd_mecha
 import torch
 
-from sd_optim import events as ev
 from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError, StudyMismatchError
 from sd_optim.merging import MergeEngine
-from sd_optim.planning import make_planner
-from sd_optim.runner import Runner, RunOptions, run_to_end
+from sd_optim.run import events as ev
+from sd_optim.run.runner import Runner, RunOptions, run_to_end
+from sd_optim.search.planning import make_planner
 from sd_optim.tiny_models import TINY_SIZE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -55,7 +55,7 @@ def make_config(paths, config_dir, out, **overrides):
 
 
 def read_rows(run_dir):
-    from sd_optim.artifacts import RunFolder
+    from sd_optim.run.artifacts import RunFolder
 
     return RunFolder(run_dir).read_trials()
 

@@ -21,8 +21,8 @@ from fakes.a1111 import installed
 from test_runner import make_config, run
 
 from sd_optim.errors import ConfigError
-from sd_optim.paths import name_problem
-from sd_optim.runner import Runner, run_to_end
+from sd_optim.files.paths import name_problem
+from sd_optim.run.runner import Runner, run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 BOMB = "\n".join(["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
@@ -198,7 +198,7 @@ def test_yaml_bomb_and_non_configs_are_refused_briefly(webui, tmp_path):
     "[" * 5000 + "]" * 5000,  # nests past the parser's recursion
 ])
 def test_safe_yaml_refuses_unbounded_documents(text):
-    from sd_optim import safe_yaml
+    from sd_optim.config import safe_yaml
 
     with pytest.raises(ConfigError) as e:
         safe_yaml.load(text, "config")
@@ -206,7 +206,7 @@ def test_safe_yaml_refuses_unbounded_documents(text):
 
 
 def test_safe_yaml_keeps_ordinary_anchors():
-    from sd_optim import safe_yaml
+    from sd_optim.config import safe_yaml
 
     data = safe_yaml.load("base: &b {steps: 2, seed: 3}\npayloads:\n- {<<: *b, name: x}\n- {<<: *b, name: y}\n")
     assert data["payloads"][1] == {"steps": 2, "seed": 3, "name": "y"}
@@ -262,7 +262,7 @@ def test_run_folder_link_is_not_written_through(sd1_host, tiny_sd1_paths, tiny_s
 
 
 def test_checkpoint_name_box_cannot_escape(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
-    from sd_optim.trials import TrialTools
+    from sd_optim.run.trials import TrialTools
 
     runner = Runner(make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "runs",
                                 optimizer={"trials": 1}), sd1_host)
@@ -277,7 +277,7 @@ def test_checkpoint_name_box_cannot_escape(sd1_host, tiny_sd1_paths, tiny_sd1_co
 
 
 def test_export_refuses_a_link_at_out(tmp_path):
-    from sd_optim.exporting import export_trial
+    from sd_optim.run.exporting import export_trial
 
     link, target = tmp_path / "best.mecha", tmp_path / "elsewhere" / "created.mecha"
     link.symlink_to(target)  # dangling: writing would create the target

@@ -3,10 +3,10 @@
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from sd_optim.blocks import component_blocks, component_keys
 from sd_optim.config import config_from_dict
 from sd_optim.errors import SpaceError
-from sd_optim.space import PerKey, build_search_space
+from sd_optim.search.blocks import component_blocks, component_keys
+from sd_optim.search.space import PerKey, build_search_space
 
 
 def space_for(guide, method="weighted_sum", fixed=None, model="sd1-ldm"):

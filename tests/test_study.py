@@ -5,9 +5,9 @@ import pytest
 
 from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError, SpaceError
-from sd_optim.planning import MergePlanner
-from sd_optim.space import build_search_space
-from sd_optim.study import make_sampler, open_study
+from sd_optim.run.study import make_sampler, open_study
+from sd_optim.search.planning import MergePlanner
+from sd_optim.search.space import build_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -3,11 +3,11 @@
 import pytest
 from test_runner import make_config
 
-from sd_optim import events as ev
 from sd_optim.errors import ConfigError
-from sd_optim.runner import Runner, run_to_end
+from sd_optim.run import events as ev
+from sd_optim.run.runner import Runner, run_to_end
+from sd_optim.run.wildcards import WildcardError, expand
 from sd_optim.tiny_models import TINY_SIZE
-from sd_optim.wildcards import WildcardError, expand
 
 ANIMALS = ["cat", "dog", "fox", "owl", "bat", "elk"]
 

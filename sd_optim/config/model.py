@@ -1,8 +1,7 @@
-"""The run config: one YAML file (or the tab's controls) describing a whole run.
+"""The run config's dataclasses: one YAML file (or the tab's controls) describing a whole run.
 
-Plain dataclasses, no pydantic (A1111 ships pydantic 1, Forge pydantic 2). :func:`load_config`
-and :func:`config_from_dict` validate everything and raise one :class:`ConfigError` listing
-every problem as ``field.path: message, got value``; nothing runs on a bad config.
+Plain dataclasses, no pydantic (A1111 ships pydantic 1, Forge pydantic 2). The reader
+(:mod:`sd_optim.config.reader`) builds them from plain data and validates everything.
 """
 
 from __future__ import annotations
@@ -11,11 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
-
-from .errors import ConfigError
-from .safe_yaml import load_config_mapping
 
 MODES = ("merge", "recipe")
 STRATEGIES = ("all", "select", "group", "single", "none")
@@ -198,6 +192,21 @@ class RunConfig:
         ]
         return c
 
+    def named_paths(self) -> list[tuple[str, Path]]:
+        """Every (field, path) this config names, relative ones resolved as the run will."""
+        out = [(f"models[{i}].path", self.resolve_path(m.path)) for i, m in enumerate(self.models)]
+        out += [(f"loras[{i}].path", self.resolve_path(lo.path)) for i, lo in enumerate(self.loras)]
+        for attr in ("diffusers_config", "wildcards_dir", "models_dir", "output_dir"):
+            if getattr(self, attr):
+                out.append((attr, self.resolve_path(getattr(self, attr))))
+        if self.recipe.path:
+            out.append(("recipe.path", self.resolve_path(self.recipe.path)))
+        for i, sc in enumerate(self.scorers):
+            for key, value in sc.options.items():
+                if key in SCORER_PATH_OPTIONS and isinstance(value, str) and value:
+                    out.append((f"scorers[{i}].options.{key}", self.resolve_path(value)))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("base_dir")
@@ -214,31 +223,3 @@ class RunConfig:
 def _prune(d: dict) -> dict:
     # by identity: 0 and 0.0 are real bounds and fixed values (0 == False)
     return {k: v for k, v in d.items() if v is not None and v is not False}
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"config file: no such file, got {str(path)!r}"]) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError([(f"config file: not UTF-8 text (a YAML file is expected; byte {e.start} "
-                           f"is {e.object[e.start:e.start + 1]!r}), got {str(path)!r}")]) from None
-    except OSError as e:
-        raise ConfigError([f"config file: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
-    return config_from_dict(load_config_mapping(text, f"config file {path}"), base_dir=path.parent)
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-
-
-def config_from_dict(data: Any, *, base_dir: str | Path = ".") -> RunConfig:
-    from ._config_reader import ConfigReader
-
-    reader = ConfigReader()
-    config = reader.run_config(data, str(base_dir))
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    return config

@@ -13,7 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import (
+import yaml
+
+from ..errors import ConfigError, short_repr
+from ..files.paths import name_problem
+from .model import (
     BASELINES,
     ITEM_KINDS,
     MEANS,
@@ -36,8 +40,7 @@ from .config import (
     ScoringSettings,
     Strategy,
 )
-from .errors import short_repr
-from .paths import name_problem
+from .safe_yaml import load_config_mapping
 
 MAX_SIDE = 4096  # payloads' width / height: larger is a typo, or runs out of memory at trial 0
 MAX_BATCH = 64
@@ -449,3 +452,29 @@ class ConfigReader:
 def _nearest(word: str, options) -> str:
     match = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file: no such file, got {str(path)!r}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([(f"config file: not UTF-8 text (a YAML file is expected; byte {e.start} "
+                           f"is {e.object[e.start:e.start + 1]!r}), got {str(path)!r}")]) from None
+    except OSError as e:
+        raise ConfigError([f"config file: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
+    return config_from_dict(load_config_mapping(text, f"config file {path}"), base_dir=path.parent)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def config_from_dict(data: Any, *, base_dir: str | Path = ".") -> RunConfig:
+    reader = ConfigReader()
+    config = reader.run_config(data, str(base_dir))
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config

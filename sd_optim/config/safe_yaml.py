@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_CHARS = 2_000_000  # a run config is a few KB; a generous bound keeps the parser's work small
 MAX_NODES = 100_000  # scalars, lists and mappings counted with every alias expanded

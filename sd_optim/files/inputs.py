@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sd_mecha.extensions import model_configs
 
-from .config import RunConfig
-from .errors import ConfigError
+from ..config import RunConfig
+from ..errors import ConfigError
 from .tensor_files import TensorEntry, read_header
 
 

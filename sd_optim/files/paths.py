@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, short_repr
+from ..errors import ConfigError, short_repr
 
 MAX_NAME = 100
 # Windows opens these as devices whatever the extension (NUL.txt is NUL)
@@ -109,28 +109,10 @@ def sqlite_file(storage: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-def config_paths(config) -> list[tuple[str, Path]]:
-    """Every (field, path) a run config names, relative ones resolved as the run will."""
-    from .config import SCORER_PATH_OPTIONS
-
-    out = [(f"models[{i}].path", config.resolve_path(m.path)) for i, m in enumerate(config.models)]
-    out += [(f"loras[{i}].path", config.resolve_path(lo.path)) for i, lo in enumerate(config.loras)]
-    for attr in ("diffusers_config", "wildcards_dir", "models_dir", "output_dir"):
-        if getattr(config, attr):
-            out.append((attr, config.resolve_path(getattr(config, attr))))
-    if config.recipe.path:
-        out.append(("recipe.path", config.resolve_path(config.recipe.path)))
-    for i, sc in enumerate(config.scorers):
-        for key, value in sc.options.items():
-            if key in SCORER_PATH_OPTIONS and isinstance(value, str) and value:
-                out.append((f"scorers[{i}].options.{key}", config.resolve_path(value)))
-    return out
-
-
 def check_allowed(config, roots: list[Path], *, default_storage: str = "") -> None:
     """Refuse a config from the API that names a file outside ``roots`` (ConfigError listing
     each field). Storage: a SQLite file inside ``roots``, or the settings' own storage URL."""
-    problems = [p for field, path in config_paths(config) if (p := allowed_problem(field, path, roots))]
+    problems = [p for field, path in config.named_paths() if (p := allowed_problem(field, path, roots))]
     storage = config.optimizer.storage
     if storage and storage != default_storage:
         file = sqlite_file(storage)

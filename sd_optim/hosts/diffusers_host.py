@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from sd_optim.files.inputs import file_hash
+from sd_optim.files.tensor_files import iter_tensors
 from sd_optim.hosts import diffusers_keymap as km
 from sd_optim.hosts.base import CheckpointRef, GeneratedImage, GenerationJob, Host, Slot
-from sd_optim.inputs import file_hash
-from sd_optim.tensor_files import iter_tensors
 
 _ABSENT = object()
 _IN_FILE = object()  # a kept key whose value before the keep is the checkpoint file's own

@@ -3,7 +3,7 @@
 ``sd_mecha.model(dict)`` scans the whole dict once per key in 1.1.8 (quadratic; seconds per
 merge for SDXL). Presenting the cached tensors as an open ``SafetensorsMapping`` behind an
 ``OpenModelRecipeNode`` avoids that and any per-trial file read. The tensors are read into memory
-of their own (:func:`sd_optim.tensor_files.load_tensors`), never mapped from the file: an input
+of their own (:func:`sd_optim.files.tensor_files.load_tensors`), never mapped from the file: an input
 replaced or truncated during a run cannot take the process down.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from sd_mecha.streaming import SafetensorsMapping, StateDictKeyError, TensorMetadata
 
-from ..tensor_files import load_tensors
+from ..files.tensor_files import load_tensors
 
 
 class CachedStateDict(SafetensorsMapping):

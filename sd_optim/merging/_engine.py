@@ -18,7 +18,7 @@ import sd_mecha
 import torch
 from sd_mecha.recipe_nodes import ModelRecipeNode, OpenModelRecipeNode
 
-from ..graph import rebuild
+from ..search.graph import rebuild
 from ._cached import CachedStateDict
 
 
@@ -33,7 +33,7 @@ class MergeStats:
 
 
 class _NoProgress:
-    """A do-nothing tqdm: the default one costs time per key (REFERENCE.md §2)."""
+    """A do-nothing tqdm: the default one costs time per key (docs/sd-mecha.md)."""
 
     def __init__(self, *args, **kwargs):
         pass

@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 from PIL import PngImagePlugin
 
+from ..config import RunConfig, save_config
+from ..files.paths import inside
 from . import events as ev
-from .config import RunConfig, save_config
-from .paths import inside
 
 
 class RunFolder:

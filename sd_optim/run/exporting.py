@@ -6,11 +6,11 @@ from pathlib import Path
 
 import optuna
 
+from ..config import load_config
+from ..errors import ConfigError
+from ..search.planning import make_planner
+from ..search.recipes import recipe_text
 from .artifacts import new_file
-from .config import load_config
-from .errors import ConfigError
-from .planning import make_planner
-from .recipes import recipe_text
 from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, read_studies, storage_url
 
 

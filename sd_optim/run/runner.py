@@ -1,6 +1,6 @@
 """The optimizer loop, written once: ask -> recipe -> merge into the slot -> generate -> score -> tell.
 
-:meth:`Runner.events` is a generator of typed events (:mod:`sd_optim.events`). A trial that
+:meth:`Runner.events` is a generator of typed events (:mod:`sd_optim.run.events`). A trial that
 raises is told to Optuna as FAIL with its reason; a stop request ends the run at the next image
 boundary and the trial in flight is recorded as failed ("stopped"), never scored on a partial
 set of images; the host's slot restores the original weights on every exit path.
@@ -24,16 +24,13 @@ from typing import Any
 
 import optuna
 
-from . import events as ev
-from .artifacts import ArtifactWriter, RunFolder, new_file
-from .config import Payload, RunConfig
-from .errors import ConfigError
-from .hosts.base import GenerationJob, Host, KeptMerge
-from .inputs import file_hash
-from .merging import MergeEngine
-from .paths import inside, safe_component
-from .planning import Planner, make_planner
-from .scoring import (
+from ..config import Payload, RunConfig
+from ..errors import ConfigError
+from ..files.inputs import file_hash
+from ..files.paths import inside, safe_component
+from ..hosts.base import GenerationJob, Host, KeptMerge
+from ..merging import MergeEngine
+from ..scoring import (
     ImageToScore,
     ScoreContext,
     ScoringStopped,
@@ -41,6 +38,9 @@ from .scoring import (
     build_scorers,
     combine_trial,
 )
+from ..search.planning import Planner, make_planner
+from . import events as ev
+from .artifacts import ArtifactWriter, RunFolder, new_file
 from .study import (
     check_study_name,
     claim_trial,

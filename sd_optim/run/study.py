@@ -14,8 +14,8 @@ from typing import Any
 
 import optuna
 
-from .errors import ConfigError, StudyMismatchError, short_repr
-from .paths import name_problem, safe_component, sqlite_file
+from ..errors import ConfigError, StudyMismatchError, short_repr
+from ..files.paths import name_problem, safe_component, sqlite_file
 
 log = logging.getLogger("sd_optim")
 

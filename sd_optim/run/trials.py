@@ -12,9 +12,9 @@ from pathlib import Path
 
 import optuna
 
-from .errors import ConfigError
-from .hosts.base import GeneratedImage, KeptMerge
-from .merging import MergeEngine
+from ..errors import ConfigError
+from ..hosts.base import GeneratedImage, KeptMerge
+from ..merging import MergeEngine
 from .runner import Runner, trial_infotext
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sd_mecha.extensions import merge_methods
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

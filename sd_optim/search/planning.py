@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .config import ModelInput, RunConfig
-from .recipes import build_merge_recipe, model_node, recipe_text
+from ..config import ModelInput, RunConfig
+from ..errors import ConfigError, SpaceError
+from ..files.inputs import check_inputs
+from .recipe_mode import RecipePlanner
+from .recipes import RecipeError, build_merge_recipe, model_node, recipe_text
 from .space import SearchSpace, build_search_space
 
 
@@ -28,8 +31,6 @@ class MergePlanner:
         self.model_config = model_config
         self.space = build_search_space(config, model_config)
         if not self.space.params:
-            from .errors import SpaceError
-
             raise SpaceError([("guide: no parameter to tune; add a strategy, e.g. "
                               "guide: {diffuser: [all], clip_l: [single]}")])
         self.label = config.merge.method
@@ -37,9 +38,6 @@ class MergePlanner:
 
     def _check_recipe(self) -> None:
         """Build one recipe now, so a wrong model count or a missing base fails before the run."""
-        from .errors import ConfigError
-        from .recipes import RecipeError
-
         try:
             self.recipe(self.space.default_point())
         except (RecipeError, ValueError) as e:
@@ -59,11 +57,7 @@ class MergePlanner:
 
 
 def make_planner(config: RunConfig, model_config: str) -> Planner:
-    from .inputs import check_inputs
-
     check_inputs(config, model_config)
     if config.mode == "recipe":
-        from .recipe_mode import RecipePlanner
-
         return RecipePlanner(config, model_config)
     return MergePlanner(config, model_config)

@@ -18,8 +18,9 @@ import sd_mecha
 from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, RecipeNode
 from sd_mecha.serialization import SerializerVisitor
 
-from .config import ModelInput, RunConfig
-from .errors import ConfigError, SpaceError, shorten
+from ..config import ModelInput, RunConfig
+from ..errors import ConfigError, SpaceError, shorten
+from ..files.inputs import file_hash
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
 from .recipes import model_node, recipe_text
@@ -155,8 +156,6 @@ class RecipePlanner:
         self._text = text
 
     def fingerprint(self) -> dict[str, Any]:
-        from .inputs import file_hash
-
         return {"recipe": recipe_text(self.source), "fixed": self._fixed,
                 "recipe_models": [file_hash(p) for p in model_paths(self.source)]}
 

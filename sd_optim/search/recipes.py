@@ -14,7 +14,7 @@ from sd_mecha import recipe_nodes
 from sd_mecha.extensions import merge_methods
 from sd_mecha.extensions.merge_spaces import MergeSpace
 
-from .config import RunConfig
+from ..config import RunConfig
 from .methods import method_signature, resolve_method
 from .space import PerKey, SearchSpace
 
@@ -28,7 +28,7 @@ def model_node(path: str | Path, model_config: str | None = None) -> recipe_node
 
 
 def _add_difference(a, b, alpha=1.0):
-    # The sd_mecha.add_difference Python wrapper crashes on model nodes in 1.1.8 (REFERENCE.md §2).
+    # The sd_mecha.add_difference Python wrapper crashes on model nodes in 1.1.8 (docs/sd-mecha.md).
     return merge_methods.resolve("add_difference")(a, b, alpha=alpha)
 
 

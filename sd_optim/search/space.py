@@ -16,7 +16,7 @@ strategy                   one parameter per                           name
 =========================  ==========================================  ======================
 
 Recipe mode names its sites by the node's index in the serialized recipe: ``&7.alpha`` and
-``&7.alpha[IN04]`` (see :mod:`sd_optim.recipe_mode`).
+``&7.alpha[IN04]`` (see :mod:`sd_optim.search.recipe_mode`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from ..config import Bounds, RunConfig, Strategy
+from ..errors import SpaceError, short_repr
 from . import blocks as blocks_mod
-from .config import Bounds, RunConfig, Strategy
-from .errors import SpaceError, short_repr
 from .methods import Hyper, method_signature, resolve_method
 
 

@@ -14,8 +14,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
-from ..hosts.base import Host
+import gradio as gr
+
+from ..config import RunConfig, config_from_dict
+from ..demo import demo_data, ensure_references
+from ..errors import ConfigError
+from ..hosts import diffusers_host
+from ..hosts.base import Host, name_problems
+from ..hosts.standalone import choose_device, make_host
+from . import compat
+from . import form as fm
+from .catalog import ModelCatalog
+from .runs import Defaults, RunManager
+from .tab import TabContext, build_tab
 
 ROOT = Path(__file__).resolve().parents[2]  # the extension's folder: javascript/, style.css
 
@@ -29,15 +40,12 @@ class StandaloneHosts:
         self._host: Host | None = None
 
     def __call__(self, config: RunConfig) -> Host:
-        from ..cli import _device, make_host
-        from ..errors import ConfigError
-
         if not config.models:
             raise ConfigError(["models: pick the checkpoints to merge"])
         model = config.model_by_name(config.host_model) if config.host_model else config.models[0]
         key = (str(config.resolve_path(model.path).resolve()),
                str(config.resolve_path(config.diffusers_config)) if config.diffusers_config else "",
-               _device(config.device))
+               choose_device(config.device))
         with self._lock:
             if key != self._key or self._host is None:
                 self._host = None  # let the previous pipeline go before the next one loads
@@ -57,38 +65,14 @@ def injected_assets() -> tuple[str, str]:
 
 def demo_setup(folder: Path, trials: int = 8) -> dict[str, Any]:
     """Tiny models, references and a ready set-up (the config data) in ``folder``."""
-    import torch
-
-    from ..cli import make_host
-    from ..config import config_from_dict
-    from ..demo import HIDDEN, demo_config, render_references
-    from ..tiny_models import tiny_diffusers_config, tiny_model_set
-
-    torch.set_num_threads(1)  # tiny tensors: intra-op threads only cost time on 2 cores
-    models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
-    config_dir = tiny_diffusers_config("sd1", folder / "diffusers-config")
-    references = folder / "references"
-    data = demo_config(folder, models, config_dir, trials, references, study="")
-    data["optimizer"].pop("study")
-    if not (references / "house" / "0.png").exists():
-        config = config_from_dict(data)
-        render_references(config, make_host(config), HIDDEN, references)
+    data = demo_data(folder, trials, study="")
+    ensure_references(config_from_dict(data), folder)
     data.pop("output_dir")
     return data
 
 
 def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, demo_folder: str | None = None):
     """(the gradio Blocks, its RunManager)."""
-    import gradio as gr
-
-    from ..hosts import diffusers_host
-    from ..hosts.base import name_problems
-    from . import compat
-    from . import form as fm
-    from .catalog import ModelCatalog
-    from .runs import Defaults, RunManager
-    from .tab import TabContext, build_tab
-
     initial: dict[str, Any] = {}
     if demo:
         folder = Path(demo_folder or tempfile.mkdtemp(prefix="sd-optim-app-demo-"))

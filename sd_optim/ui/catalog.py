@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, config_from_dict
+from ..config import RunConfig, ScorerSettings, config_from_dict
+from ..config.reader import ConfigReader
 from ..errors import ConfigError, SpaceError
+from ..files.inputs import check_files, check_inputs, infer_model_config
 from ..hosts.base import CheckpointRef
+from ..run.study import existing_studies, storage_url
+from ..scoring import ScorerError, available_scorers, build_scorers
+from ..search.methods import method_signature, resolve_method
+from ..search.recipe_mode import find_sites
+from ..search.recipes import _is_delta
+from .runs import config_data
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,6 @@ class ModelCatalog:
 
     def architecture(self, path: str) -> str:
         """The sd-mecha model config of a file (by its key names), remembered per file version."""
-        from ..inputs import infer_model_config
-
         p = Path(path)
         try:
             st = p.stat()
@@ -91,8 +97,6 @@ class ModelCatalog:
 
 def method_rows(method: str) -> tuple[list[list[Any]], str]:
     """(rows of [hyperparameter, type, default] for ``method``, its model inputs as text)."""
-    from ..methods import method_signature, resolve_method
-
     try:
         models, hypers = method_signature(resolve_method(method))
     except ConfigError as e:
@@ -106,9 +110,6 @@ def method_rows(method: str) -> tuple[list[list[Any]], str]:
 
 def method_needs_base(method: str) -> bool:
     """Whether the method takes a difference from a base model (or returns one)."""
-    from ..methods import method_signature, resolve_method
-    from ..recipes import _is_delta
-
     try:
         m = resolve_method(method)
     except ConfigError:
@@ -122,8 +123,6 @@ def recipe_sites(path: str) -> list[tuple[str, Any]]:
     """A ``.mecha`` file's tunable sites as (name, value in the recipe)."""
     import sd_mecha
 
-    from ..recipe_mode import find_sites
-
     text = Path(path).expanduser().read_text(encoding="utf-8")
     try:
         recipe = sd_mecha.deserialize(text.rstrip("\n").split("\n"))
@@ -136,16 +135,11 @@ def recipe_sites(path: str) -> list[tuple[str, Any]]:
 
 def scorer_rows() -> list[list[Any]]:
     """One row per registered scorer: [name, use, weight, options], none of them in use."""
-    from ..scoring import available_scorers
-
     return [[name, False, 1.0, ""] for name in available_scorers()]
 
 
 def scorer_status(scorers: list[dict[str, Any]], models_dir: str, base_dir: str = ".") -> list[str]:
     """For each configured scorer: ready, or what is missing and where to put it."""
-    from ..config import ScorerSettings
-    from ..scoring import ScorerError, build_scorers
-
     out = []
     for spec in scorers:
         name = spec.get("name", "")
@@ -165,8 +159,6 @@ def scorer_status(scorers: list[dict[str, Any]], models_dir: str, base_dir: str 
 
 def study_choices(output_dir: str, storage: str = "") -> list[str]:
     """``name (N trials, best V)`` for every study in the storage, or in the run folders."""
-    from ..study import existing_studies, storage_url
-
     storages = [storage] if storage else []
     root = Path(output_dir).expanduser() if output_dir else None
     if not storage and root is not None and root.is_dir():
@@ -206,13 +198,13 @@ def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], 
         return [], []
     try:
         if cfg.mode == "recipe":
-            from ..recipe_mode import RecipePlanner
+            from ..search.recipe_mode import RecipePlanner
 
             if not cfg.recipe.path:
                 return [], ["recipe.path: pick or upload a .mecha recipe"]
             space = RecipePlanner(cfg, model_config).space
         else:
-            from ..space import build_search_space
+            from ..search.space import build_search_space
 
             space = build_search_space(cfg, model_config)
     except (ConfigError, SpaceError) as e:
@@ -229,10 +221,6 @@ def check_setup(data: dict[str, Any], defaults, model_config: str | None,
     """Every problem Start would meet before loading anything: the config's validation, missing
     files and files of another architecture, the parameter preview's problems, sampler and
     scheduler names the host does not have, and scorers that miss their weights."""
-    from .._config_reader import ConfigReader
-    from ..inputs import check_files, check_inputs
-    from .runs import config_data
-
     try:
         raw, base_dir = config_data(data, defaults)
     except ConfigError as e:

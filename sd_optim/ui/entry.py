@@ -16,8 +16,8 @@ from typing import Any
 from modules import script_callbacks, scripts, shared
 
 from ..errors import ConfigError
+from ..files.paths import split_folders
 from ..hosts import webui_host
-from ..paths import split_folders
 from .api import ApiAccess, add_routes, parse_api_auth
 from .runs import Defaults, RunBusy, RunManager
 

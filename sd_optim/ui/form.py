@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .. import safe_yaml
+from ..config import safe_yaml
 from ..errors import ConfigError
 
 LORA_COLUMNS = ["path", "apply to", "strength"]
@@ -379,7 +379,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     """Control values from a config's data (as :meth:`RunConfig.to_dict` writes it, or a YAML
     file's own data). ``title_for`` turns a file path into the checkpoint choice shown;
     ``sites`` lists a recipe file's (site, value) pairs for the recipe table."""
-    from .._config_reader import ConfigReader
+    from ..config.reader import ConfigReader
     from ..errors import ConfigError
 
     # a set-up saved before it was complete loads back: only "missing" problems are let through
@@ -456,7 +456,7 @@ def _guide_rows(components, bounds) -> tuple[list[list[Any]], list[list[Any]]]:
 
 def guide_to_form(guide: Any) -> dict[str, Any]:
     """The guide controls from a ``guide:`` section alone (the YAML view's Apply)."""
-    from .._config_reader import ConfigReader
+    from ..config.reader import ConfigReader
     from ..errors import ConfigError
 
     reader = ConfigReader()

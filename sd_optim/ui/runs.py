@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
 from ..config import RunConfig, config_from_dict
+from ..config.safe_yaml import load_config_mapping
 from ..errors import ConfigError
+from ..files.paths import allowed_problem, check_allowed
 from ..hosts.base import Host
-from ..memory import release_memory
 from ..merging import MergeEngine
-from ..paths import allowed_problem, check_allowed
-from ..runner import RunControl, Runner, RunOptions
-from ..safe_yaml import load_config_mapping
+from ..run import events as ev
+from ..run.memory import release_memory
+from ..run.runner import RunControl, Runner, RunOptions
 from ..scoring.manual import RatingDesk
 from .views import duration
 
@@ -303,7 +303,7 @@ class RunManager:
 
     def trial_tools(self):
         """Actions on the last run's trials that only read (refused while a run is live)."""
-        from ..trials import TrialTools
+        from ..run.trials import TrialTools
 
         live = self.current
         if live is None:
@@ -402,7 +402,7 @@ def _without_frames(error: BaseException) -> BaseException:
 
 
 def _free_study_name(config: RunConfig) -> str:
-    from ..study import existing_studies, storage_url, study_name
+    from ..run.study import existing_studies, storage_url, study_name
 
     label = Path(config.recipe.path).stem if config.mode == "recipe" else config.merge.method
     base = study_name("", label, [m.name for m in config.models])

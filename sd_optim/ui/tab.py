@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from .. import safe_yaml
+from ..config import safe_yaml
 from ..errors import ConfigError
 from . import catalog as cat
 from . import compat, views
@@ -844,7 +844,7 @@ def _display_name(form: dict[str, Any], path: str) -> str:
 
 
 def _methods() -> list[str]:
-    from ..methods import list_methods
+    from ..search.methods import list_methods
 
     return list_methods()
 

@@ -1,0 +1,1 @@
+"""A run: the runner and its events (runner, events), the Optuna study (study), the run folder (artifacts), prompt wildcards (wildcards), results of past trials (trials, exporting), memory given back (memory)."""

@@ -1,0 +1,1 @@
+"""What a trial tunes: the guide's blocks (blocks), merge methods (methods), the search space (space), recipes and their graphs (recipes, graph), recipe mode (recipe_mode), and the planner that turns parameters into a recipe (planning)."""
