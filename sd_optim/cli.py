@@ -16,7 +16,7 @@ import optuna
 
 from . import demo
 from .config import config_from_dict, load_config
-from .errors import ConfigError, StudyMismatchError
+from .errors import ConfigError, Problem, StudyMismatchError
 from .hosts.standalone import make_host
 from .run import events as ev
 from .run.exporting import export_trial
@@ -123,12 +123,12 @@ def _print_result(result: dict[str, Any], json_out: bool) -> None:
 def cmd_run(args) -> int:
     config = load_config(args.config)
     if args.study and args.resume:
-        raise ConfigError([f"--study: names a new study; --resume continues {args.resume!r}"])
+        raise ConfigError([Problem("--study", f"names a new study; --resume continues {args.resume!r}")])
     if args.study:
         config.optimizer.study = args.study
     if args.fork and config.optimizer.study == args.fork:
-        raise ConfigError([(f"--fork: the new study needs a name other than {args.fork!r} "
-                            "(optimizer.study); pass --study NEW_NAME")])
+        raise ConfigError([Problem("--fork", f"the new study needs a name other than {args.fork!r} "
+                                             "(optimizer.study); pass --study NEW_NAME")])
     result = execute_run(config, trials=args.trials, resume=args.resume or "", fork=args.fork or "",
                          json_out=args.json)
     _print_result(result, args.json)
@@ -164,7 +164,7 @@ def cmd_app(args) -> int:
     from .ui.app import serve  # lazily: the other commands need no gradio
 
     if args.models_dir and not Path(args.models_dir).expanduser().is_dir():
-        raise ConfigError([f"--models-dir: no such folder, got {args.models_dir!r}"])
+        raise ConfigError([Problem("--models-dir", "no such folder", args.models_dir)])
     demo_folder = args.out
     output_dir = args.output_dir or (str(Path(demo_folder) / "runs") if demo_folder else "runs")
     if args.demo and not demo_folder:
@@ -177,8 +177,8 @@ def cmd_app(args) -> int:
 
 def _output_dir(args) -> Path:
     if args.config and args.dir is not None:
-        raise ConfigError([(f"--dir: cannot be combined with --config (which takes the output folder "
-                            f"from {args.config!r}); give one of them, got {args.dir!r}")])
+        raise ConfigError([Problem("--dir", "cannot be combined with --config (which takes the output "
+                                            f"folder from {args.config!r}); give one of them", args.dir)])
     if args.config:
         c = load_config(args.config)
         return c.resolve_path(c.output_dir)
@@ -220,7 +220,7 @@ def cmd_export(args) -> int:
     except OSError as e:
         if isinstance(e, FileExistsError) or not _about(e, out):
             raise
-        raise ConfigError([f"--out: cannot write {str(out)!r}: {e.strerror or e}"]) from None
+        raise ConfigError([Problem("--out", f"cannot write {str(out)!r}: {e.strerror or e}")]) from None
     if args.json:
         print(json.dumps({"out": str(path)}))
     else:
@@ -234,9 +234,11 @@ def _check_writable(out: Path) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError([f"--out: cannot write {str(out)!r}: {str(parent)!r} is a file, not a folder"])
+        raise ConfigError([Problem("--out", f"cannot write {str(out)!r}: {str(parent)!r} is a file, not a "
+                                            "folder")])
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError([f"--out: cannot write {str(out)!r}: no write permission in {str(parent)!r}"])
+        raise ConfigError([Problem("--out", f"cannot write {str(out)!r}: no write permission in "
+                                            f"{str(parent)!r}")])
 
 
 def _about(error: OSError, out: Path) -> bool:

@@ -16,11 +16,46 @@ def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
     return shorten(repr(value), limit)
 
 
+NO_VALUE: Any = object()  # a problem about a field as a whole, with no bad value to show
+
+
+class Problem(str):
+    """One thing wrong with a run config: the field path it is about (``payloads[2].steps``), what
+    is wrong, and the bad value when there is one. It is also its own text,
+    ``field: message, got value``, so it prints, logs and serializes as one line; code that
+    places it (the tab's panels, the API) reads :attr:`field`, never the text."""
+
+    field: str
+    message: str
+    value: Any
+
+    def __new__(cls, field: str, message: str, value: Any = NO_VALUE):
+        got = "" if value is NO_VALUE else f", got {short_repr(value)}"
+        self = super().__new__(cls, f"{field}: {message}{got}" if field else f"{message}{got}")
+        self.field, self.message, self.value = field, message, value
+        return self
+
+    def __reduce__(self):  # str's own would rebuild it from the text alone
+        return Problem, (self.field, self.message, self.value)
+
+    def as_dict(self) -> dict[str, str]:
+        """For JSON: the field, the message, the bad value as shown (or absent) and the whole text."""
+        out = {"field": self.field, "message": self.message, "text": str(self)}
+        if self.value is not NO_VALUE:
+            out["got"] = short_repr(self.value)
+        return out
+
+
+def as_problem(problem: str) -> Problem:
+    """A :class:`Problem` as is; any other text as a problem about no particular field."""
+    return problem if isinstance(problem, Problem) else Problem("", str(problem))
+
+
 class ConfigError(ValueError):
     """A run config with one or more problems; each names its field path and bad value."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: list[Problem]):
+        self.problems = [as_problem(p) for p in problems]
         super().__init__("invalid run config:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 

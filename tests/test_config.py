@@ -1,9 +1,14 @@
 """Run config loading and validation: every problem names its field and value."""
 
+import ast
+import pickle
+from pathlib import Path
+
 import pytest
 
+import sd_optim
 from sd_optim.config import config_from_dict, load_config, save_config
-from sd_optim.errors import ConfigError
+from sd_optim.errors import ConfigError, Problem
 
 BASE = {
     "models": ["a.safetensors", "b.safetensors"],
@@ -141,3 +146,50 @@ def test_a_binary_config_file_names_the_file(tmp_path):
         load_config(path)
     assert info.value.problems == [
         f"config file: not UTF-8 text (a YAML file is expected; byte 9 is b'\\xff'), got {str(path)!r}"]
+
+
+def test_a_problem_is_an_object_with_its_field_value_and_message():
+    [problem] = problems(with_(payloads=[{"prompt": "a cat", "steps": 0}]))
+    assert isinstance(problem, Problem)
+    assert (problem.field, problem.message, problem.value) == ("payloads[0].steps", "must be >= 1", 0)
+    assert problem == "payloads[0].steps: must be >= 1, got 0"  # and its own one-line text
+    assert problem.as_dict() == {"field": "payloads[0].steps", "message": "must be >= 1", "got": "0",
+                                 "text": "payloads[0].steps: must be >= 1, got 0"}
+    again = pickle.loads(pickle.dumps(problem))  # a run thread's error crossing a process keeps its parts
+    assert (again.field, again.value) == ("payloads[0].steps", 0)
+
+
+def test_a_problem_without_a_value_shows_none():
+    problem = Problem("scorers", "at least one scorer is required")
+    assert problem == "scorers: at least one scorer is required" and "got" not in problem.as_dict()
+    assert Problem("x", "is wrong", None) == "x: is wrong, got None"  # None is a value
+
+
+def test_a_config_error_given_text_keeps_it_as_a_problem_about_no_field():
+    [problem] = ConfigError(["something happened"]).problems
+    assert problem.field == "" and problem == "something happened"
+
+
+def _text_problems(path: Path) -> list[str]:
+    """Places in ``path`` that build a problem from text (a ConfigError / SpaceError given an
+    f-string or a string literal, or one appended to a list of problems)."""
+    def is_text(node):
+        return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)) \
+            or (isinstance(node, ast.BinOp) and (is_text(node.left) or is_text(node.right)))
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+        if name in ("ConfigError", "SpaceError") and isinstance(node.args[0], ast.List):
+            found += [f"{path}:{e.lineno}" for e in node.args[0].elts if is_text(e)]
+        elif name == "append" and "problem" in ast.unparse(node.func) and is_text(node.args[0]):
+            found.append(f"{path}:{node.lineno}")
+    return found
+
+
+def test_problems_are_built_with_their_field_not_as_text():
+    package = Path(sd_optim.__file__).parent
+    found = [place for path in sorted(package.rglob("*.py")) for place in _text_problems(path)]
+    assert not found, "build these as Problem(field, message, value): " + ", ".join(found)

@@ -152,13 +152,14 @@ def test_api_config_may_only_name_allowed_folders(webui, tiny_sd1_paths, tiny_sd
     r = client.post("/sd-optim/run", json={"config": data})
     problems = r.json()["problems"]
     assert r.status_code == 400
-    fields = [p.split(":")[0] for p in problems]
+    fields = [p["field"] for p in problems]
     assert fields == ["loras[0].path", "wildcards_dir", "output_dir", "scorers[1].options.head",
                       "optimizer.storage"], problems
-    assert "must not contain '..'" in problems[1]
+    assert problems[1]["message"] == "must not contain '..'"
+    assert problems[1]["text"].startswith("wildcards_dir: must not contain '..', got ")
     assert not elsewhere.exists()
     r = client.post("/sd-optim/run", json={"config": {**data, "optimizer": {"storage": "postgresql://h/db"}}})
-    assert any("accepts only SQLite" in p for p in r.json()["problems"])
+    assert any("accepts only SQLite" in p["message"] for p in r.json()["problems"])
     # the setting lists more folders; the WebUI's models and outputs folders are allowed already
     webui.shared.opts.sd_optim_api_dirs = f"{tmp_path / 'private'};{elsewhere}"
     config_file = Path(webui.shared.models_path) / "run.yaml"

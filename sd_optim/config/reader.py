@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, short_repr
+from ..errors import NO_VALUE, ConfigError, Problem
 from ..files.paths import name_problem
 from .model import (
     BASELINES,
@@ -50,11 +50,10 @@ class ConfigReader:
     """Reads plain YAML data into the dataclasses, collecting every problem with its path."""
 
     def __init__(self):
-        self.problems: list[str] = []
+        self.problems: list[Problem] = []
 
-    def bad(self, path: str, message: str, value: Any = dataclasses.MISSING) -> None:
-        got = "" if value is dataclasses.MISSING else f", got {short_repr(value)}"
-        self.problems.append(f"{path}: {message}{got}")
+    def bad(self, path: str, message: str, value: Any = NO_VALUE) -> None:
+        self.problems.append(Problem(path, message, value))
 
     # --- primitive readers ---------------------------------------------------------------
 
@@ -459,12 +458,12 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"config file: no such file, got {str(path)!r}"]) from None
+        raise ConfigError([Problem("config file", "no such file", str(path))]) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([(f"config file: not UTF-8 text (a YAML file is expected; byte {e.start} "
-                           f"is {e.object[e.start:e.start + 1]!r}), got {str(path)!r}")]) from None
+        raise ConfigError([Problem("config file", f"not UTF-8 text (a YAML file is expected; byte {e.start} "
+                                                  f"is {e.object[e.start:e.start + 1]!r})", str(path))]) from None
     except OSError as e:
-        raise ConfigError([f"config file: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
+        raise ConfigError([Problem("config file", f"cannot read it: {e.strerror or e}", str(path))]) from None
     return config_from_dict(load_config_mapping(text, f"config file {path}"), base_dir=path.parent)
 
 

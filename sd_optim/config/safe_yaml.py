@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 
 MAX_CHARS = 2_000_000  # a run config is a few KB; a generous bound keeps the parser's work small
 MAX_NODES = 100_000  # scalars, lists and mappings counted with every alias expanded
@@ -65,17 +65,18 @@ def load(text: str, field: str = "config") -> Any:
     """The YAML data in ``text``; ConfigError naming ``field`` for text that is too large, not
     valid YAML, or expands beyond :data:`MAX_NODES` through aliases."""
     if len(text) > MAX_CHARS:
-        raise ConfigError([(f"{field}: too large for a config ({len(text):,} characters; "
-                           f"at most {MAX_CHARS:,})")])
+        raise ConfigError([Problem(field, f"too large for a config ({len(text):,} characters; at most "
+                                          f"{MAX_CHARS:,})")])
     try:
         return yaml.load(text, Loader=_BoundedLoader)
     except _Refused:
-        raise ConfigError([(f"{field}: its anchors and aliases (&name / *name) expand to more than "
-                            f"{MAX_NODES:,} values, or refer to themselves; write the values out")]) from None
+        raise ConfigError([Problem(field, "its anchors and aliases (&name / *name) expand to more than "
+                                          f"{MAX_NODES:,} values, or refer to themselves; write the values "
+                                          "out")]) from None
     except RecursionError:
-        raise ConfigError([f"{field}: nested too deeply to read"]) from None
+        raise ConfigError([Problem(field, "nested too deeply to read")]) from None
     except yaml.YAMLError as e:
-        raise ConfigError([f"{field}: not valid YAML ({_where(e)})"]) from None
+        raise ConfigError([Problem(field, f"not valid YAML ({_where(e)})")]) from None
 
 
 def _where(e: yaml.YAMLError) -> str:
@@ -94,5 +95,6 @@ def load_config_mapping(text: str, field: str = "config", *, from_file: bool = T
         got = f"got a {type(data).__name__}"
         if not from_file and isinstance(data, str) and len(data) <= 200:
             got = f"got {data!r} (a config file's name must end in .yaml, .yml or .json)"
-        raise ConfigError([f"{field}: must be a mapping of fields (models:, payloads:, scorers:, ...), {got}"])
+        raise ConfigError([Problem(field, "must be a mapping of fields (models:, payloads:, scorers:, "
+                                          f"...), {got}")])
     return data

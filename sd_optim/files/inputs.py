@@ -8,7 +8,7 @@ from pathlib import Path
 from sd_mecha.extensions import model_configs
 
 from ..config import RunConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from .tensor_files import TensorEntry, read_header
 
 
@@ -74,15 +74,15 @@ def check_files(config: RunConfig) -> None:
     for i, m in enumerate(config.models):
         path = config.resolve_path(m.path)
         if not path.is_file():
-            problems.append(f"models[{i}].path: no such file, got {str(path)!r}")
+            problems.append(Problem(f"models[{i}].path", "no such file", str(path)))
         elif path.suffix != ".safetensors":
-            problems.append(f"models[{i}].path: only .safetensors checkpoints are supported, got {str(path)!r}")
+            problems.append(Problem(f"models[{i}].path", "only .safetensors checkpoints are supported", str(path)))
         else:
             problems += _header_problems(f"models[{i}].path", path)
     for i, lo in enumerate(config.loras):
         problems += _lora_problems(f"loras[{i}].path", config.resolve_path(lo.path), lo.path)
     if config.mode == "recipe" and not config.resolve_path(config.recipe.path).is_file():
-        problems.append(f"recipe.path: no such file, got {config.recipe.path!r}")
+        problems.append(Problem("recipe.path", "no such file", config.recipe.path))
     if problems:
         raise ConfigError(problems)
 
@@ -109,7 +109,7 @@ def _lora_problems(field: str, path: Path, given: str) -> list[str]:
         try:
             lora_config(path)
         except ValueError as e:
-            problems.append(f"{field}: {e}, got {str(path)!r}")
+            problems.append(Problem(field, str(e), str(path)))
     return problems
 
 
@@ -122,18 +122,19 @@ def check_inputs(config: RunConfig, model_config: str) -> None:
         try:
             found = infer_model_config(path)
         except ValueError as e:
-            problems.append(f"models[{i}].path: {e}")
+            problems.append(Problem(f"models[{i}].path", str(e)))
             continue
         if found != model_config:
             problems.append(
-                f"models[{i}].path: {path.name} is {found or 'an unknown architecture'} but the loaded "
-                f"model is {model_config}; all checkpoints must share one architecture (no SD1/SDXL mix)")
+                Problem(f"models[{i}].path", f"{path.name} is {found or 'an unknown architecture'} but the "
+                                             f"loaded model is {model_config}; all checkpoints must share "
+                                             "one architecture (no SD1/SDXL mix)"))
     for i, lo in enumerate(config.loras):
         path = config.resolve_path(lo.path)
         found = lora_config(path)
         if _arch(found) != _arch(model_config):
-            problems.append(f"loras[{i}].path: {path.name} is a {found} LoRA but the loaded model is "
-                            f"{model_config}, got {str(path)!r}")
+            problems.append(Problem(f"loras[{i}].path", f"{path.name} is a {found} LoRA but the loaded "
+                                                        f"model is {model_config}", str(path)))
     if problems:
         raise ConfigError(problems)
 

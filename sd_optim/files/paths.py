@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, short_repr
+from ..errors import ConfigError, Problem
 
 MAX_NAME = 100
 # Windows opens these as devices whatever the extension (NUL.txt is NUL)
@@ -46,7 +46,7 @@ def safe_component(field: str, value: Any) -> str:
     """``value`` when it is a safe single name (see :func:`name_problem`); else ConfigError."""
     problem = name_problem(value)
     if problem:
-        raise ConfigError([f"{field}: {problem}, got {short_repr(value)}"])
+        raise ConfigError([Problem(field, problem, value)])
     return value
 
 
@@ -56,11 +56,11 @@ def inside(folder: str | Path, path: str | Path, field: str) -> Path:
     root = Path(folder).resolve()
     target = Path(path)
     if os.path.islink(target):  # a link, dangling or not, is not where we write
-        raise ConfigError([f"{field}: is a symbolic link; refusing to write through it, got {str(path)!r}"])
+        raise ConfigError([Problem(field, "is a symbolic link; refusing to write through it", str(path))])
     resolved = target.resolve()
     if resolved != root and root not in resolved.parents:
-        raise ConfigError([(f"{field}: must stay inside {str(root)!r}, got {str(path)!r} "
-                           f"(resolves to {str(resolved)!r})")])
+        raise ConfigError([Problem(field, f"must stay inside {str(root)!r}, got {str(path)!r} (resolves to "
+                                          f"{str(resolved)!r})")])
     return resolved
 
 
@@ -84,16 +84,16 @@ def under_roots(path: str | Path, roots: Iterable[str | Path]) -> bool:
     return False
 
 
-def allowed_problem(field: str, path: str | Path, roots: list[Path]) -> str:
-    """Why a path named by an API request is refused; "" when it lies in an allowed folder."""
+def allowed_problem(field: str, path: str | Path, roots: list[Path]) -> Problem | None:
+    """Why a path named by an API request is refused; None when it lies in an allowed folder."""
     text = str(path)
     if ".." in Path(text).parts or ".." in re.split(r"[/\\]", text):
-        return f"{field}: must not contain '..', got {short_repr(text)}"
+        return Problem(field, "must not contain '..'", text)
     if not under_roots(path, roots):
-        return (f"{field}: outside the folders the API may use (the WebUI's models and outputs folders, "
-                f"the sd-optim settings' folders, and Settings -> Optimize Merge -> extra allowed folders), "
-                f"got {short_repr(text)}")
-    return ""
+        return Problem(field, "outside the folders the API may use (the WebUI's models and outputs folders, "
+                              "the sd-optim settings' folders, and Settings -> Optimize Merge -> extra "
+                              "allowed folders)", text)
+    return None
 
 
 def sqlite_file(storage: str) -> Path | None:
@@ -117,8 +117,9 @@ def check_allowed(config, roots: list[Path], *, default_storage: str = "") -> No
     if storage and storage != default_storage:
         file = sqlite_file(storage)
         if file is None and storage.strip() not in ("sqlite://", "sqlite:///:memory:"):
-            problems.append("optimizer.storage: the API accepts only SQLite files in the allowed folders "
-                            "or the storage of Settings -> Optimize Merge, got " + short_repr(storage))
+            problems.append(Problem("optimizer.storage", "the API accepts only SQLite files in the allowed "
+                                                         "folders or the storage of Settings -> Optimize Merge",
+                                    storage))
         elif file is not None:
             problem = allowed_problem("optimizer.storage", config.resolve_path(str(file)), roots)
             if problem:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..config import RunConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..files.inputs import check_files
 from .diffusers_host import DiffusersHost
 
@@ -16,7 +16,7 @@ def choose_device(requested: str) -> str:
     if requested in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError([f"device: no CUDA device is available here, got {requested!r}"])
+        raise ConfigError([Problem("device", "no CUDA device is available here", requested)])
     return requested
 
 
@@ -24,12 +24,13 @@ def make_host(config: RunConfig, device: str | None = None) -> DiffusersHost:
     check_files(config)  # a missing or unsupported file is named as such, not as a load failure
     model = config.model_by_name(config.host_model) if config.host_model else None
     if model is None:
-        raise ConfigError(["host_model: recipe mode needs host_model or at least one model to load"])
+        raise ConfigError([Problem("host_model", "recipe mode needs host_model or at least one model to "
+                                                 "load")])
     path = config.resolve_path(model.path)
     config_dir = config.resolve_path(config.diffusers_config) if config.diffusers_config else None
     if config_dir is not None and not config_dir.is_dir():
-        raise ConfigError([f"diffusers_config: no such folder, got {str(config_dir)!r}"])
+        raise ConfigError([Problem("diffusers_config", "no such folder", str(config_dir))])
     try:
         return DiffusersHost(path, config_dir=config_dir, device=device or choose_device(config.device))
     except (ValueError, OSError) as e:
-        raise ConfigError([f"host_model ({model.name}, {path}): cannot load it: {e}"]) from None
+        raise ConfigError([Problem("host_model", f"{model.name} ({path}): cannot load it: {e}")]) from None

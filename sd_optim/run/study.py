@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from ..errors import ConfigError, StudyMismatchError, short_repr
+from ..errors import ConfigError, Problem, StudyMismatchError
 from ..files.paths import name_problem, safe_component, sqlite_file
 
 log = logging.getLogger("sd_optim")
@@ -53,11 +53,12 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
     }
     cls = classes[name]
     if cls is None:
-        raise ConfigError([f"optimizer.sampler: gp needs a newer Optuna, got {optuna.__version__}"])
+        raise ConfigError([Problem("optimizer.sampler", "gp needs a newer Optuna, got "
+                                                        f"{optuna.__version__}")])
     if name == "grid":
         points = opts.pop("points", 5)
         if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-            raise ConfigError([f"optimizer.sampler_options.points: must be an integer >= 2, got {points!r}"])
+            raise ConfigError([Problem("optimizer.sampler_options.points", "must be an integer >= 2", points)])
         opts.setdefault("search_space", _grid(distributions, points))
     problems = option_problems(cls, {k: v for k, v in options.items() if not (name == "grid" and k == "points")})
     if problems:
@@ -66,9 +67,9 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
         sampler = cls(seed=seed, **opts)
         _probe(cls(seed=seed, **opts), distributions)
     except Exception as e:  # noqa: BLE001 - any failure here would otherwise fail every trial
-        where = (f"optimizer.sampler_options: not accepted by {cls.__name__}" if options
-                 else f"optimizer.sampler: {cls.__name__} cannot sample this search space")
-        raise ConfigError([f"{where}: {type(e).__name__}: {e}, got {short_repr(options or name)}"]) from None
+        field, what = ("optimizer.sampler_options", f"not accepted by {cls.__name__}") if options \
+            else ("optimizer.sampler", f"{cls.__name__} cannot sample this search space")
+        raise ConfigError([Problem(field, f"{what}: {type(e).__name__}: {e}", options or name)]) from None
     return sampler
 
 
@@ -107,13 +108,13 @@ def option_problems(cls, options: dict[str, Any]) -> list[str]:
         if name not in params:
             near = difflib.get_close_matches(name, list(params), n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""
-            problems.append(f"{where}: not an option of {cls.__name__} ({hint}options: {', '.join(params)})")
+            problems.append(Problem(where, f"not an option of {cls.__name__} ({hint}options: "
+                                           f"{', '.join(params)})"))
             continue
         kinds = _annotation_kinds(params[name].annotation)
         if kinds and not any(_SIMPLE[k][1](value) for k in kinds):
             want = " or ".join(_SIMPLE[k][0] for k in kinds)
-            problems.append(f"{where}: must be {want} ({cls.__name__} takes {' | '.join(kinds)}), "
-                            f"got {short_repr(value)}")
+            problems.append(Problem(where, f"must be {want} ({cls.__name__} takes {' | '.join(kinds)})", value))
     return problems
 
 
@@ -160,7 +161,7 @@ def check_study_name(field: str, name: str) -> str:
     """A study name is its run folder's name: letters, digits, '.', '_', '-', one safe path
     component (not '.', '..', nor starting with '.' or '-')."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError([f"{field}: use letters, digits, '.', '_' and '-' only, got {name!r}"])
+        raise ConfigError([Problem(field, "use letters, digits, '.', '_' and '-' only", name)])
     return safe_component(field, name)
 
 
@@ -182,9 +183,9 @@ def new_study_folder(out: Path, name: str, *, explicit: bool, storage: str = "")
             if taken or (not storage and db.exists() and candidate in
                          [s.study_name for s in existing_studies(storage_url("", folder))]):
                 return candidate  # open_study refuses with "already exists; resume or fork it"
-            raise ConfigError([(f"optimizer.study: the folder {str(folder)!r} already holds another run's "
-                                f"files; choose another study name (a new study never writes into it), "
-                                f"got {name!r}")])
+            raise ConfigError([Problem("optimizer.study", f"the folder {str(folder)!r} already holds "
+                                                          "another run's files; choose another study name "
+                                                          "(a new study never writes into it)", name)])
         n += 1
         candidate = f"{name}-{n}"
 
@@ -194,12 +195,12 @@ def read_studies(storage: str, field: str) -> list[optuna.study.StudySummary]:
     file is an error (opening it would create an empty database), as is a URL that fails."""
     db = sqlite_file(storage)
     if db is not None and not db.is_file():
-        raise ConfigError([f"{field}: no such SQLite database file ({db}), got {storage!r}"])
+        raise ConfigError([Problem(field, f"no such SQLite database file ({db})", storage)])
     try:
         return optuna.get_all_study_summaries(storage)
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
-        raise ConfigError([(f"{field}: cannot open {storage!r}: {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}")]) from None
+        raise ConfigError([Problem(field, f"cannot open {storage!r}: {type(e).__name__}: "
+                                          f"{(str(e).splitlines()[0] if str(e) else '')}")]) from None
 
 
 def existing_studies(storage: str) -> list[optuna.study.StudySummary]:
@@ -298,11 +299,12 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
-        raise ConfigError([f"optimizer.storage: cannot open {storage!r}: {type(e).__name__}: {e}"]) from None
+        raise ConfigError([Problem("optimizer.storage", f"cannot open {storage!r}: {type(e).__name__}: "
+                                                        f"{e}")]) from None
     if resume:
         if name not in names:
-            raise ConfigError([(f"--resume: no study named {name!r} in {storage} "
-                               f"(studies: {', '.join(names) or 'none'})")])
+            raise ConfigError([Problem("--resume", f"no study named {name!r} in {storage} (studies: "
+                                                   f"{', '.join(names) or 'none'})")])
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         old = study.user_attrs.get(FINGERPRINT_ATTR, {})
         diffs = compare_fingerprints(old, fingerprint)
@@ -311,13 +313,14 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
         fail_stale_trials(study, local_storage=storage.startswith("sqlite:"))
         return study
     if name in names:
-        raise ConfigError([(f"optimizer.study: a study named {name!r} already exists in {storage}; "
-                           "resume it (--resume), fork it (--fork) or choose another name")])
+        raise ConfigError([Problem("optimizer.study", f"a study named {name!r} already exists in {storage}; "
+                                                      "resume it (--resume), fork it (--fork) or choose "
+                                                      "another name")])
     fork_storage = fork_storage or storage
     parent_names = [s.study_name for s in existing_studies(fork_storage)] if fork_from else []
     if fork_from and fork_from not in parent_names:
-        raise ConfigError([(f"--fork: no study named {fork_from!r} in {fork_storage} "
-                           f"(studies: {', '.join(parent_names) or 'none'})")])
+        raise ConfigError([Problem("--fork", f"no study named {fork_from!r} in {fork_storage} (studies: "
+                                             f"{', '.join(parent_names) or 'none'})")])
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="maximize")
     try:

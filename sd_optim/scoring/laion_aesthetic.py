@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import Problem
 from .backbones import CLIP_VIT_L_14, ClipBackbone, load_open_clip_backbone
 from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
 
@@ -137,11 +138,11 @@ class LaionAestheticScorer(Scorer):
         ):
             if not candidates:
                 problems.append(
-                    f"laion_aesthetic: no {what!r} file set and no models folder; {source}"
+                    Problem("laion_aesthetic", f"no {what!r} file set and no models folder; {source}")
                 )
             elif _first_file(candidates) is None:
                 places = " or ".join(str(path) for path in candidates)
-                problems.append(f"laion_aesthetic: {what} weights not found at {places}; {source}")
+                problems.append(Problem("laion_aesthetic", f"{what} weights not found at {places}; {source}"))
         return problems
 
     def load(self) -> None:

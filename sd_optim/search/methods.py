@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sd_mecha.extensions import merge_methods
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def resolve_method(name: str):
         names = [m.identifier for m in merge_methods.get_all() if not _is_converter(m)]
         near = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError([f"merge.method: unknown sd-mecha merge method{hint}, got {name!r}"]) from None
+        raise ConfigError([Problem("merge.method", f"unknown sd-mecha merge method{hint}", name)]) from None
 
 
 def _is_converter(m) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..config import ModelInput, RunConfig
-from ..errors import ConfigError, SpaceError
+from ..errors import ConfigError, Problem, SpaceError
 from ..files.inputs import check_inputs
 from .recipe_mode import RecipePlanner
 from .recipes import RecipeError, build_merge_recipe, model_node, recipe_text
@@ -31,8 +31,8 @@ class MergePlanner:
         self.model_config = model_config
         self.space = build_search_space(config, model_config)
         if not self.space.params:
-            raise SpaceError([("guide: no parameter to tune; add a strategy, e.g. "
-                              "guide: {diffuser: [all], clip_l: [single]}")])
+            raise SpaceError([Problem("guide", "no parameter to tune; add a strategy, e.g. guide: "
+                                               "{diffuser: [all], clip_l: [single]}")])
         self.label = config.merge.method
         self._check_recipe()
 
@@ -41,7 +41,7 @@ class MergePlanner:
         try:
             self.recipe(self.space.default_point())
         except (RecipeError, ValueError) as e:
-            raise ConfigError([f"merge.method ({self.config.merge.method}): {e}"]) from None
+            raise ConfigError([Problem("merge.method", f"{self.config.merge.method}: {e}")]) from None
 
     def fingerprint(self) -> dict[str, Any]:
         return {"method": self.config.merge.method, "fixed": self.config.merge.fixed}

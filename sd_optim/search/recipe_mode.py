@@ -19,7 +19,7 @@ from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, RecipeNode
 from sd_mecha.serialization import SerializerVisitor
 
 from ..config import ModelInput, RunConfig
-from ..errors import ConfigError, SpaceError, shorten
+from ..errors import ConfigError, Problem, SpaceError, shorten
 from ..files.inputs import file_hash
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
@@ -106,9 +106,9 @@ def read_recipe_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError([f"recipe.path: not a .mecha recipe (not UTF-8 text), got {str(path)!r}"]) from None
+        raise ConfigError([Problem("recipe.path", "not a .mecha recipe (not UTF-8 text)", str(path))]) from None
     except OSError as e:
-        raise ConfigError([f"recipe.path: cannot read it: {e.strerror or e}, got {str(path)!r}"]) from None
+        raise ConfigError([Problem("recipe.path", f"cannot read it: {e.strerror or e}", str(path))]) from None
 
 
 class RecipePlanner:
@@ -120,7 +120,8 @@ class RecipePlanner:
         try:
             self.source = sd_mecha.deserialize(text.rstrip("\n").split("\n"))
         except Exception as e:  # noqa: BLE001 - sd-mecha raises several types for a bad file
-            raise ConfigError([f"recipe.path: {path.name} is not a valid .mecha recipe ({shorten(str(e))})"]) from None
+            raise ConfigError([Problem("recipe.path", f"{path.name} is not a valid .mecha recipe "
+                                                      f"({shorten(str(e))})")]) from None
         self.label = path.stem
         self.sites = find_sites(self.source)
         chosen = [s for s in self.sites
@@ -139,15 +140,18 @@ class RecipePlanner:
         known = {s.name for s in self.sites} | {s.param for s in self.sites}
         for name in config.guide.bounds:
             if name not in known:
-                problems.append(f"guide.bounds.{name}: not a site or parameter name of {path.name} "
-                                f"(sites: {', '.join(s.name for s in self.sites) or 'none'})")
+                problems.append(Problem(f"guide.bounds.{name}", "not a site or parameter name of "
+                                                                f"{path.name} (sites: "
+                                                                f"{', '.join(s.name for s in self.sites) or 'none'})"))
         if not params and not problems:
-            problems.append(f"guide.recipe: no site of {path.name} to tune (sites: "
-                            f"{', '.join(s.name for s in self.sites) or 'none'}; include: "
-                            f"{config.guide.recipe_include}, exclude: {config.guide.recipe_exclude})")
+            problems.append(Problem("guide.recipe", f"no site of {path.name} to tune (sites: "
+                                                    f"{', '.join(s.name for s in self.sites) or 'none'}; "
+                                                    f"include: {config.guide.recipe_include}, exclude: "
+                                                    f"{config.guide.recipe_exclude})"))
         missing = [str(p) for p in model_paths(self.source) if not Path(p).is_file()]
         if missing:
-            problems.append(f"recipe.path: {path.name} uses models that do not exist: {', '.join(missing)}")
+            problems.append(Problem("recipe.path", f"{path.name} uses models that do not exist: "
+                                                   f"{', '.join(missing)}"))
         if problems:
             raise SpaceError(problems)
         self.space = SearchSpace(model_config, {}, params)

@@ -35,7 +35,7 @@ from optuna.distributions import (
 )
 
 from ..config import Bounds, RunConfig, Strategy
-from ..errors import SpaceError, short_repr
+from ..errors import Problem, SpaceError, short_repr
 from . import blocks as blocks_mod
 from .methods import Hyper, method_signature, resolve_method
 
@@ -158,16 +158,16 @@ def make_distribution(where: str, hyper: Hyper, b: Bounds | None) -> BaseDistrib
         return CategoricalDistribution(tuple(b.choices))
     if hyper.kind == "int":
         if b.low is None or b.high is None:
-            raise SpaceError([(f"{where}: integer hyperparameter {hyper.name!r} needs explicit bounds "
-                              f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})")])
+            raise SpaceError([Problem(where, f"integer hyperparameter {hyper.name!r} needs explicit bounds "
+                                             f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})")])
         return IntDistribution(int(b.low), int(b.high), log=b.log, step=int(b.step or 1))
     low = 0.0 if b.low is None else float(b.low)
     high = 1.0 if b.high is None else float(b.high)
     if b.low is None and b.high is None and hyper.default is not None and not 0 <= hyper.default <= 1:
-        raise SpaceError([(f"{where}: the default of {hyper.name!r} ({hyper.default}) lies outside "
-                          f"[0, 1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}")])
+        raise SpaceError([Problem(where, f"the default of {hyper.name!r} ({hyper.default}) lies outside [0, "
+                                         f"1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}")])
     if low >= high:
-        raise SpaceError([f"{where}: low must be < high for {hyper.name!r}, got [{low}, {high}]"])
+        raise SpaceError([Problem(where, f"low must be < high for {hyper.name!r}, got [{low}, {high}]")])
     return FloatDistribution(low, high, log=b.log, step=b.step)
 
 
@@ -226,8 +226,8 @@ def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:
     claims: dict[tuple[str, str], str] = {}  # (hyper, key) -> strategy label
     for comp, strategies in config.guide.components.items():
         if comp not in all_components:
-            problems.append(f"guide.{comp}: not a component of {model_config} "
-                            f"(components: {', '.join(all_components)})")
+            problems.append(Problem(f"guide.{comp}", f"not a component of {model_config} (components: "
+                                                     f"{', '.join(all_components)})"))
             continue
         for i, strategy in enumerate(strategies):
             where = f"guide.{comp}[{i}]"
@@ -248,11 +248,12 @@ def _items(config: RunConfig, model_config: str, comp: str, strategy: Strategy, 
     kind = strategy.items or ("blocks" if block_config else "keys")
     if kind == "blocks":
         if not block_config:
-            raise SpaceError([f"{where}.items: {model_config} has no block config; use items: keys"])
+            raise SpaceError([Problem(f"{where}.items", f"{model_config} has no block config; use items: "
+                                                        "keys")])
         try:
             return kind, blocks_mod.component_blocks(block_config, model_config, comp)
         except ValueError as e:
-            raise SpaceError([f"guide.blocks: {e}, got {block_config!r}"]) from None
+            raise SpaceError([Problem("guide.blocks", str(e), block_config)]) from None
     return kind, {k: (k,) for k in blocks_mod.component_keys(model_config, comp)}
 
 
@@ -262,7 +263,8 @@ def _match(items: dict[str, tuple[str, ...]], patterns: list[str], where: str) -
         hits = [name for name in items if fnmatch.fnmatchcase(name, pat)]
         if not hits:
             sample = ", ".join(list(items)[:8])
-            raise SpaceError([f"{where}: pattern matches nothing, got {pat!r} (items include {sample})"])
+            raise SpaceError([Problem(where, f"pattern matches nothing, got {pat!r} (items include "
+                                             f"{sample})")])
         out.extend(h for h in hits if h not in out)
     return out
 
@@ -321,8 +323,8 @@ def _claim(claims: dict, hyper: str, keys: tuple[str, ...], label: str) -> None:
     for key in keys:
         prev = claims.get((hyper, key))
         if prev is not None and prev != label:
-            raise SpaceError([(f"{label} and {prev} both claim {hyper!r} of key {key!r}; "
-                              f"a key may be tuned by one strategy only")])
+            raise SpaceError([Problem(label, f"it and {prev} both claim {hyper!r} of key {key!r}; "
+                                             "a key may be tuned by one strategy only")])
         claims[(hyper, key)] = label
 
 
@@ -333,10 +335,10 @@ def _check_bounds_names(space: SearchSpace, config: RunConfig, problems: list[st
     for name, b in config.guide.bounds.items():
         if name in space.hypers:
             if b.fixed is not None:
-                problems.append(f"guide.bounds.{name}.fixed: to hold a hyperparameter for every key "
-                                f"use merge.fixed.{name}")
+                problems.append(Problem(f"guide.bounds.{name}.fixed", "to hold a hyperparameter for every "
+                                                                      f"key use merge.fixed.{name}"))
         elif name not in generated:
             near = difflib.get_close_matches(name, sorted(generated | set(space.hypers)), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            problems.append(f"guide.bounds.{name}: not a tuned hyperparameter or generated parameter "
-                            f"name{hint}")
+            problems.append(Problem(f"guide.bounds.{name}", "not a tuned hyperparameter or generated "
+                                                            f"parameter name{hint}"))

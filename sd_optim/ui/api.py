@@ -120,7 +120,7 @@ def add_routes(app, manager: Callable[[], RunManager], access: ApiAccess) -> Non
         except RunBusy as e:
             return JSONResponse({"error": str(e), "status": _jsonable(e.status)}, 409)
         except ConfigError as e:
-            return JSONResponse({"error": str(e), "problems": e.problems}, 400)
+            return JSONResponse({"error": str(e), "problems": [p.as_dict() for p in e.problems]}, 400)
         return JSONResponse(_jsonable(status))
 
     async def status():

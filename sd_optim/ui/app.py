@@ -18,7 +18,7 @@ import gradio as gr
 
 from ..config import RunConfig, config_from_dict
 from ..demo import demo_data, ensure_references
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..hosts import diffusers_host
 from ..hosts.base import Host, name_problems
 from ..hosts.standalone import choose_device, make_host
@@ -41,7 +41,7 @@ class StandaloneHosts:
 
     def __call__(self, config: RunConfig) -> Host:
         if not config.models:
-            raise ConfigError(["models: pick the checkpoints to merge"])
+            raise ConfigError([Problem("models", "pick the checkpoints to merge")])
         model = config.model_by_name(config.host_model) if config.host_model else config.models[0]
         key = (str(config.resolve_path(model.path).resolve()),
                str(config.resolve_path(config.diffusers_config)) if config.diffusers_config else "",

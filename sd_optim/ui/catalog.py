@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import RunConfig, ScorerSettings, config_from_dict
 from ..config.reader import ConfigReader
-from ..errors import ConfigError, SpaceError
+from ..errors import ConfigError, Problem, SpaceError
 from ..files.inputs import check_files, check_inputs, infer_model_config
 from ..hosts.base import CheckpointRef
 from ..run.study import existing_studies, storage_url
@@ -235,9 +235,9 @@ def check_setup(data: dict[str, Any], defaults, model_config: str | None,
     problems += [p for p in preview(data, model_config)[1] if p not in problems]
     for i, p in enumerate(cfg.payloads if sampler_problems is not None else []):
         for name, message in sampler_problems(p.sampler, p.scheduler).items():
-            problems.append(f"payloads[{i}].{name}: {message}")
+            problems.append(Problem(f"payloads[{i}].{name}", message))
     scorers = [{"name": s.name, "options": s.options} for s in cfg.scorers]
     for i, (spec, line) in enumerate(zip(scorers, scorer_status(scorers, cfg.models_dir, cfg.base_dir))):
         if not line.endswith(": ready"):
-            problems.append(f"scorers[{i}] ({spec['name']}): {line[len(spec['name']) + 2:]}")
+            problems.append(Problem(f"scorers[{i}]", line))
     return problems
