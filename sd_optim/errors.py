@@ -28,15 +28,16 @@ class Problem(str):
     field: str
     message: str
     value: Any
+    incomplete: bool  # something the set-up still lacks (a half-filled saved set-up loads anyway)
 
-    def __new__(cls, field: str, message: str, value: Any = NO_VALUE):
+    def __new__(cls, field: str, message: str, value: Any = NO_VALUE, *, incomplete: bool = False):
         got = "" if value is NO_VALUE else f", got {short_repr(value)}"
         self = super().__new__(cls, f"{field}: {message}{got}" if field else f"{message}{got}")
-        self.field, self.message, self.value = field, message, value
+        self.field, self.message, self.value, self.incomplete = field, message, value, incomplete
         return self
 
     def __reduce__(self):  # str's own would rebuild it from the text alone
-        return Problem, (self.field, self.message, self.value)
+        return _rebuild, (self.field, self.message, self.value, self.incomplete)
 
     def as_dict(self) -> dict[str, str]:
         """For JSON: the field, the message, the bad value as shown (or absent) and the whole text."""
@@ -44,6 +45,10 @@ class Problem(str):
         if self.value is not NO_VALUE:
             out["got"] = short_repr(self.value)
         return out
+
+
+def _rebuild(field: str, message: str, value: Any, incomplete: bool) -> Problem:
+    return Problem(field, message, value, incomplete=incomplete)
 
 
 def as_problem(problem: str) -> Problem:

@@ -193,3 +193,12 @@ def test_problems_are_built_with_their_field_not_as_text():
     package = Path(sd_optim.__file__).parent
     found = [place for path in sorted(package.rglob("*.py")) for place in _text_problems(path)]
     assert not found, "build these as Problem(field, message, value): " + ", ".join(found)
+
+
+def test_what_a_set_up_still_lacks_is_marked_incomplete():
+    lacking = problems({"models": ["a.safetensors"], "payloads": [{"prompt": ""}]})
+    assert {p.field: p.incomplete for p in lacking} == {"models": True, "payloads[0].prompt": True,
+                                                        "scorers": True}
+    [wrong] = problems(with_(payloads=[{"prompt": "a cat", "steps": 0}]))
+    assert not wrong.incomplete
+    assert pickle.loads(pickle.dumps(lacking[0])).incomplete

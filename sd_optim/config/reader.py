@@ -55,6 +55,10 @@ class ConfigReader:
     def bad(self, path: str, message: str, value: Any = NO_VALUE) -> None:
         self.problems.append(Problem(path, message, value))
 
+    def lacks(self, path: str, message: str, value: Any = NO_VALUE) -> None:
+        """A problem of a set-up still being filled in: something required is not there yet."""
+        self.problems.append(Problem(path, message, value, incomplete=True))
+
     # --- primitive readers ---------------------------------------------------------------
 
     def mapping(self, path: str, value: Any, known: tuple[str, ...]) -> dict:
@@ -84,7 +88,7 @@ class ConfigReader:
             allow_none=False):
         if value is None:
             if not allow_none and default is None:
-                self.bad(path, "is required")
+                self.lacks(path, "is required")
             return default
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
@@ -175,11 +179,11 @@ class ConfigReader:
                 lora.apply_to = cfg.models[0].name
         self.check_scorer_filters(cfg)
         if cfg.scorers and not any(sc.weight > 0 for sc in cfg.scorers):
-            self.bad("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
+            self.lacks("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
         if cfg.payloads and not any(p.weight > 0 for p in cfg.payloads):
-            self.bad("payloads", "at least one prompt set needs a weight > 0", [p.weight for p in cfg.payloads])
+            self.lacks("payloads", "at least one prompt set needs a weight > 0", [p.weight for p in cfg.payloads])
         if mode == "merge" and len(cfg.merge_inputs()) < 1:
-            self.bad("models", "merge mode needs at least two models (one may be base_model)",
+            self.lacks("models", "merge mode needs at least two models (one may be base_model)",
                      [m.path for m in models])
         return cfg
 
@@ -187,7 +191,7 @@ class ConfigReader:
         out: list[ModelInput] = []
         items = self.list_("models", value)
         if mode == "merge" and len(items) < 2:
-            self.bad("models", "merge mode needs at least two checkpoints", value)
+            self.lacks("models", "merge mode needs at least two checkpoints", value)
         for i, item in enumerate(items):
             path = f"models[{i}]"
             if isinstance(item, str):
@@ -195,7 +199,7 @@ class ConfigReader:
             d = self.mapping(path, item, ("path", "name"))
             p = self.str_(f"{path}.path", d.get("path"))
             if not p:
-                self.bad(f"{path}.path", "is required")
+                self.lacks(f"{path}.path", "is required")
             name = self.str_(f"{path}.name", d.get("name")) or Path(p).stem
             if name and name_problem(name):  # it names the folder of the model's reference images
                 self.bad(f"{path}.name", name_problem(name) + " (set name: to another)", name)
@@ -219,7 +223,7 @@ class ConfigReader:
                              ("path", "apply_to", "strength"))
             p = self.str_(f"{path}.path", d.get("path"))
             if not p:
-                self.bad(f"{path}.path", "is required")
+                self.lacks(f"{path}.path", "is required")
             out.append(LoraInput(
                 path=p,
                 apply_to=self.model_name(f"{path}.apply_to", d.get("apply_to"), names),
@@ -240,7 +244,7 @@ class ConfigReader:
         d = self.mapping("recipe", value, ("path",))
         p = self.str_("recipe.path", d.get("path"))
         if mode == "recipe" and not p:
-            self.bad("recipe.path", "recipe mode needs a .mecha file")
+            self.lacks("recipe.path", "recipe mode needs a .mecha file")
         return RecipeSettings(path=p)
 
     def guide(self, value: Any) -> Guide:
@@ -273,7 +277,7 @@ class ConfigReader:
         d = self.mapping(path, value, ("strategy", "items", "patterns", "groups", "params", "fixed"))
         kind = self.str_(f"{path}.strategy", d.get("strategy"), "", STRATEGIES)
         if not d.get("strategy"):
-            self.bad(f"{path}.strategy", f"is required (one of {', '.join(STRATEGIES)})")
+            self.lacks(f"{path}.strategy", f"is required (one of {', '.join(STRATEGIES)})")
         s = Strategy(
             strategy=kind,
             items=self.str_(f"{path}.items", d.get("items"), "", ITEM_KINDS),
@@ -286,11 +290,11 @@ class ConfigReader:
         for name, pats in groups.items():
             s.groups[name] = self.str_list(f"{path}.groups.{name}", pats)
             if not s.groups[name]:
-                self.bad(f"{path}.groups.{name}", "needs at least one pattern", pats)
+                self.lacks(f"{path}.groups.{name}", "needs at least one pattern", pats)
         if kind == "select" and not s.patterns:
-            self.bad(f"{path}.patterns", "select needs at least one pattern")
+            self.lacks(f"{path}.patterns", "select needs at least one pattern")
         if kind == "group" and not s.groups:
-            self.bad(f"{path}.groups", "group needs at least one named group")
+            self.lacks(f"{path}.groups", "group needs at least one named group")
         if kind != "group" and s.groups:
             self.bad(f"{path}.groups", f"only the group strategy takes groups (this is {kind!r})")
         if kind != "none" and s.fixed:
@@ -310,7 +314,7 @@ class ConfigReader:
         d = self.mapping(path, value, ("low", "high", "log", "step", "choices", "fixed"))
         choices = self.list_(f"{path}.choices", d.get("choices")) or None
         if isinstance(d.get("choices"), list) and not d["choices"]:
-            self.bad(f"{path}.choices", "needs at least one choice (or leave choices out)", [])
+            self.lacks(f"{path}.choices", "needs at least one choice (or leave choices out)", [])
         for i, c in enumerate(choices or []):
             self.num(f"{path}.choices[{i}]", c, None)
         b = Bounds(
@@ -336,7 +340,7 @@ class ConfigReader:
     def payloads(self, value: Any) -> list[Payload]:
         items = self.list_("payloads", value)
         if not items:
-            self.bad("payloads", "at least one prompt set is required")
+            self.lacks("payloads", "at least one prompt set is required")
         out: list[Payload] = []
         known = tuple(f.name for f in dataclasses.fields(Payload))
         for i, item in enumerate(items):
@@ -344,7 +348,7 @@ class ConfigReader:
             d = self.mapping(p, item, known)
             prompt = self.str_(f"{p}.prompt", d.get("prompt"))
             if not prompt:
-                self.bad(f"{p}.prompt", "is required")
+                self.lacks(f"{p}.prompt", "is required")
             name = self.str_(f"{p}.name", d.get("name")) or f"set{i}"
             if name_problem(name):  # it names the trial's image files
                 self.bad(f"{p}.name", name_problem(name), name)
@@ -376,7 +380,7 @@ class ConfigReader:
     def scorers(self, value: Any) -> list[ScorerSettings]:
         items = self.list_("scorers", value)
         if not items:
-            self.bad("scorers", "at least one scorer is required")
+            self.lacks("scorers", "at least one scorer is required")
         out = []
         for i, item in enumerate(items):
             p = f"scorers[{i}]"
@@ -384,7 +388,7 @@ class ConfigReader:
                              ("name", "weight", "options"))
             name = self.str_(f"{p}.name", d.get("name"))
             if not name:
-                self.bad(f"{p}.name", "is required")
+                self.lacks(f"{p}.name", "is required")
             if name and name in [s.name for s in out]:
                 self.bad(f"{p}.name", "is listed twice; each scorer may appear once", name)
             out.append(ScorerSettings(

@@ -371,9 +371,6 @@ def start_options(form: dict[str, Any]) -> dict[str, str]:
 
 # --- config data -> form ----------------------------------------------------------------------
 
-_INCOMPLETE = ("is required", "at least one", "needs at least", "recipe mode needs")
-
-
 def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
                  sites: Callable[[str], list[tuple[str, Any]]] | None = None) -> dict[str, Any]:
     """Control values from a config's data (as :meth:`RunConfig.to_dict` writes it, or a YAML
@@ -385,7 +382,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     # a set-up saved before it was complete loads back: only "missing" problems are let through
     reader = ConfigReader()
     cfg = reader.run_config(data, ".")
-    problems = [p for p in reader.problems if not any(m in p for m in _INCOMPLETE)]
+    problems = [p for p in reader.problems if not p.incomplete]  # a set-up being filled in loads
     if problems:
         raise ConfigError(problems)
     f = dict(FORM_DEFAULTS)
