@@ -9,6 +9,7 @@ parse is passed on as written, so the config's validation names the field and th
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -18,7 +19,17 @@ from typing import Any
 
 import yaml
 
-from ..config import safe_yaml
+from ..config import (
+    AfterRun,
+    EarlyStopping,
+    Guide,
+    MergeSettings,
+    OptimizerSettings,
+    Payload,
+    RunConfig,
+    ScoringSettings,
+    safe_yaml,
+)
 from ..errors import ConfigError
 
 LORA_COLUMNS = ["path", "apply to", "strength"]
@@ -38,27 +49,40 @@ _PAYLOAD_FIELDS = [("name", "str"), ("prompt", "str"), ("negative_prompt", "str"
 
 START_AS = ("new study", "resume", "fork")
 
-# every control of the set-up panels, with its empty value
+# every control of the set-up panels, with its starting value: the run config's own default where
+# the config has one (config/model.py is the one source), empty where a control starts empty
+_MERGE, _GUIDE, _SCORING = MergeSettings(), Guide(), ScoringSettings()
+_OPT, _STOP, _AFTER = OptimizerSettings(), EarlyStopping(), AfterRun()
 FORM_DEFAULTS: dict[str, Any] = {
     # models
     "models": [], "model_names": {}, "base_model": "", "host_model": "", "diffusers_config": "",
     "loras": [],
     # mode
-    "mode": "merge", "method": "weighted_sum", "fixed": [], "recipe_path": "", "recipe_sites": [],
-    "recipe_include": "*", "recipe_exclude": "",
+    "mode": RunConfig.mode, "method": _MERGE.method, "fixed": [], "recipe_path": "", "recipe_sites": [],
+    "recipe_include": " ".join(_GUIDE.recipe_include), "recipe_exclude": " ".join(_GUIDE.recipe_exclude),
     # guide
-    "strategies": [], "bounds": [], "blocks": "",
+    "strategies": [], "bounds": [], "blocks": _GUIDE.blocks,
     # prompt sets
     "payloads": [], "wildcards_dir": "",
     # scorers
-    "scorers": [], "scorer_mean": "arithmetic", "payload_mean": "arithmetic",
+    "scorers": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
     # optimizer
-    "sampler": "tpe", "sampler_options": "", "trials": 20, "seed": "", "patience": 0,
-    "min_improvement": 0.0, "baseline": [], "score_inputs": False, "on_trial_error": "continue",
-    "storage": "", "study": "", "start_as": "new study", "source_study": "",
-    "keep_best": False, "save_best": False, "save_name": "",
+    "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
+    "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
+    "min_improvement": _STOP.min_improvement, "baseline": list(_OPT.baseline),
+    "score_inputs": _OPT.score_inputs, "on_trial_error": _OPT.on_trial_error,
+    "storage": _OPT.storage, "study": _OPT.study, "start_as": START_AS[0], "source_study": "",
+    "keep_best": _AFTER.keep_best, "save_best": _AFTER.save_best, "save_name": _AFTER.save_name,
+    # empty: the WebUI's (or the app's) own folders and device
     "output_dir": "", "models_dir": "", "device": "",
 }
+
+
+def payload_defaults(name: str = "", prompt: str = "") -> dict[str, Any]:
+    """A new prompt set's values (the config keys of ``payloads[i]``), from the config's defaults."""
+    return dataclasses.asdict(Payload(name=name, prompt=prompt))
+
+
 FIELDS = list(FORM_DEFAULTS)
 
 
