@@ -42,7 +42,7 @@ def test_minimal_config_gets_defaults():
     (with_(payloads=[{"prompt": "x", "cfg_scale": "high"}]), "payloads[0].cfg_scale: must be a number, got 'high'"),
     (with_(payloads=[{"prompt": "x", "scorers": ["nope"]}]),
      "payloads[0].scorers[0]: must name a configured scorer (image_stats), got 'nope'"),
-    (with_(models=["a.safetensors"]), "models: merge mode needs at least two checkpoints"),
+    (with_(models=["a.safetensors"]), "models: merge mode needs at least two checkpoints; given: a.safetensors"),
     (with_(mode="blend"), "mode: must be one of merge, recipe, got 'blend'"),
     (with_(optimizer={"sampler": "annealing"}), "optimizer.sampler: must be one of"),
     (with_(optimizer={"trials": 0}), "optimizer.trials: must be >= 1, got 0"),

@@ -182,16 +182,14 @@ class ConfigReader:
             self.lacks("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
         if cfg.payloads and not any(p.weight > 0 for p in cfg.payloads):
             self.lacks("payloads", "at least one prompt set needs a weight > 0", [p.weight for p in cfg.payloads])
-        if mode == "merge" and len(cfg.merge_inputs()) < 1:
-            self.lacks("models", "merge mode needs at least two models (one may be base_model)",
-                     [m.path for m in models])
         return cfg
 
     def models(self, value: Any, mode: str) -> list[ModelInput]:
         out: list[ModelInput] = []
         items = self.list_("models", value)
         if mode == "merge" and len(items) < 2:
-            self.lacks("models", "merge mode needs at least two checkpoints", value)
+            given = ", ".join(_model_label(item) for item in items) or "none"
+            self.lacks("models", f"merge mode needs at least two checkpoints; given: {given}")
         for i, item in enumerate(items):
             path = f"models[{i}]"
             if isinstance(item, str):
@@ -450,6 +448,13 @@ class ConfigReader:
         return AfterRun(keep_best=self.bool_("after_run.keep_best", d.get("keep_best"), False),
                         save_best=self.bool_("after_run.save_best", d.get("save_best"), False),
                         save_name=name)
+
+
+def _model_label(item: Any) -> str:
+    """A ``models`` entry as a user knows it: its name, or its file's name."""
+    if isinstance(item, dict):
+        return str(item.get("name") or Path(str(item.get("path", ""))).name)
+    return Path(str(item)).name
 
 
 def _nearest(word: str, options) -> str:
