@@ -153,3 +153,22 @@ def test_site_patterns_match_names_nodes_and_parameters():
     assert fm.selected_sites(names, ["&5"], []) == ["&5.alpha[IN04]", "&5.beta[IN04]"]
     assert fm.selected_sites(names, ["alpha"], []) == ["&3.alpha", "&5.alpha[IN04]"]
     assert fm.selected_sites(names, ["*"], ["beta"]) == ["&3.alpha", "&5.alpha[IN04]"]
+
+
+def test_every_control_label_comes_from_the_config_field():
+    assert fm.control_label("seed") == "Seed (empty: random)"
+    assert fm.control_label("storage", help="empty: the settings' storage") == \
+        "Storage URL (empty: the settings' storage)"
+    assert fm.control_label("trials") == "Trials"  # no help: the label alone
+    assert set(fm.CONTROL_FIELDS) <= set(fm.FORM_DEFAULTS)
+    for key in fm.CONTROL_FIELDS:
+        assert fm.control_label(key)[0].isupper(), key
+
+
+def test_the_form_starts_from_the_config_defaults():
+    from sd_optim.config import OptimizerSettings, Payload
+
+    assert fm.FORM_DEFAULTS["trials"] == OptimizerSettings().trials
+    assert fm.FORM_DEFAULTS["sampler"] == OptimizerSettings().sampler
+    new = fm.payload_defaults("set0", "a cat")
+    assert new["steps"] == Payload.steps and new["width"] == Payload.width and new["prompt"] == "a cat"

@@ -21,6 +21,12 @@ ON_ERROR = ("continue", "stop")
 SCORER_PATH_OPTIONS = ("folder", "head", "clip")  # scorer options that name files: relative to the config
 
 
+def _shown(label: str, help: str = "", **default: Any) -> Any:
+    """A field with the label a control shows for it and its one-line help (what an empty value
+    means, a hint); ``default`` / ``default_factory`` as for :func:`dataclasses.field`."""
+    return field(metadata={"label": label, "help": help}, **default)
+
+
 @dataclass
 class ModelInput:
     path: str
@@ -36,13 +42,13 @@ class LoraInput:
 
 @dataclass
 class MergeSettings:
-    method: str = "weighted_sum"
-    fixed: dict[str, Any] = field(default_factory=dict)
+    method: str = _shown("Merge method", default="weighted_sum")
+    fixed: dict[str, Any] = _shown("Fixed values", "not tuned", default_factory=dict)
 
 
 @dataclass
 class RecipeSettings:
-    path: str = ""
+    path: str = _shown("Recipe", ".mecha: pick one or type a path", default="")
 
 
 @dataclass
@@ -71,9 +77,9 @@ class Strategy:
 class Guide:
     components: dict[str, list[Strategy]] = field(default_factory=dict)
     bounds: dict[str, Bounds] = field(default_factory=dict)
-    blocks: str = ""  # block config id; default: the model's supermerger blocks
-    recipe_include: list[str] = field(default_factory=lambda: ["*"])
-    recipe_exclude: list[str] = field(default_factory=list)
+    blocks: str = _shown("Block config", "empty: the model's supermerger blocks", default="")  # an id
+    recipe_include: list[str] = _shown("Include patterns", default_factory=lambda: ["*"])
+    recipe_exclude: list[str] = _shown("Exclude patterns", default_factory=list)
 
 
 @dataclass
@@ -104,37 +110,39 @@ class ScorerSettings:
 
 @dataclass
 class ScoringSettings:
-    scorer_mean: str = "arithmetic"
-    payload_mean: str = "arithmetic"
+    scorer_mean: str = _shown("Average over scorers", default="arithmetic")
+    payload_mean: str = _shown("Average over prompt sets", default="arithmetic")
 
 
 @dataclass
 class EarlyStopping:
-    patience: int = 0  # trials without improvement before stopping; 0 = off
-    min_improvement: float = 0.0
+    patience: int = _shown("Early stop after N trials without gain", "0: off", default=0)
+    min_improvement: float = _shown("Minimum gain", default=0.0)
 
 
 @dataclass
 class OptimizerSettings:
-    sampler: str = "tpe"
-    sampler_options: dict[str, Any] = field(default_factory=dict)
-    trials: int = 20
-    seed: int | None = None
-    storage: str = ""  # an Optuna storage URL; default SQLite in the run folder
-    study: str = ""  # study name; default derived from the method and models
+    sampler: str = _shown("Optuna sampler", default="tpe")
+    sampler_options: dict[str, Any] = _shown("Sampler options", "`n_startup_trials: 4`", default_factory=dict)
+    trials: int = _shown("Trials", default=20)
+    seed: int | None = _shown("Seed", "empty: random", default=None)
+    storage: str = _shown("Storage URL", "empty: SQLite in the run folder", default="")  # an Optuna URL
+    study: str = _shown("Study name", "empty: method + models", default="")
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    baseline: list[str] = field(default_factory=list)
-    score_inputs: bool = False
-    on_trial_error: str = "continue"
+    baseline: list[str] = _shown("Baseline trials first", default_factory=list)
+    score_inputs: bool = _shown("Score the input models", default=False)
+    on_trial_error: str = _shown("When a trial fails", default="continue")
 
 
 @dataclass
 class AfterRun:
     """What happens to the WebUI's model when a run ends (the original is restored by default)."""
 
-    keep_best: bool = False  # leave the best trial's merge loaded instead of restoring
-    save_best: bool = False  # write the best trial as a checkpoint into the WebUI's checkpoint folder
-    save_name: str = ""  # file name stem for save_best; default "<study>-trial<N>"
+    # leave the best trial's merge loaded instead of restoring
+    keep_best: bool = _shown("Keep the best merge loaded", default=False)
+    # write the best trial as a checkpoint into the WebUI's checkpoint folder
+    save_best: bool = _shown("Save the best as a checkpoint", default=False)
+    save_name: str = _shown("Checkpoint name", "empty: <study>-trial<N>", default="")  # a file name stem
 
 
 @dataclass
@@ -142,21 +150,23 @@ class RunConfig:
     models: list[ModelInput]
     payloads: list[Payload]
     scorers: list[ScorerSettings]
-    mode: str = "merge"
-    loras: list[LoraInput] = field(default_factory=list)
-    base_model: str = ""
-    host_model: str = ""
-    diffusers_config: str = ""
+    mode: str = _shown("Mode", default="merge")
+    loras: list[LoraInput] = _shown("LoRAs merged into a model before the merge", "apply to: a model's name",
+                                    default_factory=list)
+    base_model: str = _shown("Base model", "methods that add differences", default="")
+    host_model: str = _shown("Model to load", "default: the first", default="")
+    diffusers_config: str = _shown("Diffusers config folder", "standalone; empty: the built-in SD1/SDXL configs",
+                                   default="")
     merge: MergeSettings = field(default_factory=MergeSettings)
     recipe: RecipeSettings = field(default_factory=RecipeSettings)
     guide: Guide = field(default_factory=Guide)
-    wildcards_dir: str = ""
+    wildcards_dir: str = _shown("Wildcards folder", "__name__ in prompts; empty: none", default="")
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     after_run: AfterRun = field(default_factory=AfterRun)
-    output_dir: str = "runs"
-    models_dir: str = ""  # scorer weights folder
-    device: str = "auto"
+    output_dir: str = _shown("Run folder", default="runs")
+    models_dir: str = _shown("Scorer models folder", default="")  # scorer weights
+    device: str = _shown("Device", "empty: auto", default="auto")
     base_dir: str = "."  # relative paths resolve against this (the config file's folder)
 
     def resolve_path(self, p: str) -> Path:
@@ -223,3 +233,9 @@ class RunConfig:
 def _prune(d: dict) -> dict:
     # by identity: 0 and 0.0 are real bounds and fixed values (0 == False)
     return {k: v for k, v in d.items() if v is not None and v is not False}
+
+
+def field_text(cls: type, name: str) -> tuple[str, str]:
+    """(label, one-line help) of a config field, as a control shows it."""
+    meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
+    return meta.get("label", name), meta.get("help", "")

@@ -26,10 +26,12 @@ from ..config import (
     MergeSettings,
     OptimizerSettings,
     Payload,
+    RecipeSettings,
     RunConfig,
     ScoringSettings,
     safe_yaml,
 )
+from ..config.model import field_text
 from ..errors import ConfigError
 
 LORA_COLUMNS = ["path", "apply to", "strength"]
@@ -76,6 +78,34 @@ FORM_DEFAULTS: dict[str, Any] = {
     # empty: the WebUI's (or the app's) own folders and device
     "output_dir": "", "models_dir": "", "device": "",
 }
+
+
+# control -> the config field it sets, whose metadata holds the control's label and help
+CONTROL_FIELDS: dict[str, tuple[type, str]] = {
+    "loras": (RunConfig, "loras"), "base_model": (RunConfig, "base_model"),
+    "host_model": (RunConfig, "host_model"), "diffusers_config": (RunConfig, "diffusers_config"),
+    "mode": (RunConfig, "mode"), "method": (MergeSettings, "method"), "fixed": (MergeSettings, "fixed"),
+    "recipe_path": (RecipeSettings, "path"), "recipe_include": (Guide, "recipe_include"),
+    "recipe_exclude": (Guide, "recipe_exclude"), "blocks": (Guide, "blocks"),
+    "wildcards_dir": (RunConfig, "wildcards_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
+    "payload_mean": (ScoringSettings, "payload_mean"), "models_dir": (RunConfig, "models_dir"),
+    "sampler": (OptimizerSettings, "sampler"), "sampler_options": (OptimizerSettings, "sampler_options"),
+    "trials": (OptimizerSettings, "trials"), "seed": (OptimizerSettings, "seed"),
+    "patience": (EarlyStopping, "patience"), "min_improvement": (EarlyStopping, "min_improvement"),
+    "baseline": (OptimizerSettings, "baseline"), "score_inputs": (OptimizerSettings, "score_inputs"),
+    "on_trial_error": (OptimizerSettings, "on_trial_error"), "study": (OptimizerSettings, "study"),
+    "storage": (OptimizerSettings, "storage"), "keep_best": (AfterRun, "keep_best"),
+    "save_best": (AfterRun, "save_best"), "save_name": (AfterRun, "save_name"),
+    "output_dir": (RunConfig, "output_dir"), "device": (RunConfig, "device"),
+}
+
+
+def control_label(key: str, help: str | None = None) -> str:
+    """The label a set-up control shows: the config field's label and, in brackets, its one-line
+    help (``help`` replaces it where the host knows better, e.g. which folder empty means)."""
+    label, default_help = field_text(*CONTROL_FIELDS[key])
+    help = default_help if help is None else help
+    return f"{label} ({help})" if help else label
 
 
 def payload_defaults(name: str = "", prompt: str = "") -> dict[str, Any]:
