@@ -66,7 +66,7 @@ def test_a_run_started_from_the_controls_streams_captioned_images_and_timings(ma
     assert set(running[-1]["last_timings"]) == {"merge", "generate", "score"}
     assert "Trial" in views.status_markdown(running[-1]) and "last trial: merge" in \
         views.status_markdown(running[-1])
-    rows = views.trial_rows(manager.current.runner.study)
+    rows = views.trial_rows(manager.run_state().study)
     assert [r[0] for r in rows] == [2, 1, 0] and all(r[1] == "COMPLETE" for r in rows)
 
     manager.start(fm.form_to_data(tab_form), fresh_name=True)  # Start pressed again: a new study

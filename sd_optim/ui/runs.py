@@ -23,9 +23,11 @@ from ..hosts.base import Host
 from ..memory import release_memory
 from ..merging import MergeEngine
 from ..paths import allowed_problem, check_allowed
-from ..runner import RunControl, Runner, RunOptions
+from ..runner import RunControl, Runner, RunOptions, RunState
 from ..safe_yaml import load_config_mapping
 from ..scoring.manual import RatingDesk
+from ..study import existing_studies, storage_url, study_name
+from ..trials import TrialTools
 from .views import duration
 
 log = logging.getLogger("sd_optim")
@@ -280,7 +282,7 @@ class RunManager:
             raise ConfigError(["optimizer: no live run to adjust; press Start"])
         runner = live.runner
         new = read_config(source, self.defaults)
-        study = runner.study.study_name if getattr(runner, "study", None) is not None else "the study"
+        study = runner.state.study.study_name if runner.state is not None else "the study"
         changed = incomparable_changes(runner.config, new)
         if changed:
             raise ConfigError([f"{name}: changed since the run started; its trials would not be comparable "
@@ -301,10 +303,8 @@ class RunManager:
             live.thread.join(timeout)
         return self.status()
 
-    def trial_tools(self):
+    def trial_tools(self) -> TrialTools:
         """Actions on the last run's trials that only read (refused while a run is live)."""
-        from ..trials import TrialTools
-
         live = self.current
         if live is None:
             raise ConfigError(["trial: no run yet in this session"])
@@ -333,6 +333,12 @@ class RunManager:
         self.wait(timeout)
 
     # --- status ----------------------------------------------------------------------------
+
+    def run_state(self) -> RunState | None:
+        """The latest run's state (its study, run folder, planner) once it was prepared; None
+        before a run, or when the latest one was refused."""
+        live = self.current
+        return live.runner.state if live is not None else None
 
     @property
     def live(self) -> bool:
@@ -402,8 +408,6 @@ def _without_frames(error: BaseException) -> BaseException:
 
 
 def _free_study_name(config: RunConfig) -> str:
-    from ..study import existing_studies, storage_url, study_name
-
     label = Path(config.recipe.path).stem if config.mode == "recipe" else config.merge.method
     base = study_name("", label, [m.name for m in config.models])
     root = config.resolve_path(config.output_dir)

@@ -575,8 +575,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         def live_view(state: dict[str, Any]) -> list[Any]:
             m = manager()
             live = m.current
-            runner = live.runner if live is not None else None
-            study = getattr(runner, "study", None)
+            run = live.runner.state if live is not None else None
+            study = run.study if run is not None else None
             status = m.status()
             text = views.status_markdown(status)
             done = state.get("done", -1)
