@@ -161,7 +161,7 @@ def test_exception_mid_trial_restores(fake, cfg, tiny_sd1_paths, how):
     else:
         with pytest.raises(SystemExit):  # a KeyboardInterrupt ends the run with its summary instead
             gen.throw(SystemExit(1))
-    assert runner.study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert runner.state.study.trials[0].state == optuna.trial.TrialState.FAIL
     assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
     fake.call_queue.queue_lock.release()
     assert_original(fake, tiny_sd1_paths[0])
@@ -258,7 +258,7 @@ def test_keep_best_leaves_the_merge_loaded_until_the_webui_reloads(fake, cfg, ti
     assert (kept.study, kept.trial) == ("keep", final.best_trial)
     assert kept.infotext_params()["sd-optim merge"] == f"keep trial {final.best_trial}"
     # the live weights are the best trial's merge (what sd-mecha computes for its recipe)
-    want = sd_mecha.merge(runner.planner.recipe(final.best_params), merge_device="cpu",
+    want = sd_mecha.merge(runner.state.planner.recipe(final.best_params), merge_device="cpu",
                           output_dtype=torch.float32, tqdm=_NoProgress)
     live = {checkpoint_key(n): v for n, v in fake.parameters().items()}
     for key in ("model.diffusion_model.out.2.weight",

@@ -182,7 +182,7 @@ def test_exception_mid_trial_restores(fake, cfg, tiny_sd1_paths, how):
     else:
         with pytest.raises(SystemExit):  # a KeyboardInterrupt ends the run with its summary instead
             gen.throw(SystemExit(1))
-    assert runner.study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert runner.state.study.trials[0].state == optuna.trial.TrialState.FAIL
     assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
     fake.call_queue.queue_lock.release()
     assert_original(fake, tiny_sd1_paths[0])

@@ -222,7 +222,7 @@ def test_exception_mid_trial_restores(reforge, cfg, how):
     else:
         with pytest.raises(SystemExit):  # a KeyboardInterrupt ends the run with its summary instead
             gen.throw(SystemExit(1))
-    assert runner.study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert runner.state.study.trials[0].state == optuna.trial.TrialState.FAIL
     assert reforge.state.job == "" and reforge.call_queue.queue_lock.acquire(blocking=False)
     reforge.call_queue.queue_lock.release()
     assert_same(reforge.parameters(), before)

@@ -105,12 +105,12 @@ def test_a_run_rated_by_hand_keeps_its_ratings_with_the_trials(sd1_host, tiny_sd
 
     desk.on_change = lambda: threading.Thread(target=rate_when_asked, daemon=True).start()
     final = run_to_end(runner)
-    trials = runner.study.trials
+    trials = runner.state.study.trials
     assert final.trials == 2 and [t.user_attrs["manual_ratings"] for t in trials] == [{"p": [7.0]}, {"p": [4.0]}]
     assert trials[0].value > trials[1].value  # weight 2 on the ratings, the same prompt and seed
     from sd_optim.ui.views import trial_rows
 
-    assert trial_rows(runner.study)[-1][4].startswith("rated p 7 · diffuser.all.alpha=")
+    assert trial_rows(runner.state.study)[-1][4].startswith("rated p 7 · diffuser.all.alpha=")
 
 
 def test_stop_while_waiting_for_ratings_ends_the_run_and_restores(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,

@@ -167,7 +167,7 @@ def test_model_stock_is_delta_space_too(tiny_sd1_paths, tiny_sd1_config_dir):
 def test_method_needing_a_base_without_base_model_is_refused(tiny_sd1_paths, tiny_sd1_config_dir):
     for method in ("ties_sum", "add_difference", "model_stock"):
         config = make_config(tiny_sd1_paths[:2], tiny_sd1_config_dir, merge={"method": method})
-        with pytest.raises(ConfigError, match=rf"merge.method \({method}\): {method} .*set base_model"):
+        with pytest.raises(ConfigError, match=rf"merge.method: {method} .*set base_model"):
             recipe_at_midpoint(config)  # refused when the run is planned, before any trial
 
 

@@ -200,7 +200,7 @@ def test_exception_mid_trial_restores_the_weights(sd1_host, cfg, tiny_sd1_paths)
             break  # the consumer goes away after the merge was written into the slot
     gen.close()
     assert_original(sd1_host, tiny_sd1_paths[0])
-    trial = runner.study.trials[0]  # told FAIL, not left RUNNING in the study
+    trial = runner.state.study.trials[0]  # told FAIL, not left RUNNING in the study
     assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["fail_reason"] == "stopped"
 
 
@@ -227,7 +227,7 @@ def test_keyboard_interrupt_mid_trial_ends_the_run_with_its_summary(sd1_host, cf
     final = gen.throw(KeyboardInterrupt())
     assert isinstance(final, ev.RunFinished) and final.reason == "interrupted (Ctrl-C)"
     assert_original(sd1_host, tiny_sd1_paths[0])
-    trial = runner.study.trials[0]
+    trial = runner.state.study.trials[0]
     assert trial.state == optuna.trial.TrialState.FAIL
     assert trial.user_attrs["fail_reason"] == "interrupted (KeyboardInterrupt)"
 

@@ -274,7 +274,7 @@ def test_checkpoint_name_box_cannot_escape(sd1_host, tiny_sd1_paths, tiny_sd1_co
             tools.save_checkpoint(0, name)
     assert not list(tmp_path.rglob("*.safetensors"))
     saved = tools.save_checkpoint(0, "keeper.safetensors")
-    assert saved.name == "keeper.safetensors" and saved.parent == runner.folder.path  # the host's folder
+    assert saved.name == "keeper.safetensors" and saved.parent == runner.state.folder.path  # the host's folder
 
 
 def test_export_refuses_a_link_at_out(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 
 from ..config import load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..search.planning import make_planner
 from ..search.recipes import recipe_text
 from .artifacts import new_file
@@ -24,12 +24,12 @@ def load_run(output_dir: Path, study: str, storage: str = ""):
         # opening a missing study.db would create an empty one
         names = [s.study_name for s in existing_studies(storage)] if (folder / "study.db").is_file() else []
     if study not in names:
-        raise ConfigError([(f"study: no study named {study!r} in {storage} "
-                           f"(studies: {', '.join(names) or 'none'})")])
+        raise ConfigError([Problem("study", f"no study named {study!r} in {storage} "
+                                            f"(studies: {', '.join(names) or 'none'})")])
     s = optuna.load_study(study_name=study, storage=storage)
     config_path = folder / "config.yaml"
     if not config_path.exists():
-        raise ConfigError([f"study {study!r}: its run folder has no config.yaml ({config_path})"])
+        raise ConfigError([Problem("study", f"its run folder has no config.yaml ({config_path})", study)])
     return s, load_config(config_path)
 
 
@@ -39,13 +39,13 @@ def trial_recipe(study: optuna.Study, config, trial: int | None):
     done = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if trial is None:
         if not done:
-            raise ConfigError([(f"study {study.study_name!r}: no completed trial to export "
-                                f"({len(study.trials)} trials, none completed)")])
+            raise ConfigError([Problem("study", f"no completed trial to export ({len(study.trials)} trials, "
+                                                "none completed)", study.study_name)])
         t = study.best_trial
     else:
         matches = [t for t in study.trials if t.number == trial]
         if not matches or matches[0].state != optuna.trial.TrialState.COMPLETE:
-            raise ConfigError([f"--trial: no completed trial {trial} (completed: {done})"])
+            raise ConfigError([Problem("--trial", f"no such completed trial (completed: {done})", trial)])
         t = matches[0]
     return planner.recipe(t.params)
 
@@ -55,11 +55,11 @@ def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, 
     import torch
 
     if out.is_symlink():  # dangling or not: writing would create or replace its target elsewhere
-        raise ConfigError([f"--out: is a symbolic link; give the real path, got {str(out)!r}"])
+        raise ConfigError([Problem("--out", "is a symbolic link; give the real path", str(out))])
     if out.exists():
         raise FileExistsError(f"--out: {out} exists; choose another name (never overwritten)")
     if out.suffix not in (".mecha", ".safetensors"):
-        raise ConfigError([f"--out: must end in .mecha or .safetensors, got {str(out)!r}"])
+        raise ConfigError([Problem("--out", "must end in .mecha or .safetensors", str(out))])
     s, config = load_run(output_dir, study, storage)
     recipe = trial_recipe(s, config, trial)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,14 +25,15 @@ from typing import Any
 import optuna
 
 from ..config import Payload, RunConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..files.inputs import file_hash
 from ..files.paths import inside, safe_component
-from ..hosts.base import GenerationJob, Host, KeptMerge
+from ..hosts.base import GenerationJob, Host, KeptMerge, Slot
 from ..merging import MergeEngine
 from ..scoring import (
     ImageToScore,
     ScoreContext,
+    Scorer,
     ScoringStopped,
     available_scorers,
     build_scorers,
@@ -156,6 +157,31 @@ class _Progress:
 
 
 @dataclass
+class RunState:
+    """One run's state from the moment it is prepared: what every step of the loop shares, and
+    what the run's consumers (the tab, the trial tools) read of it afterwards.
+
+    ``engine`` and ``slot`` are set only while the loop runs; ``scorers`` (their models) are
+    given back when the run ends. ``config`` is the runner's own object: a live adjustment of the
+    trial limit or early stopping reaches the loop."""
+
+    config: RunConfig
+    model_config: str
+    planner: Planner
+    study: optuna.Study
+    folder: RunFolder
+    jobs: list[tuple[Payload, GenerationJob]]
+    scorers: list[Scorer]
+    progress: _Progress
+    engine: MergeEngine | None = None
+    slot: Slot | None = None
+
+    def release(self) -> None:
+        """The run ended: drop what holds models (the engine's cache, the scorers' weights)."""
+        self.engine, self.slot, self.scorers = None, None, []
+
+
+@dataclass
 class Runner:
     config: RunConfig
     host: Host
@@ -167,6 +193,7 @@ class Runner:
     history: deque[ev.Event] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     tally: ev.RunTally = field(default_factory=ev.RunTally)  # the status, without scanning history
     listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
+    state: RunState | None = None  # the run's state once it is prepared and its folder started
 
     def _emit(self, event: ev.Event) -> ev.Event:
         self.tally.add(event)
@@ -196,7 +223,7 @@ class Runner:
 
     # --- set-up ------------------------------------------------------------------------------
 
-    def _prepare(self):
+    def _prepare(self) -> RunState:
         """Everything that can refuse the run, first; the study is opened (created) last, so a
         refused run leaves nothing behind."""
         cfg = self.config
@@ -206,7 +233,8 @@ class Runner:
         scorers = self._scorers()
         jobs = self._jobs()
         study, folder = self._open_study(planner, model_config, jobs)
-        return model_config, planner, study, folder, scorers, jobs
+        progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(study))
+        return RunState(cfg, model_config, planner, study, folder, jobs, scorers, progress)
 
     def _scorers(self):
         cfg = self.config
@@ -216,11 +244,11 @@ class Runner:
         scorers = build_scorers(cfg.absolute().scorers,
                                 models_dir=cfg.resolve_path(cfg.models_dir) if cfg.models_dir else None,
                                 device=self.host.device)
-        problems = [f"scorers[{i}] ({s.name}): {p}" for i, s in enumerate(scorers) for p in s.check_ready()]
+        problems = [Problem(f"scorers[{i}]", p) for i, s in enumerate(scorers) for p in s.check_ready()]
         if self.control.ratings is None:
-            problems += [f"scorers[{i}] ({s.name}): rates images by hand, which needs the Optimize Merge tab "
-                         "(the WebUI's, or python -m sd_optim app); the CLI and the API cannot ask a person"
-                         for i, s in enumerate(scorers) if s.needs_person]
+            problems += [Problem(f"scorers[{i}]", f"{s.name} rates images by hand, which needs the Optimize Merge "
+                                 "tab (the WebUI's, or python -m sd_optim app); the CLI and the API cannot ask a "
+                                 "person") for i, s in enumerate(scorers) if s.needs_person]
         if problems:
             raise ConfigError(problems)
         return scorers
@@ -257,7 +285,7 @@ class Runner:
         name = self.options.resume or study_name(opt.study, planner.label, [m.name for m in cfg.models])
         out = cfg.resolve_path(cfg.output_dir)
         if out.exists() and not out.is_dir():
-            raise ConfigError([f"output_dir: not a folder, got {str(out)!r}"])
+            raise ConfigError([Problem("output_dir", "not a folder", str(out))])
         inside(out, out / name, "optimizer.study")  # a link planted there would take the writes
         if not self.options.resume:
             name = new_study_folder(out, name, explicit=bool(opt.study), storage=opt.storage)
@@ -265,8 +293,8 @@ class Runner:
         folder = RunFolder(out / name)
         if self.options.resume and not opt.storage and not (folder.path / "study.db").exists():
             known = sorted(d.name for d in out.glob("*") if (d / "study.db").exists()) if out.is_dir() else []
-            raise ConfigError([(f"--resume: no study named {name!r} in {out} "
-                               f"(studies: {', '.join(known) or 'none'})")])
+            raise ConfigError([Problem("--resume", f"no study named {name!r} in {out} "
+                                                   f"(studies: {', '.join(known) or 'none'})")])
         new_dirs = [p for p in (folder.path, out) if not p.exists()] if not opt.storage else []
         new_db = None if opt.storage or (folder.path / "study.db").exists() else folder.path / "study.db"
         if not opt.storage:
@@ -311,7 +339,7 @@ class Runner:
         problems = []
         for i, p in enumerate(self.config.payloads):
             for name, message in self.host.sampler_problems(p.sampler, p.scheduler).items():
-                problems.append(f"payloads[{i}].{name}: {message}")
+                problems.append(Problem(f"payloads[{i}].{name}", message))
         if problems:
             raise ConfigError(problems)
 
@@ -324,7 +352,7 @@ class Runner:
                 prompt = expand(p.prompt, folder, p.seed)
                 negative = expand(p.negative_prompt, folder, p.seed + 1)
             except WildcardError as e:
-                raise ConfigError([f"payloads[{i}]: {e}"]) from None
+                raise ConfigError([Problem(f"payloads[{i}]", str(e))]) from None
             jobs.append((p, GenerationJob(
                 prompt=prompt,
                 negative_prompt=negative,
@@ -337,30 +365,30 @@ class Runner:
 
     def events(self) -> Iterator[ev.Event]:
         try:
-            model_config, planner, study, folder, scorers, jobs = self._prepare()
+            run = self._prepare()
         except Exception as e:
             yield self._emit(ev.RunFailed(str(e)))
             raise
-        writer = self._start_writer(study, folder)
+        writer = self._start_writer(run)
         self.listeners.append(writer)
-        self.study, self.folder, self.planner = study, folder, planner
-        limit = self.options.trials or self.config.optimizer.trials
-        self.control.trial_limit = limit
-        engine = self.engine or MergeEngine(device=self.host.device)
-        done_before = len(study.trials)
-        yield self._emit(ev.RunStarted(study.study_name, str(folder.path), limit,
-                                       [p.name for p in planner.space.params], model_config,
-                                       done_before))
-        progress = _Progress(limit, _best(study))
+        self.state = run
+        progress = run.progress
+        self.control.trial_limit = progress.limit
+        run.engine = self.engine or MergeEngine(device=self.host.device)
+        yield self._emit(ev.RunStarted(run.study.study_name, str(run.folder.path), progress.limit,
+                                       [p.name for p in run.planner.space.params], run.model_config,
+                                       len(run.study.trials)))
         after: dict[str, Any] = {}
         try:
             self.host.release_kept()  # trials start from the host model, not an earlier kept merge
             with self.host.open_slot() as slot:
+                run.slot = slot
                 try:
-                    yield from self._loop(progress, study, planner, engine, slot, model_config, scorers, jobs)
-                    after = self._after_run(study, planner, engine, slot, model_config, folder)
+                    yield from self._loop(run)
+                    after = self._after_run(run)
                 finally:
                     self.control.restoring = True  # the slot's exit puts the original weights back
+                    run.slot = None
         except GeneratorExit:  # the consumer went away: the slot context has restored the model
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the slot has restored the model
@@ -371,13 +399,14 @@ class Runner:
         finally:
             self.control.restoring = False
             self.listeners.remove(writer)
-        yield self._emit_quietly(self._finished(study, folder, planner, progress.reason or "completed",
-                                                progress.ran, {**after, **progress.outcomes.fields()}))
+            run.release()
+        yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
 
-    def _start_writer(self, study, folder: RunFolder) -> ArtifactWriter:
+    def _start_writer(self, run: RunState) -> ArtifactWriter:
         """The run folder's writer; on a resumed study, first the rows ``trials.jsonl`` lacks (trials
         an ended process left running, now failed; results a full disk could not record)."""
-        writer = ArtifactWriter(folder, self.config, save_images=self.options.save_images)
+        study = run.study
+        writer = ArtifactWriter(run.folder, self.config, save_images=self.options.save_images)
         try:
             writer.start()
             if self.options.resume:
@@ -385,16 +414,17 @@ class Runner:
         except OSError as e:
             if not self.options.resume:
                 discard_study(study.study_name, study._storage)  # a study without its run folder would block the name
-            raise ConfigError([(f"output_dir: cannot write the run folder {str(folder.path)!r}: "
-                                f"{type(e).__name__}: {e}")]) from None
+            raise ConfigError([Problem("output_dir", f"cannot write the run folder ({type(e).__name__}: {e})",
+                                       str(run.folder.path))]) from None
         return writer
 
-    def _loop(self, progress: _Progress, study, planner: Planner, engine, slot, model_config, scorers, jobs):
+    def _loop(self, run: RunState):
         """Trials until the limit, a stop, early stopping, or a failure to record them; the reason
-        the loop ended goes to ``progress.reason``."""
+        the loop ended goes to ``run.progress.reason``."""
+        progress = run.progress
         if self.config.optimizer.score_inputs and not self.options.resume:
             try:
-                yield from self._score_inputs(planner, engine, slot, model_config, scorers, jobs)
+                yield from self._score_inputs(run)
             except (RunStopped, ScoringStopped):
                 pass  # the loop below sees the stop and ends the run as "stopped"
             except RecordingFailed as e:
@@ -410,14 +440,15 @@ class Runner:
                 break
             progress.ran += 1
             try:
-                finished = yield from self._trial(study, planner, engine, slot, model_config, scorers, jobs)
-                yield from self._judge(progress, finished, planner)
+                finished = yield from self._trial(run)
+                yield from self._judge(run, finished)
             except RecordingFailed as e:
                 progress.reason = f"stopped: {e}"
 
-    def _judge(self, progress: _Progress, finished: ev.TrialFinished, planner: Planner):
+    def _judge(self, run: RunState, finished: ev.TrialFinished):
         """A finished trial against the best so far: a new best, early stopping, or a failure that
         ends the run (a stop, or ``on_trial_error: stop``)."""
+        progress = run.progress
         progress.outcomes.add(finished, self.control.stopping)
         if finished.state == "FAIL":
             if self.control.stopping:
@@ -432,13 +463,13 @@ class Runner:
         if best is None or finished.value > best:
             progress.best = finished.value
             yield self._emit(ev.NewBest(finished.number, finished.value, finished.params,
-                                        planner.recipe_text(finished.params)))
+                                        run.planner.recipe_text(finished.params)))
         if es.patience and progress.since_best >= es.patience:
             progress.reason = "early stopping"
 
-    def _after_run(self, study, planner: Planner, engine, slot, model_config, folder) -> dict[str, Any]:
+    def _after_run(self, run: RunState) -> dict[str, Any]:
         """keep-best / save-best, inside the open slot (the WebUI's queue is still ours)."""
-        after = self.config.after_run
+        after, study, planner = self.config.after_run, run.study, run.planner
         if not (after.keep_best or after.save_best):
             return {}
         try:
@@ -452,29 +483,29 @@ class Runner:
         recipe = planner.recipe(bt.params)
         if after.save_best:
             try:
-                out["saved_checkpoint"] = str(self.save_checkpoint(study, bt, recipe, folder,
-                                                                   self.config.after_run.save_name))
+                out["saved_checkpoint"] = str(self.save_checkpoint(run, bt, recipe, after.save_name))
             except Exception as e:  # noqa: BLE001 - the run's results stay; say why nothing was saved
                 log.warning("save-best failed: %s\n%s", e, traceback.format_exc())
                 out["after_run_note"] = f"save-best failed: {type(e).__name__}: {e}"
         if after.keep_best:
-            engine.apply(recipe, slot, model_config)
-            slot.commit()
-            slot.keep()
+            assert run.engine is not None and run.slot is not None  # the loop's: the slot is open
+            run.engine.apply(recipe, run.slot, run.model_config)
+            run.slot.commit()
+            run.slot.keep()
             self.host.mark_kept(KeptMerge(study.study_name, bt.number, float(bt.value),
-                                          planner.recipe_text(bt.params), str(folder.best_recipe)))
+                                          planner.recipe_text(bt.params), str(run.folder.best_recipe)))
             out["kept_trial"] = bt.number
         return out
 
-    def save_checkpoint(self, study, bt, recipe, folder, name: str = "") -> Path:
+    def save_checkpoint(self, run: RunState, bt: optuna.trial.FrozenTrial, recipe, name: str = "") -> Path:
         """Trial ``bt`` merged to ``<name or study-trialN>.safetensors`` in the host's checkpoint
         folder (the run folder when it has none); never overwrites a file."""
         import sd_mecha
         import torch
 
-        target = self.host.checkpoint_dir() or folder.path
+        target = self.host.checkpoint_dir() or run.folder.path
         name = name[:-len(".safetensors")] if name.lower().endswith(".safetensors") else name
-        stem = safe_component("checkpoint name", name) if name else f"{study.study_name}-trial{bt.number}"
+        stem = safe_component("checkpoint name", name) if name else f"{run.study.study_name}-trial{bt.number}"
         target.mkdir(parents=True, exist_ok=True)
         path, n = target / f"{stem}.safetensors", 1
         while os.path.lexists(path):  # never overwrite (nor write through a dangling link)
@@ -488,52 +519,49 @@ class Runner:
         self.host.refresh_checkpoints()
         return path
 
-    def _finished(self, study, folder, planner, reason, ran, after=None) -> ev.RunFinished:
+    def _finished(self, run: RunState, after: dict[str, Any]) -> ev.RunFinished:
+        study, folder = run.study, run.folder
         try:
             bt = study.best_trial
         except ValueError:
             bt = None
         if bt is not None and not folder.best_recipe.exists():
             try:
-                folder.best_recipe.write_text(planner.recipe_text(bt.params), encoding="utf-8")
+                folder.best_recipe.write_text(run.planner.recipe_text(bt.params), encoding="utf-8")
             except OSError as e:  # the summary still reaches the user; the study has the trial
                 log.warning("could not write %s: %s", folder.best_recipe, e)
         return ev.RunFinished(
-            study=study.study_name, run_dir=str(folder.path), reason=reason, trials=ran,
+            study=study.study_name, run_dir=str(folder.path), reason=run.progress.reason or "completed",
+            trials=run.progress.ran,
             best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
             best_params=dict(bt.params) if bt else {},
             best_recipe=str(folder.best_recipe) if bt else "",
-            **(after or {}),
+            **after,
         )
 
-    def _trial(self, study, planner: Planner, engine, slot, model_config, scorers, jobs):
+    def _trial(self, run: RunState):
+        study = run.study
         try:
-            trial = study.ask(planner.space.distributions())
+            trial = study.ask(run.planner.space.distributions())
             claim_trial(trial)
         except Exception as e:  # the study cannot be written: nothing could be kept
             raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
         try:
-            return (yield from self._run_trial(study, trial, planner, engine, slot, model_config, scorers,
-                                               jobs))
+            return (yield from self._run_trial(run, trial))
         finally:
             release_trial(study.study_name, trial.number)
 
-    def _run_trial(self, study, trial, planner: Planner, engine, slot, model_config, scorers, jobs):
-        params = dict(trial.params)
+    def _run_trial(self, run: RunState, trial: optuna.Trial):
+        study, params = run.study, dict(trial.params)
         yield self._emit(ev.TrialStarted(trial.number, params))
         timings = {"merge": 0.0, "generate": 0.0, "score": 0.0}
         try:
             t0 = time.perf_counter()
-            recipe = planner.recipe(params)
-            stats = engine.apply(recipe, slot, model_config)
+            stats = self._merge(run, run.planner.recipe(params))
             timings["merge"] = time.perf_counter() - t0
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
-            per_scorer = yield from self._generate_and_score(trial.number, params, scorers, jobs,
-                                                            timings)
-            value, per_payload = combine_trial(
-                per_scorer, {s.name: s.weight for s in self.config.scorers},
-                {p.name: p.weight for p in self.config.payloads},
-                self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+            per_scorer = yield from self._generate_and_score(run, trial.number, params, timings)
+            value, per_payload = self._combine(per_scorer)
         except (RunStopped, ScoringStopped):
             finished = self._emit(self._fail(study, trial, params, timings, self.control.stop_reason))
             yield finished
@@ -588,14 +616,25 @@ class Runner:
                                   f"{type(e).__name__}: {e}") from e
         return ev.TrialFinished(trial.number, "FAIL", None, params, timings=timings, reason=reason)
 
-    def _generate_and_score(self, number, params, scorers, jobs, timings):
+    def _merge(self, run: RunState, recipe):
+        assert run.engine is not None and run.slot is not None  # set while the loop runs
+        return run.engine.apply(recipe, run.slot, run.model_config)
+
+    def _combine(self, per_scorer: dict[str, dict[str, list[float]]]) -> tuple[float, dict[str, float]]:
+        cfg = self.config
+        return combine_trial(per_scorer, {s.name: s.weight for s in cfg.scorers},
+                             {p.name: p.weight for p in cfg.payloads},
+                             cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
+
+    def _generate_and_score(self, run: RunState, number: int, params: dict[str, Any],
+                            timings: dict[str, float]):
         per_payload: dict[str, dict[str, list[float]]] = {}
         ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop, ratings=self.control.ratings,
                            trial=number)
-        for payload, job in jobs:
+        for payload, job in run.jobs:
             t0 = time.perf_counter()
             images = []
-            job = dataclasses.replace(job, infotext_params=trial_infotext(self.study, number, params))
+            job = dataclasses.replace(job, infotext_params=trial_infotext(run.study, number, params))
             for img in self.host.generate(job, self.should_stop):
                 images.append(img)
                 if self.should_stop():
@@ -606,7 +645,7 @@ class Runner:
             t0 = time.perf_counter()
             batch = [ImageToScore(g.image, g.prompt, g.negative_prompt, g.seed, payload.name, i)
                      for i, g in enumerate(images)]
-            chosen = [s for s in scorers if not payload.scorers or s.name in payload.scorers]
+            chosen = [s for s in run.scorers if not payload.scorers or s.name in payload.scorers]
             scores = {s.name: [float(x) for x in s.score(batch, ctx)] for s in chosen}
             timings["score"] += time.perf_counter() - t0
             per_payload[payload.name] = scores
@@ -616,19 +655,15 @@ class Runner:
                     g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
         return per_payload
 
-    def _score_inputs(self, planner, engine, slot, model_config, scorers, jobs):
+    def _score_inputs(self, run: RunState):
         """Each input model scored once as a reference row (not an Optuna trial). A row that fails
         says why and the run goes on: the references only put the trials' scores in context."""
         for m in self.config.models:
             try:
-                recipe = planner.model_recipe(m)
-                engine.apply(recipe, slot, model_config)
-                per_scorer = yield from self._generate_and_score(-1, {"model": m.name}, scorers, jobs,
+                self._merge(run, run.planner.model_recipe(m))
+                per_scorer = yield from self._generate_and_score(run, -1, {"model": m.name},
                                                                 {"generate": 0.0, "score": 0.0})
-                value, per_payload = combine_trial(
-                    per_scorer, {s.name: s.weight for s in self.config.scorers},
-                    {p.name: p.weight for p in self.config.payloads},
-                    self.config.scoring.scorer_mean, self.config.scoring.payload_mean)
+                value, per_payload = self._combine(per_scorer)
             except (RunStopped, ScoringStopped, RecordingFailed):
                 raise
             except Exception as e:  # noqa: BLE001 - this row fails, the run goes on
@@ -660,8 +695,8 @@ def unknown_scorer_problems(names: list[str]) -> list[str]:
         if name not in known:
             near = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            problems.append(f"scorers[{i}].name: unknown scorer{hint}; available: {', '.join(known) or 'none'}, "
-                            f"got {name!r}")
+            problems.append(Problem(f"scorers[{i}].name", f"unknown scorer{hint}; available: "
+                                                          f"{', '.join(known) or 'none'}", name))
     return problems
 
 

@@ -12,49 +12,47 @@ from pathlib import Path
 
 import optuna
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..hosts.base import GeneratedImage, KeptMerge
 from ..merging import MergeEngine
-from .runner import Runner, trial_infotext
+from .runner import Runner, RunState, trial_infotext
 
 
 class TrialTools:
     def __init__(self, runner: Runner):
-        if getattr(runner, "study", None) is None:
-            raise ConfigError(["trial: the run never started, so it has no trials"])
+        if runner.state is None:
+            raise ConfigError([Problem("trial", "the run never started, so it has no trials")])
         self.runner = runner
-        self.study: optuna.Study = runner.study
-        self.planner = runner.planner
-        self.folder = runner.folder
+        self.run: RunState = runner.state
 
     def trial(self, number: int) -> optuna.trial.FrozenTrial:
-        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        done = [t for t in self.run.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         for t in done:
             if t.number == number:
                 return t
-        raise ConfigError([(f"trial: no completed trial {number} in study {self.study.study_name!r} "
-                           f"(completed: {[t.number for t in done] or 'none'})")])
+        raise ConfigError([Problem("trial", f"no such completed trial in study {self.run.study.study_name!r} "
+                                            f"(completed: {[t.number for t in done] or 'none'})", number)])
 
     def best_number(self) -> int:
         try:
-            return self.study.best_trial.number
+            return self.run.study.best_trial.number
         except ValueError:
-            raise ConfigError([f"trial: study {self.study.study_name!r} has no completed trial yet"]) from None
+            raise ConfigError([Problem("trial", f"study {self.run.study.study_name!r} has no completed trial yet")]) \
+                from None
 
     def recipe_file(self, number: int) -> Path:
         """The trial's ``.mecha`` recipe in the run folder (written on first use)."""
         t = self.trial(number)
-        path = self.folder.trial_recipe(number)
+        path = self.run.folder.trial_recipe(number)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.planner.recipe_text(t.params), encoding="utf-8")
+            path.write_text(self.run.planner.recipe_text(t.params), encoding="utf-8")
         return path
 
     def save_checkpoint(self, number: int, name: str = "") -> Path:
         """The trial merged to a ``.safetensors`` file in the host's checkpoint folder."""
         t = self.trial(number)
-        return self.runner.save_checkpoint(self.study, t, self.planner.recipe(t.params), self.folder,
-                                           name)
+        return self.runner.save_checkpoint(self.run, t, self.run.planner.recipe(t.params), name)
 
     def look(self, number: int) -> Iterator[tuple[str, GeneratedImage]]:
         """Merge the trial in again and render every prompt set; the original comes back after."""
@@ -63,9 +61,9 @@ class TrialTools:
         engine = MergeEngine(device=host.device)
         try:
             with host.open_slot() as slot:
-                engine.apply(self.planner.recipe(t.params), slot, self.planner.model_config)
-                for payload, job in self.runner._jobs():
-                    job = dataclasses.replace(job, infotext_params=trial_infotext(self.study, number,
+                engine.apply(self.run.planner.recipe(t.params), slot, self.run.model_config)
+                for payload, job in self.run.jobs:
+                    job = dataclasses.replace(job, infotext_params=trial_infotext(self.run.study, number,
                                                                                   t.params))
                     for image in host.generate(job, host.interrupted):
                         yield payload.name, image
@@ -76,12 +74,12 @@ class TrialTools:
         """Leave the trial's merge loaded in the host (as ``after_run.keep_best`` does)."""
         t = self.trial(number)
         host = self.runner.host
-        kept = KeptMerge(self.study.study_name, number, float(t.value), self.planner.recipe_text(t.params),
+        kept = KeptMerge(self.run.study.study_name, number, float(t.value), self.run.planner.recipe_text(t.params),
                          str(self.recipe_file(number)))
         engine = MergeEngine(device=host.device)
         try:
             with host.open_slot() as slot:
-                engine.apply(self.planner.recipe(t.params), slot, self.planner.model_config)
+                engine.apply(self.run.planner.recipe(t.params), slot, self.run.model_config)
                 slot.commit()
                 slot.keep()
                 host.mark_kept(kept)

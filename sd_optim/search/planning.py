@@ -41,7 +41,7 @@ class MergePlanner:
         try:
             self.recipe(self.space.default_point())
         except (RecipeError, ValueError) as e:
-            raise ConfigError([Problem("merge.method", f"{self.config.merge.method}: {e}")]) from None
+            raise ConfigError([Problem("merge.method", str(e), self.config.merge.method)]) from None
 
     def fingerprint(self) -> dict[str, Any]:
         return {"method": self.config.merge.method, "fixed": self.config.merge.fixed}

@@ -138,19 +138,24 @@ def scorer_rows() -> list[list[Any]]:
     return [[name, False, 1.0, ""] for name in available_scorers()]
 
 
+def scorer_problems(spec: dict[str, Any], models_dir: str, base_dir: str = ".") -> list[str]:
+    """What one configured scorer still lacks (missing files and where to put them), or nothing."""
+    try:
+        settings = ScorerSettings(spec.get("name", ""), 1.0, dict(spec.get("options") or {}))
+        cfg = RunConfig(models=[], payloads=[], scorers=[settings], base_dir=base_dir)
+        (scorer,) = build_scorers(cfg.absolute().scorers, device="cpu",
+                                  models_dir=cfg.resolve_path(models_dir) if models_dir else None)
+        return scorer.check_ready()
+    except (ScorerError, TypeError, ValueError) as e:
+        return [str(e)]
+
+
 def scorer_status(scorers: list[dict[str, Any]], models_dir: str, base_dir: str = ".") -> list[str]:
     """For each configured scorer: ready, or what is missing and where to put it."""
     out = []
     for spec in scorers:
+        problems = scorer_problems(spec, models_dir, base_dir)
         name = spec.get("name", "")
-        try:
-            settings = ScorerSettings(name, 1.0, dict(spec.get("options") or {}))
-            cfg = RunConfig(models=[], payloads=[], scorers=[settings], base_dir=base_dir)
-            (scorer,) = build_scorers(cfg.absolute().scorers, device="cpu",
-                                      models_dir=cfg.resolve_path(models_dir) if models_dir else None)
-            problems = scorer.check_ready()
-        except (ScorerError, TypeError, ValueError) as e:
-            problems = [str(e)]
         out.append(f"{name}: ready" if not problems else f"{name}: " + "; ".join(problems))
     return out
 
@@ -236,8 +241,7 @@ def check_setup(data: dict[str, Any], defaults, model_config: str | None,
     for i, p in enumerate(cfg.payloads if sampler_problems is not None else []):
         for name, message in sampler_problems(p.sampler, p.scheduler).items():
             problems.append(Problem(f"payloads[{i}].{name}", message))
-    scorers = [{"name": s.name, "options": s.options} for s in cfg.scorers]
-    for i, (spec, line) in enumerate(zip(scorers, scorer_status(scorers, cfg.models_dir, cfg.base_dir))):
-        if not line.endswith(": ready"):
-            problems.append(Problem(f"scorers[{i}]", line))
+    for i, s in enumerate(cfg.scorers):
+        spec = {"name": s.name, "options": s.options}
+        problems += [Problem(f"scorers[{i}]", p) for p in scorer_problems(spec, cfg.models_dir, cfg.base_dir)]
     return problems

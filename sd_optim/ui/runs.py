@@ -18,13 +18,15 @@ from typing import Any
 
 from ..config import RunConfig, config_from_dict
 from ..config.safe_yaml import load_config_mapping
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from ..files.paths import allowed_problem, check_allowed
 from ..hosts.base import Host
 from ..merging import MergeEngine
 from ..run import events as ev
 from ..run.memory import release_memory
-from ..run.runner import RunControl, Runner, RunOptions
+from ..run.runner import RunControl, Runner, RunOptions, RunState
+from ..run.study import existing_studies, storage_url, study_name
+from ..run.trials import TrialTools
 from ..scoring.manual import RatingDesk
 from .views import duration
 
@@ -73,7 +75,7 @@ def config_data(source: str | dict, defaults: Defaults | None = None,
     else:
         text = str(source).strip()
         if not text:
-            raise ConfigError(["config: give a config file path or YAML text, got an empty value"])
+            raise ConfigError([Problem("config", "give a config file path or YAML text", "")])
         path = Path(text).expanduser()
         if "\n" not in text and path.suffix in (".yaml", ".yml", ".json"):
             if allowed is not None:  # before anything is read: a refused file's contents stay unread
@@ -81,11 +83,11 @@ def config_data(source: str | dict, defaults: Defaults | None = None,
                 if problem:
                     raise ConfigError([problem])
             if not path.is_file():
-                raise ConfigError([f"config: file not found, got {text!r}"])
+                raise ConfigError([Problem("config", "file not found", text)])
             try:
                 text, base_dir = path.read_text(encoding="utf-8"), path.resolve().parent
             except UnicodeDecodeError:
-                raise ConfigError([f"config: not a text file (UTF-8), got {str(path)!r}"]) from None
+                raise ConfigError([Problem("config", "not a text file (UTF-8)", str(path))]) from None
             data = load_config_mapping(text, "config")
         else:
             data = load_config_mapping(text, "config", from_file=False)
@@ -179,7 +181,7 @@ class RunManager:
                 self.current = previous  # a refused run hides nothing: the last results stay
                 if isinstance(live.exception, ConfigError):
                     raise live.exception
-                raise ConfigError([f"the run could not start: {live.error}"])
+                raise ConfigError([Problem("", f"the run could not start: {live.error}")])
         return self.status()
 
     def _seen(self, live: LiveRun, event: ev.Event) -> None:
@@ -277,15 +279,15 @@ class RunManager:
         refused (ConfigError), each change named, with the way out (fork)."""
         live = self.current
         if live is None or not live.thread.is_alive():
-            raise ConfigError(["optimizer: no live run to adjust; press Start"])
+            raise ConfigError([Problem("optimizer", "no live run to adjust; press Start")])
         runner = live.runner
         new = read_config(source, self.defaults)
-        study = runner.study.study_name if getattr(runner, "study", None) is not None else "the study"
+        study = runner.state.study.study_name if runner.state is not None else "the study"
         changed = incomparable_changes(runner.config, new)
         if changed:
-            raise ConfigError([f"{name}: changed since the run started; its trials would not be comparable "
-                               f"with the study's. Stop the run, then Start as fork of {study!r} to reuse "
-                               "its parameter sets" for name in changed])
+            raise ConfigError([Problem(name, "changed since the run started; its trials would not be comparable "
+                                       f"with the study's. Stop the run, then Start as fork of {study!r} to reuse "
+                                       "its parameter sets") for name in changed])
         ran = runner.tally.trials_done
         runner.control.trial_limit = max(new.optimizer.trials, ran)
         runner.config.optimizer.early_stopping = new.optimizer.early_stopping
@@ -301,13 +303,11 @@ class RunManager:
             live.thread.join(timeout)
         return self.status()
 
-    def trial_tools(self):
+    def trial_tools(self) -> TrialTools:
         """Actions on the last run's trials that only read (refused while a run is live)."""
-        from ..run.trials import TrialTools
-
         live = self.current
         if live is None:
-            raise ConfigError(["trial: no run yet in this session"])
+            raise ConfigError([Problem("trial", "no run yet in this session")])
         if self.live:
             raise RunBusy(self.status())
         return TrialTools(live.runner)
@@ -333,6 +333,12 @@ class RunManager:
         self.wait(timeout)
 
     # --- status ----------------------------------------------------------------------------
+
+    def run_state(self) -> RunState | None:
+        """The latest run's state (its study, run folder, planner) once it was prepared; None
+        before a run, or when the latest one was refused."""
+        live = self.current
+        return live.runner.state if live is not None else None
 
     @property
     def live(self) -> bool:
@@ -402,8 +408,6 @@ def _without_frames(error: BaseException) -> BaseException:
 
 
 def _free_study_name(config: RunConfig) -> str:
-    from ..run.study import existing_studies, storage_url, study_name
-
     label = Path(config.recipe.path).stem if config.mode == "recipe" else config.merge.method
     base = study_name("", label, [m.name for m in config.models])
     root = config.resolve_path(config.output_dir)

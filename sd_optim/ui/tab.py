@@ -20,7 +20,7 @@ import gradio as gr
 import yaml
 
 from ..config import safe_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem
 from . import catalog as cat
 from . import compat, views
 from . import form as fm
@@ -575,8 +575,8 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
         def live_view(state: dict[str, Any]) -> list[Any]:
             m = manager()
             live = m.current
-            runner = live.runner if live is not None else None
-            study = getattr(runner, "study", None)
+            run = live.runner.state if live is not None else None
+            study = run.study if run is not None else None
             status = m.status()
             text = views.status_markdown(status)
             done = state.get("done", -1)
@@ -709,7 +709,7 @@ def build_tab(manager: Callable[[], RunManager], ctx: TabContext) -> gr.Blocks:
             try:
                 return int(text)
             except ValueError:
-                raise ConfigError([f"trial: give a trial number, got {text!r}"]) from None
+                raise ConfigError([Problem("trial", "give a trial number", text)]) from None
 
         def guarded(fn):
             def run(*args):
