@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,36 +118,6 @@ class Slot(MutableMapping, abc.ABC):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
-
-
-class WebUISlot(Slot):
-    """Key bookkeeping the WebUI slots share: ``self._config`` (the sd-mecha model config) and
-    ``self._config_keys``; ``self._live`` maps the keys held by live parameters (to whatever the
-    slot needs to find them); ``self._side`` holds values of keys no live parameter takes."""
-
-    _config: Any
-    _config_keys: set[str]
-    _live: Mapping[str, Any]
-    _side: dict[str, torch.Tensor]
-
-    def _canonical(self, key: str) -> str:
-        k = self._config.resolve_alias(key)
-        if k not in self._config_keys:
-            raise KeyError(f"{key!r} is not a key of model config {self._config.identifier}")
-        return k
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._live) + [k for k in self._side if k not in self._live])
-
-    def __len__(self) -> int:
-        return len(self._live) + len([k for k in self._side if k not in self._live])
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            k = self._canonical(key)  # type: ignore[arg-type]
-        except KeyError:
-            return False
-        return k in self._live or k in self._side
 
 
 class Host(abc.ABC):

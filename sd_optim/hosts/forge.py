@@ -23,35 +23,29 @@ queue lock, as Forge's own API does (``modules/api/api.py``), and not through
 stores ``last_exception`` and returns ``None``, §3), so a failing trial would look like one with
 no image and its reason would be lost, and it buys nothing here: the run already owns the queue
 lock, which is what serialises GPU work with the UI's generations.
+
+What every WebUI host shares (the run and queue locks, restore, cond caches, generation loop) is
+in webui_base.py; here is what Forge does its own way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from safetensors import safe_open
 
-from sd_optim.hosts.a1111 import A1111Host, HostStateError
-from sd_optim.hosts.base import GenerationJob, WebUISlot
+from sd_optim.hosts.base import GenerationJob
+from sd_optim.hosts.webui_base import CLIP_G_BLOCK, CLIP_G_NAMES, HostStateError, WebUIHost, WebUISlot
 
 log = logging.getLogger("sd_optim")
 
-JOB_NAME = "sd-optim"
 QUANTIZED_STORAGE = ("nf4", "fp4", "gguf")
 _UNET, _VAE = "model.diffusion_model.", "first_stage_model."
 _SD1_TE = "cond_stage_model.transformer.text_model."
 _SDXL_L = "conditioner.embedders.0.transformer.text_model."
 _SDXL_G = "conditioner.embedders.1.model."
-# OpenCLIP -> HF CLIPTextModel names (huggingface_guess utils.py:45-97)
-_G_NAMES = {"positional_embedding": "embeddings.position_embedding.weight",
-            "token_embedding.weight": "embeddings.token_embedding.weight",
-            "ln_final.weight": "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias"}
-_G_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-            "attn.out_proj": "self_attn.out_proj"}
 _QKV = ("q_proj", "k_proj", "v_proj")
 
 
@@ -90,8 +84,8 @@ def forge_targets(key: str) -> tuple[Target, ...]:
 
 def _clip_g_targets(rest: str) -> tuple[Target, ...]:
     text_model = "clip_g.transformer.text_model."
-    if rest in _G_NAMES:
-        return (Target("clip", text_model + _G_NAMES[rest]),)
+    if rest in CLIP_G_NAMES:
+        return (Target("clip", text_model + CLIP_G_NAMES[rest]),)
     if rest == "text_projection":
         return (Target("clip", "clip_g.transformer.text_projection.weight", transposed=True),)
     if rest == "logit_scale":
@@ -104,8 +98,8 @@ def _clip_g_targets(rest: str) -> tuple[Target, ...]:
     if module == "attn" and leaf in ("in_proj_weight", "in_proj_bias"):
         y = leaf[len("in_proj_"):]
         return tuple(Target("clip", f"{base}self_attn.{n}.{y}", part=i) for i, n in enumerate(_QKV))
-    if module in _G_BLOCK:
-        return (Target("clip", f"{base}{_G_BLOCK[module]}.{leaf}"),)
+    if module in CLIP_G_BLOCK:
+        return (Target("clip", f"{base}{CLIP_G_BLOCK[module]}.{leaf}"),)
     return ()
 
 
@@ -149,11 +143,7 @@ class ForgeSlot(WebUISlot):
         return self._targets
 
     def __init__(self, model, config_id: str, *, external: frozenset[str] = frozenset()):
-        from sd_mecha.extensions import model_configs
-
-        self._model = model
-        self._config = model_configs.resolve(config_id)
-        self._config_keys = set(self._config.keys())
+        self._start(model, config_id)
         roots = _component_roots(model)
         self._targets: dict[str, tuple[Target, ...]] = {}
         keys = self._config.keys()
@@ -166,13 +156,8 @@ class ForgeSlot(WebUISlot):
             raise HostStateError(f"the loaded model has no parameter for {marker!r}: not a {config_id} model")
         # components an external VAE / text encoder replaced: never written (§1)
         self._external = external
-        self._side: dict[str, torch.Tensor] = {}
         self._side_snapshots: dict[str, torch.Tensor | None] = {}
         self._snapshots: dict[tuple[str, str], torch.Tensor] = {}
-        self._te_dirty = False
-        self.te_written = False
-        self.kept = False
-        self._lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
@@ -221,7 +206,7 @@ class ForgeSlot(WebUISlot):
                         self._snapshots[(t.component, t.name)] = param.detach().to("cpu", copy=True)
                     param.copy_(piece)
             if targets[0].component == "clip":
-                self._te_dirty = self.te_written = True
+                self._text_encoder_written()
 
     def _split(self, key: str, targets: tuple[Target, ...], value: torch.Tensor) -> list[torch.Tensor]:
         shapes = [tuple(self._param(t).shape) for t in targets]
@@ -238,14 +223,6 @@ class ForgeSlot(WebUISlot):
             if tuple(value.shape) == want:
                 return [value]
         raise ValueError(f"shape mismatch for {key!r}: got {tuple(value.shape)}, the model has {want}")
-
-    def commit(self) -> None:
-        """After text-encoder writes, conds computed from the old weights must go (§3)."""
-        if self._te_dirty:
-            from modules import processing
-
-            reset_cond_caches(processing)
-            self._te_dirty = False
 
     def keep(self) -> None:
         with self._lock:
@@ -264,14 +241,6 @@ class ForgeSlot(WebUISlot):
             with torch.inference_mode():
                 for (component, name), old in snapshots.items():
                     self._param(Target(component, name)).copy_(old)
-
-
-def reset_cond_caches(processing) -> None:
-    """Forge's class-level cond caches are 3-slot ``[key, value, ...]`` lists keyed by checkpoint,
-    not weights (§3); instances alias them, so rebind new lists as ``clear_prompt_cache`` does."""
-    base, txt2img = processing.StableDiffusionProcessing, processing.StableDiffusionProcessingTxt2Img
-    base.cached_c, base.cached_uc = [None, None, None], [None, None, None]
-    txt2img.cached_hr_c, txt2img.cached_hr_uc = [None, None, None], [None, None, None]
 
 
 def reset_lora(model) -> None:
@@ -294,8 +263,6 @@ def external_components(paths) -> frozenset[str]:
     found: set[str] = set()
     for path in paths or []:
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 keys = list(f.keys())
         except Exception as e:  # noqa: BLE001 - unknown format: protect both components
@@ -310,9 +277,9 @@ def external_components(paths) -> frozenset[str]:
     return frozenset(found)
 
 
-class ForgeHost(A1111Host):
-    """Shares the A1111 host's run lock, lists, interrupt, after-run bookkeeping and generation
-    loop (Forge keeps A1111's ``modules`` API for them); what differs is here."""
+class ForgeHost(WebUIHost):
+    """Forge keeps A1111's ``modules`` API for lists, interrupt, queue and processing (webui_base.py);
+    what differs is how its model is loaded, identified and prepared."""
 
     name = "forge"
 
@@ -322,7 +289,7 @@ class ForgeHost(A1111Host):
 
     # --- the loaded model -----------------------------------------------------------------
 
-    def _ensure_loaded(self):
+    def _model_for_run(self):
         """The model Forge will generate with, loaded now if Forge has not yet (a
         ``FakeInitialModel`` until the first generation) or the selection changed since (§1).
         The caller holds the queue lock."""
@@ -341,6 +308,7 @@ class ForgeHost(A1111Host):
         return model
 
     def _loaded_model(self):
+        """Outside a run Forge may have to load the model first, which needs the queue lock."""
         from modules import call_queue, sd_models
 
         data = sd_models.model_data
@@ -349,10 +317,9 @@ class ForgeHost(A1111Host):
             # replace the merge; answer for the model the run holds
             return data.sd_model
         with call_queue.queue_lock:
-            return self._ensure_loaded()
+            return self._model_for_run()
 
-    @staticmethod
-    def _config_of(model) -> str:
+    def _config_of(self, model) -> str:
         if getattr(model, "is_sdxl", False):
             config = "sdxl-sgm"
         elif getattr(model, "is_sd1", False):
@@ -368,22 +335,29 @@ class ForgeHost(A1111Host):
                                  f"'Automatic' or a float8 storage in Forge's 'Diffusion in Low Bits'")
         return config
 
-    def model_config(self) -> str:
-        return self._config_of(self._loaded_model())
-
     @property
     def device(self) -> torch.device:
         from backend import memory_management
 
         return torch.device(memory_management.get_torch_device())
 
-    def model_changed(self) -> str:
-        if self._model is None:
-            return ""
-        return self._changed or self._reload_reason()
+    # --- what identifies the loaded weights: the model object and Forge's loading hash (§1) ---
+
+    def _begin(self, model) -> None:
+        from modules import sd_models
+
+        self._model, self._hash = model, sd_models.model_data.forge_hash
+
+    def _weights_gone(self) -> str:
+        """A changed selection leaves the model in place until the next generation: only another
+        model object means the merge (and what restore would write into) is gone."""
+        from modules import sd_models
+
+        if sd_models.model_data.sd_model is not self._model:
+            return "Forge loaded another model during the run"
+        return ""
 
     def _reload_reason(self) -> str:
-        """Why the next ``process_images`` would (or did) put other weights in place, or ""."""
         from modules import sd_models
 
         data = sd_models.model_data
@@ -395,8 +369,6 @@ class ForgeHost(A1111Host):
             return f"the model selected in Forge changed to {what} during the run"
         return ""
 
-    # --- after a run ----------------------------------------------------------------------
-
     def _kept_identity(self):
         from modules import sd_models
 
@@ -405,53 +377,15 @@ class ForgeHost(A1111Host):
 
     # --- the run --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def open_slot(self) -> Iterator[ForgeSlot]:
-        from modules import call_queue, processing, sd_models, shared
+    def _prepare(self, model):
+        reset_lora(model)
+        # the user's next generation rebuilds their LoRA (hash emptied)
 
-        if not self._run_lock.acquire(blocking=False):
-            raise RuntimeError("an sd-optim run is already live in this WebUI")
-        try:
-            # txt2img, img2img and Forge's own reloads wait for the run; not re-entrant (§3)
-            with call_queue.queue_lock:
-                model = self._ensure_loaded()
-                config_id = self._config_of(model)
-                shared.state.begin(job=JOB_NAME)
-                shared.state.textinfo = "sd-optim"
-                data = sd_models.model_data
-                self._model, self._hash, self._changed = model, data.forge_hash, ""
-                slot = None
-                try:
-                    reset_lora(model)
-                    external = external_components(data.forge_loading_parameters.get("additional_modules"))
-                    slot = ForgeSlot(model, config_id, external=external)
-                    yield slot
-                finally:
-                    try:
-                        if slot is not None:
-                            self._restore(slot, processing)
-                    finally:
-                        self._model = None
-                        shared.state.end()
-        finally:
-            self._run_lock.release()
-
-    def _restore(self, slot: ForgeSlot, processing) -> None:
+    def _make_slot(self, model, config_id: str) -> ForgeSlot:
         from modules import sd_models
 
-        if sd_models.model_data.sd_model is not self._model:
-            # Forge built another model object: ours (and the merge) are gone, nothing to put back
-            log.warning("sd-optim: Forge loaded another model during the run; nothing to restore")
-            return
-        slot.restore()
-        if slot.te_written or slot.kept:
-            reset_cond_caches(processing)  # conds of merged (or, after keep, original) encoders
-
-    def _check_model(self) -> None:
-        reason = self._reload_reason()
-        if reason:
-            self._changed = reason
-            raise HostStateError(reason + "; the run stops")
+        params = sd_models.model_data.forge_loading_parameters
+        return ForgeSlot(model, config_id, external=external_components(params.get("additional_modules")))
 
     def _processing(self, job: GenerationJob, seed: int):
         """No ``override_settings``: in Forge a checkpoint override is itself a switch (§3), and

@@ -5,7 +5,8 @@ Facts relied on are in docs/hosts/forge.md §4-§5 (R = reForge, C = Classic, P 
 WebUIs keep an A1111 ``LatentDiffusion``/``DiffusionEngine`` as ``shared.sd_model`` whose UNet and VAE
 *are* the ComfyUI-style objects' modules (``model.diffusion_model is
 forge_objects.unet.model.diffusion_model``), so the A1111 bookkeeping (``sd_model_checkpoint``,
-queue lock, ``shared.state``, cond caches) is reused from :class:`A1111Host`; what differs is here:
+queue lock, ``shared.state``, cond caches) is reused from :class:`A1111Host` (and through it
+webui_base.py); what differs is here:
 
 - writes go through the live ComfyUI modules, looked up by name at every access: LoRA patching
   and unpatching put *new* Parameter objects in place, and an external VAE in R rebuilds
@@ -24,31 +25,20 @@ queue lock, ``shared.state``, cond caches) is reused from :class:`A1111Host`; wh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import re
-import threading
-from collections.abc import Iterator
 
 import torch
 
-from sd_optim.hosts.a1111 import JOB_NAME, A1111Host, HostStateError
-from sd_optim.hosts.base import GenerationJob, WebUISlot
-
-log = logging.getLogger("sd_optim")
+from sd_optim.hosts.a1111 import A1111Host
+from sd_optim.hosts.base import GenerationJob
+from sd_optim.hosts.webui_base import CLIP_G_BLOCK, CLIP_G_NAMES, HostStateError, WebUISlot, reset_cond_caches
 
 _UNET, _VAE = "model.diffusion_model.", "first_stage_model."
 _SD1_TE = "cond_stage_model.transformer.text_model."
 _SDXL_L = "conditioner.embedders.0.transformer.text_model."
 _SDXL_G = "conditioner.embedders.1.model."
 _G_LIVE = "clip_g.transformer.text_model."
-# ldm_patched's transformers_convert (ldm_patched/modules/utils.py:144-182 @R): OpenCLIP -> HF names
-_G_TOP = {"positional_embedding": "embeddings.position_embedding.weight",
-          "token_embedding.weight": "embeddings.token_embedding.weight",
-          "ln_final.weight": "final_layer_norm.weight", "ln_final.bias": "final_layer_norm.bias"}
-_G_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-            "attn.out_proj": "self_attn.out_proj"}
 _RESBLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)$")
 _IN_PROJ = re.compile(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$")
 _QUANTIZED_ATTRS = ("gguf_cls", "bnb_quantized", "quant_state")  # packed weights (GGUF / bitsandbytes)
@@ -75,8 +65,8 @@ def live_location(key: str) -> LiveLocation | None:
     if not key.startswith(_SDXL_G):
         return None
     rest = key[len(_SDXL_G):]
-    if rest in _G_TOP:
-        return LiveLocation("clip", (_G_LIVE + _G_TOP[rest],))
+    if rest in CLIP_G_NAMES:
+        return LiveLocation("clip", (_G_LIVE + CLIP_G_NAMES[rest],))
     if rest in ("text_projection", "logit_scale"):  # bare Parameters, untransposed (forge.md §4)
         return LiveLocation("clip", ("clip_g." + rest,))
     m = _IN_PROJ.match(rest)
@@ -85,9 +75,9 @@ def live_location(key: str) -> LiveLocation | None:
         return LiveLocation("clip", tuple(f"{_G_LIVE}encoder.layers.{layer}.self_attn.{p}_proj.{kind}"
                                           for p in ("q", "k", "v")))
     m = _RESBLOCK.match(rest)
-    if m and m.group(2) in _G_BLOCK:
+    if m and m.group(2) in CLIP_G_BLOCK:
         layer, part, kind = m.groups()
-        return LiveLocation("clip", (f"{_G_LIVE}encoder.layers.{layer}.{_G_BLOCK[part]}.{kind}",))
+        return LiveLocation("clip", (f"{_G_LIVE}encoder.layers.{layer}.{CLIP_G_BLOCK[part]}.{kind}",))
     return None
 
 
@@ -110,26 +100,6 @@ def _owner(root: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str] | No
     return None
 
 
-def _reset_cond_caches(processing) -> None:
-    # class-level lists keyed by checkpoint, not weights: 3 slots in R, 2 in C/P (forge.md §4)
-    for cls, attrs in ((processing.StableDiffusionProcessing, ("cached_c", "cached_uc")),
-                       (processing.StableDiffusionProcessingTxt2Img, ("cached_hr_c", "cached_hr_uc"))):
-        for attr in attrs:
-            setattr(cls, attr, [None] * len(getattr(cls, attr)))
-
-
-def refresh_conditioning(model) -> None:
-    """Drop every cached cond and recompute the empty-prompt cond from the live text encoders.
-    Not ``get_empty_cond``: it activates extra networks, which rebuilds the LoRA clones."""
-    from modules import processing
-
-    _reset_cond_caches(processing)
-    if getattr(model, "cond_stage_model_empty_prompt", None) is not None:
-        with torch.no_grad():
-            empty = model.get_learned_conditioning([""])
-        model.cond_stage_model_empty_prompt = empty["crossattn"] if isinstance(empty, dict) else empty
-
-
 class LdmPatchedSlot(WebUISlot):
     """The loaded model under checkpoint keys. Reads of single-tensor keys are views of the live
     parameter: treat them as read-only."""
@@ -140,12 +110,8 @@ class LdmPatchedSlot(WebUISlot):
 
     def __init__(self, model, config_id: str, *, external_vae: str | None, separate_te: bool,
                  old_clip_g: bool):
-        from sd_mecha.extensions import model_configs
-
-        self._model = model
-        self._config = model_configs.resolve(config_id)
+        self._start(model, config_id)
         keys = self._config.keys()
-        self._config_keys = set(keys)
         # keys that stay off the live model: user-picked external VAE / text encoder (never
         # written), and R's "old CLIP G load", which leaves clip_g.text_projection at eye
         skipped = (_VAE,) if external_vae else ()
@@ -162,12 +128,7 @@ class LdmPatchedSlot(WebUISlot):
         if _UNET + "input_blocks.0.0.weight" not in self._locations:
             raise HostStateError(f"the loaded model has no parameter "
                                  f"'{_UNET}input_blocks.0.0.weight': not a {config_id} model")
-        self._side: dict[str, torch.Tensor] = {}
         self._snapshots: dict[str, torch.Tensor | None] = {}
-        self._te_dirty = False
-        self.te_written = False
-        self.kept = False
-        self._lock = threading.Lock()
 
     def _root(self, root: str) -> torch.nn.Module:
         objects = self._model.forge_objects  # looked up each time: R's external VAE rebuilds .vae
@@ -228,7 +189,7 @@ class LdmPatchedSlot(WebUISlot):
                 self._snapshots[k] = self._read_live(k).to("cpu", copy=True)
             self._write(params, value)
             if not k.startswith((_UNET, _VAE)):
-                self._te_dirty = self.te_written = True
+                self._text_encoder_written()
 
     @staticmethod
     def _write(params: list[torch.nn.Parameter], value: torch.Tensor) -> None:
@@ -240,12 +201,6 @@ class LdmPatchedSlot(WebUISlot):
                 return
             for param, part in zip(params, value.detach().chunk(len(params))):
                 param.copy_(part)
-
-    def commit(self) -> None:
-        """After text-encoder writes, conds computed from the old weights must go."""
-        if self._te_dirty:
-            refresh_conditioning(self._model)
-            self._te_dirty = False
 
     def keep(self) -> None:
         with self._lock:
@@ -287,15 +242,14 @@ def _quantized(model) -> str:
 class LdmPatchedHost(A1111Host):
     name = "ldm_patched"
 
-    def model_config(self) -> str:
-        model = self._loaded_model()
+    def _config_of(self, model) -> str:
         if getattr(model, "forge_objects", None) is None:
             raise HostStateError("the loaded model has no forge_objects: not an ldm_patched "
                                  "(reForge / Forge Classic / Forge previous) model")
         if getattr(model, "is_sd3", False):
             raise HostStateError("the loaded model is SD3: sd-optim merges sd1-ldm and sdxl-sgm "
                                  "models only")
-        config_id = super().model_config()
+        config_id = super()._config_of(model)
         why = _quantized(model)
         if why:
             raise HostStateError(f"the loaded UNet is {why}: sd-optim cannot merge into packed or "
@@ -353,51 +307,20 @@ class LdmPatchedHost(A1111Host):
 
     # --- the run --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def open_slot(self) -> Iterator[LdmPatchedSlot]:
-        from modules import call_queue, processing, sd_vae, shared
+    def _prepare(self, model):
+        from modules import processing
 
-        if not self._run_lock.acquire(blocking=False):
-            raise RuntimeError("an sd-optim run is already live in this WebUI")
-        try:
-            config_id = self.model_config()
-            model = self._loaded_model()
-            with call_queue.queue_lock:  # txt2img and checkpoint switches wait for the run
-                shared.state.begin(job=JOB_NAME)
-                shared.state.textinfo = "sd-optim"
-                self._model, self._checkpoint, self._changed = model, model.sd_model_checkpoint, ""
-                empty_cond = getattr(model, "cond_stage_model_empty_prompt", None)
-                slot = None
-                try:
-                    _reset_lora(model)
-                    _reset_cond_caches(processing)  # conds of the user's LoRA'd text encoders
-                    slot = LdmPatchedSlot(
-                        model, config_id, external_vae=getattr(sd_vae, "loaded_vae_file", None),
-                        separate_te=bool(getattr(model, "_separate_te_loaded", False)),
-                        old_clip_g=bool(getattr(shared.opts, "use_old_clip_g_load_and_ztsnr_application",
-                                                False)))
-                    yield slot
-                finally:
-                    try:
-                        if slot is not None:
-                            self._restore(slot, model, processing, empty_cond)
-                    finally:
-                        self._model = None
-                        shared.state.end()
-        finally:
-            self._run_lock.release()
+        _reset_lora(model)
+        reset_cond_caches(processing)  # conds of the user's LoRA'd text encoders
+        # the user's next generation rebuilds their LoRA (hash emptied)
 
-    def _restore(self, slot, model, processing, empty_cond) -> None:
-        if self._weights_replaced():
-            log.warning("sd-optim: the loaded model changed during the run; nothing to restore")
-            return
-        slot.restore()
-        if slot.kept:
-            refresh_conditioning(model)  # the kept merge's text encoders, not the original's
-        elif slot.te_written:
-            _reset_cond_caches(processing)
-            if empty_cond is not None:
-                model.cond_stage_model_empty_prompt = empty_cond
+    def _make_slot(self, model, config_id: str) -> LdmPatchedSlot:
+        from modules import sd_vae, shared
+
+        return LdmPatchedSlot(
+            model, config_id, external_vae=getattr(sd_vae, "loaded_vae_file", None),
+            separate_te=bool(getattr(model, "_separate_te_loaded", False)),
+            old_clip_g=bool(getattr(shared.opts, "use_old_clip_g_load_and_ztsnr_application", False)))
 
     def _processing(self, job: GenerationJob, seed: int):
         from modules import processing
