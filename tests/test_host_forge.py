@@ -3,6 +3,7 @@ own layout (HF CLIP, CLIP-G q/k/v split and transposed projection), real picture
 its live weights, a real runner."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -361,3 +362,14 @@ def test_sdxl_merge_changes_the_picture_and_restores(tiny_sdxl_paths, tiny_sdxl_
         assert np.array_equal(render(host, config, XL1)[0], a[0])
         assert_original(fake, tiny_sdxl_paths[0])
         assert np.array_equal(pixels(fake.txt2img().images[0]), before)
+
+
+def test_refresh_checkpoints_runs_forges_own_refresh(fake):
+    """Forge's checkpoint ↻ (and every page load) runs ``main_entry.refresh_models``, which also
+    re-lists the VAE / text-encoder files of the module dropdown; the host's refresh does the same."""
+    vae = Path(fake.main_entry.models_path) / "VAE" / "new.vae.safetensors"
+    vae.parent.mkdir()
+    vae.write_bytes(b"")
+    assert vae.name not in fake.main_entry.module_list
+    ForgeHost().refresh_checkpoints()
+    assert fake.main_entry.module_list[vae.name] == str(vae)

@@ -387,6 +387,14 @@ class ForgeHost(WebUIHost):
         params = sd_models.model_data.forge_loading_parameters
         return ForgeSlot(model, config_id, external=external_components(params.get("additional_modules")))
 
+    def refresh_checkpoints(self) -> None:
+        """What Forge's checkpoint refresh button runs (``main_entry.refresh_models``: the checkpoint
+        list and the VAE / text-encoder module list); Forge refreshes its dropdowns' choices from
+        it at every page load, and ↻ pushes them to an open page (forge.md §3)."""
+        from modules_forge import main_entry
+
+        main_entry.refresh_models()
+
     def _processing(self, job: GenerationJob, seed: int):
         """No ``override_settings``: in Forge a checkpoint override is itself a switch (§3), and
         the selection is checked before and after every image instead."""

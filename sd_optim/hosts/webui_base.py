@@ -228,9 +228,21 @@ class WebUIHost(Host, abc.ABC):
         return Path(getattr(shared.cmd_opts, "ckpt_dir", None) or sd_models.model_path)
 
     def refresh_checkpoints(self) -> None:
-        from modules import sd_models
+        """What the checkpoint dropdown's refresh button does on the server: the WebUI's
+        ``refresh`` of the ``sd_model_checkpoint`` option (``shared_items.refresh_checkpoints``:
+        ``sd_models.list_models()``), then its component's choices set from ``component_args``
+        (``ui_common.create_refresh_button``), so that every page built or loaded from now on
+        lists the new file."""
+        from modules import sd_models, shared
 
-        sd_models.list_models()
+        info = shared.opts.data_labels.get("sd_model_checkpoint")
+        refresh = getattr(info, "refresh", None) or sd_models.list_models
+        refresh()
+        component = (getattr(shared, "settings_components", None) or {}).get("sd_model_checkpoint")
+        args = getattr(info, "component_args", None)
+        if component is not None and args is not None:
+            for name, value in (args() if callable(args) else args).items():
+                setattr(component, name, value)
 
     def mark_kept(self, kept) -> None:
         from modules import script_callbacks

@@ -15,7 +15,9 @@ docstring names the Forge file it stands for); no WebUI code is copied.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -105,6 +107,11 @@ def installed(checkpoints, config_dir, *, arch: str = "sd1-ldm", load: bool = Tr
         from modules import scripts
 
         scripts.KEEP_ROOT_ON_PATH = True  # Forge keeps extension roots on sys.path
+        # modules.paths.models_path and sd_models.model_path (its "Stable-diffusion"), in a temporary folder
+        models = tempfile.mkdtemp(prefix="fake-forge-models-")
+        main_entry.models_path = models
+        sd_models.model_path = str(Path(models) / "Stable-diffusion")
+        Path(sd_models.model_path).mkdir()
         sd_models.checkpoint_files[:] = [str(p) for p in checkpoints]
         sd_models.list_models()
         shared.opts.data["forge_unet_storage_dtype"] = storage
@@ -116,6 +123,8 @@ def installed(checkpoints, config_dir, *, arch: str = "sd1-ldm", load: bool = Tr
         yield fake
     finally:
         renderer.step_hook = None
+        if "modules_forge.main_entry" in sys.modules and sys.modules["modules_forge.main_entry"].models_path:
+            shutil.rmtree(sys.modules["modules_forge.main_entry"].models_path, ignore_errors=True)
         for k in [k for k in sys.modules if _owned(k)]:
             del sys.modules[k]
         for p in _PATHS:

@@ -1,4 +1,4 @@
-"""Fake of ``modules/shared.py`` + ``modules/shared_items.py`` (A1111 v1.10.1, 82a973c0).
+"""Fake of ``modules/shared.py`` (A1111 v1.10.1, 82a973c0).
 
 ``shared.sd_model`` is a module property over ``sd_models.model_data`` (the first read loads a
 model when none was ever loaded), as A1111 does by swapping the module's class.
@@ -7,7 +7,7 @@ model when none was ever loaded), as A1111 does by swapping the module's class.
 import sys
 import types
 
-from modules import devices, options, shared_state
+from modules import devices, options, shared_items, shared_state
 
 OptionInfo = options.OptionInfo
 options_section = options.options_section
@@ -23,7 +23,7 @@ data_path = ""
 models_path = ""
 
 _DEFAULTS = {
-    "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
+    "sd_model_checkpoint": None, "sd_checkpoint_dropdown_use_short": False, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
     "fp8_storage": "Disable", "cache_fp16_weight": False, "persistent_cond_cache": True,
     "pad_cond_uncond": False, "sd_unet": "Automatic", "sd_vae": "Automatic",
     "CLIP_stop_at_last_layers": 1, "lora_functional": False, "sd_lora": "None",
@@ -33,6 +33,13 @@ _DEFAULTS = {
 }
 opts = options.Options({k: OptionInfo(v) for k, v in _DEFAULTS.items()})
 state = shared_state.State()
+# shared_options.py: the checkpoint setting's dropdown lists the checkpoint tiles and its refresh
+# button calls shared_items.refresh_checkpoints (the fake leaves its component, a gr.Dropdown, unset
+# so that no gradio is imported)
+opts.data_labels["sd_model_checkpoint"].component_args = lambda: {
+    "choices": shared_items.list_checkpoint_tiles(opts.sd_checkpoint_dropdown_use_short)}
+opts.data_labels["sd_model_checkpoint"].refresh = shared_items.refresh_checkpoints
+settings_components = None  # ui_settings.UiSettings.create_ui: {key: component} once the UI is built
 device = devices.device
 loaded_hypernetworks: list = []
 

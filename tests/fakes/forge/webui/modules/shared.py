@@ -14,13 +14,16 @@ cmd_opts = types.SimpleNamespace(ckpt_dir=None, ckpt="", embeddings_dir="", no_p
                                  api_auth=None, gradio_auth=None, gradio_auth_path=None)
 
 _DEFAULTS = {
-    "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "forge_additional_modules": [],
+    "sd_model_checkpoint": None, "sd_checkpoint_dropdown_use_short": False, "sd_checkpoint_hash": "", "forge_additional_modules": [],
     "forge_unet_storage_dtype": "Automatic", "persistent_cond_cache": True,
     "CLIP_stop_at_last_layers": 1, "sdxl_crop_left": 0, "sdxl_crop_top": 0, "fp8_storage": "Disable",
     "cache_fp16_weight": False, "emphasis": "Original", "sd_lora": "None", "samples_save": True,
 }
 opts = options.Options({k: OptionInfo(v) for k, v in _DEFAULTS.items()})
 state = shared_state.State()
+# shared_options.py:173: "sd_model_checkpoint" is "(Managed by Forge)", a gr.State with no refresh;
+# the checkpoint dropdown is modules_forge.main_entry's own
+settings_components = None  # ui_settings.UiSettings.create_ui: {key: component} once the UI is built
 
 
 class Shared(types.ModuleType):

@@ -1,10 +1,19 @@
-"""Fake of ``modules_forge/main_entry.py`` (Forge dfdcbab6): the storage-dtype options (``:27-38``) and
+"""Fake of ``modules_forge/main_entry.py`` (Forge dfdcbab6): the storage-dtype options (``:27-38``),
+``refresh_models`` (``:140-164``), which the checkpoint dropdown's refresh button (``:84-93``) and
+every page load (``:94-100``) call to set the checkpoint and module dropdowns' choices, and
 ``refresh_model_loading_parameters`` (``:220-239``), which the checkpoint / module dropdowns call
-at once (not under the queue lock): the next ``process_images`` then rebuilds the model."""
+at once (not under the queue lock): the next ``process_images`` then rebuilds the model.
+
+``models_path`` stands for ``modules.paths.models_path`` (unset: no module folders scanned)."""
+
+import os
 
 import torch
 from backend.args import dynamic_args
-from modules import processing, shared
+from modules import processing, shared, shared_items
+
+models_path = ""
+module_list = {}  # file name -> path of every VAE / text encoder file the module dropdown offers
 
 forge_unet_storage_dtype_options = {
     'Automatic': (None, False),
@@ -33,3 +42,15 @@ def refresh_model_loading_parameters():
         "unet_storage_dtype": unet_storage_dtype,
     }
     processing.need_global_unload = True
+
+
+def refresh_models():
+    shared_items.refresh_checkpoints()
+    ckpt_list = shared_items.list_checkpoint_tiles(shared.opts.sd_checkpoint_dropdown_use_short)
+    module_list.clear()
+    for folder in ("VAE", "text_encoder"):
+        path = os.path.join(models_path, folder) if models_path else ""
+        for root, _, files in os.walk(path) if path else ():
+            module_list.update({f: os.path.join(root, f) for f in files
+                                if f.endswith((".ckpt", ".pt", ".bin", ".safetensors", ".gguf"))})
+    return ckpt_list, module_list.keys()

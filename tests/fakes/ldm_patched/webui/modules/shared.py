@@ -8,7 +8,7 @@
 import sys
 import types
 
-from modules import devices, options, shared_state
+from modules import devices, options, shared_items, shared_state
 
 OptionInfo = options.OptionInfo
 options_section = options.options_section
@@ -19,13 +19,20 @@ cmd_opts = types.SimpleNamespace(ckpt_dir=None, no_hashing=False, embeddings_dir
                                  api_auth=None, gradio_auth=None, gradio_auth_path=None)
 
 _DEFAULTS = {
-    "sd_model_checkpoint": None, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
+    "sd_model_checkpoint": None, "sd_checkpoint_dropdown_use_short": False, "sd_checkpoint_hash": "", "sd_checkpoints_limit": 1,
     "persistent_cond_cache": True, "sd_unet": "Automatic", "sd_vae": "Automatic",
     "CLIP_stop_at_last_layers": 1, "sd_lora": "None", "sdxl_crop_left": 0, "sdxl_crop_top": 0,
     "hide_samplers": [], "use_old_clip_g_load_and_ztsnr_application": False,
 }
 opts = options.Options({k: OptionInfo(v) for k, v in _DEFAULTS.items()})
 state = shared_state.State()
+# shared_options.py: the checkpoint setting's dropdown lists the checkpoint tiles and its refresh
+# button calls shared_items.refresh_checkpoints (the fake leaves its component, a gr.Dropdown, unset
+# so that no gradio is imported)
+opts.data_labels["sd_model_checkpoint"].component_args = lambda: {
+    "choices": shared_items.list_checkpoint_tiles(opts.sd_checkpoint_dropdown_use_short)}
+opts.data_labels["sd_model_checkpoint"].refresh = shared_items.refresh_checkpoints
+settings_components = None  # ui_settings.UiSettings.create_ui: {key: component} once the UI is built
 device = devices.device
 
 
