@@ -2,7 +2,6 @@
 own layout (HF CLIP, CLIP-G q/k/v split and transposed projection), real pictures rendered from
 its live weights, a real runner."""
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,13 @@ from sd_optim.hosts.base import KeptMerge
 from sd_optim.hosts.forge import ForgeHost, HostStateError, forge_targets
 from sd_optim.merging import MergeEngine
 from sd_optim.run import events as ev
-from sd_optim.run.runner import Runner, run_to_end
+from sd_optim.run.runner import Runner
 from sd_optim.search.planning import make_planner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 P1 = {"diffuser.all.alpha": 0.1, "clip_l.all.alpha": 0.1}
 P2 = {"diffuser.all.alpha": 0.9, "clip_l.all.alpha": 0.9}
-XL1 = {**P1, "clip_g.all.alpha": 0.1}
-XL2 = {**P2, "clip_g.all.alpha": 0.9}
-XL_GUIDE = {"diffuser": ["single"], "clip_l": ["single"], "clip_g": ["single"]}
 
 
 @pytest.fixture
@@ -94,60 +90,23 @@ def test_lazy_load_lists_and_refusals(tiny_sd1_paths, tiny_sd1_config_dir):
         assert host.samplers()[:2] == ["DPM++ 2M", "DPM++ SDE"] and "DDPM" in host.samplers()
         assert "Turbo" in host.schedulers() and "Align Your Steps 32" in host.schedulers()
         assert sorted(c.path for c in host.checkpoints()) == sorted(str(p) for p in tiny_sd1_paths)
-        fake.model.is_sd1, fake.model.is_sd2 = False, True
-        with pytest.raises(HostStateError, match="the loaded model is SD2"):
-            host.model_config()
-        fake.model.is_sd2 = False
+        fake.model.is_sd1 = False  # no flag at all: the engine's class is named
         with pytest.raises(HostStateError, match="the loaded model is StableDiffusion:"):
             host.model_config()
         fake.model.is_sd1 = True
-        second = ForgeHost().open_slot()
-        with host.open_slot(), pytest.raises(RuntimeError, match="already live"):  # at once, no wait
-            second.__enter__()
     with installed(tiny_sd1_paths, tiny_sd1_config_dir, load=False) as fake:
         fake.sd_models.model_data.forge_loading_parameters = {"checkpoint_info": None}
         with pytest.raises(HostStateError, match="no checkpoint is selected"):
             ForgeHost().model_config()
 
 
-def test_merge_changes_the_picture_and_repeats(fake, cfg, tiny_sd1_paths):
+def test_merges_write_forges_inference_tensors(fake, cfg, tiny_sd1_paths):
     host, config = ForgeHost(), cfg()
     assert all(p.is_inference() for p in fake.model.forge_objects.unet.model.diffusion_model.parameters())
     with pytest.raises(RuntimeError, match="[Ii]nference"):  # why the host writes under inference_mode
         out_weight(fake).copy_(out_weight(fake).detach().clone())
-    a = render(host, config, P1)
-    b = render(host, config, P2)
-    a2 = render(host, config, P1)
-    assert np.abs(a[0] - b[0]).mean() > 1.0
-    assert np.array_equal(a[0], a2[0])
+    assert np.abs(render(host, config, P1)[0] - render(host, config, P2)[0]).mean() > 1.0
     assert_original(fake, tiny_sd1_paths[0])
-
-
-def test_run_holds_the_queue_and_restores_everything(fake, cfg, tiny_sd1_paths):
-    before = pixels(fake.txt2img().images[0])
-    runner = Runner(cfg(), ForgeHost())
-    seen = []
-
-    def probe(event):
-        if isinstance(event, ev.TrialStarted):
-            got = []
-            t = threading.Thread(target=lambda: got.append(fake.call_queue.queue_lock.acquire(blocking=False)))
-            t.start()
-            t.join()
-            seen.append((got[0], fake.state.job))
-
-    runner.listeners.append(probe)
-    final = run_to_end(runner)
-    assert final.reason == "completed" and final.trials == 2
-    assert seen == [(False, "sd-optim")] * 2
-    rows = [e for e in runner.history if isinstance(e, ev.ImageScored)]
-    assert "Steps: 2, Sampler: Euler" in rows[0].infotext and rows[0].seed == 3
-    assert "sd-optim: s trial 0" in rows[0].infotext and "sd-optim params: " in rows[0].infotext
-    assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
-    fake.call_queue.queue_lock.release()
-    assert_original(fake, tiny_sd1_paths[0])
-    # the class-level conds computed from merged text encoders are gone too
-    assert np.array_equal(pixels(fake.txt2img().images[0]), before)
 
 
 def test_text_encoder_writes_reset_the_cond_caches(fake, cfg, tiny_sd1_paths):
@@ -168,38 +127,6 @@ def test_text_encoder_writes_reset_the_cond_caches(fake, cfg, tiny_sd1_paths):
         fresh = pixels(next(host.generate(job)).image)
         assert np.abs(fresh - before).mean() > 1.0
     assert np.array_equal(pixels(fake.txt2img().images[0]), before)
-    assert_original(fake, tiny_sd1_paths[0])
-
-
-@pytest.mark.parametrize("how", ["close", "throw"])
-def test_exception_mid_trial_restores(fake, cfg, tiny_sd1_paths, how):
-    runner = Runner(cfg(), ForgeHost())
-    gen = runner.events()
-    for event in gen:
-        if isinstance(event, ev.TrialMerged):
-            break
-    if how == "close":
-        gen.close()
-    else:
-        with pytest.raises(SystemExit):  # a KeyboardInterrupt ends the run with its summary instead
-            gen.throw(SystemExit(1))
-    assert runner.state.study.trials[0].state == optuna.trial.TrialState.FAIL
-    assert fake.state.job == "" and fake.call_queue.queue_lock.acquire(blocking=False)
-    fake.call_queue.queue_lock.release()
-    assert_original(fake, tiny_sd1_paths[0])
-
-
-def test_interrupt_mid_sampling_fails_the_trial_unscored(fake, cfg, tiny_sd1_paths):
-    host = ForgeHost()
-    events = []
-    for event in Runner(cfg(), host).events():
-        events.append(event)
-        if isinstance(event, ev.TrialMerged) and event.number == 1:
-            fake.renderer.step_hook = lambda step: fake.state.interrupt()  # the Interrupt button
-    last = [e for e in events if isinstance(e, ev.TrialFinished)][-1]
-    assert (last.number, last.state, last.reason) == (1, "FAIL", "interrupted")
-    assert events[-1].reason == "interrupted"
-    assert not [e for e in events if isinstance(e, ev.ImageScored) and e.trial == 1]
     assert_original(fake, tiny_sd1_paths[0])
 
 
@@ -253,17 +180,6 @@ def test_fp8_storage_casts_and_restores_bit_exact(tiny_sd1_paths, tiny_sd1_confi
         a = render(host, cfg(), P1)
         assert np.abs(a[0] - render(host, cfg(), P2)[0]).mean() > 1.0
         assert_original(fake, tiny_sd1_paths[0], storage=fp8)
-
-
-def test_baked_lora_neither_leaks_into_trials_nor_is_lost(fake, cfg, tiny_sd1_paths):
-    host, config = ForgeHost(), cfg()
-    clean = render(host, config, P1)
-    with_lora = pixels(fake.txt2img("<lora:detail> a red fox").images[0])  # the user's last generation
-    key = "unet.out.2.weight"
-    assert not torch.equal(fake.parameters()[key], expected_live(tiny_sd1_paths[0])[key])  # baked
-    assert np.array_equal(render(host, config, P1)[0], clean[0])
-    assert_original(fake, tiny_sd1_paths[0])
-    assert np.array_equal(pixels(fake.txt2img("<lora:detail> a red fox").images[0]), with_lora)
 
 
 def test_parameters_replaced_mid_run_are_written_by_name(fake, cfg, tiny_sd1_paths):
@@ -348,20 +264,6 @@ def test_slot_keys_round_trip_the_checkpoint_layout(arch, request):
             == ["q_proj", "k_proj", "v_proj"]
         (proj,) = forge_targets(g + "text_projection")
         assert proj.transposed and proj.name == "clip_g.transformer.text_projection.weight"
-
-
-def test_sdxl_merge_changes_the_picture_and_restores(tiny_sdxl_paths, tiny_sdxl_config_dir, tmp_path):
-    config = make_config(tiny_sdxl_paths, tiny_sdxl_config_dir, tmp_path / "runs", guide=XL_GUIDE,
-                         optimizer={"trials": 2})
-    with installed(tiny_sdxl_paths, tiny_sdxl_config_dir, arch="sdxl-sgm") as fake:
-        host = ForgeHost()
-        before = pixels(fake.txt2img().images[0])
-        a = render(host, config, XL1)
-        b = render(host, config, XL2)
-        assert np.abs(a[0] - b[0]).mean() > 1.0
-        assert np.array_equal(render(host, config, XL1)[0], a[0])
-        assert_original(fake, tiny_sdxl_paths[0])
-        assert np.array_equal(pixels(fake.txt2img().images[0]), before)
 
 
 def test_refresh_checkpoints_runs_forges_own_refresh(fake):
