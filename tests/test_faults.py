@@ -167,7 +167,8 @@ def install(monkeypatch, injector: Injector) -> None:
                 stats = original(self, *args, **kwargs)
                 slot = args[1]
                 for key in list(slot)[:40]:
-                    slot[key] = torch.full_like(slot[key], math.nan)
+                    if slot[key].is_floating_point():  # not the integer position_ids some keep
+                        slot[key] = torch.full_like(slot[key], math.nan)
                 return stats
             if fault == "nan score":
                 return [math.nan] * len(args[0])
