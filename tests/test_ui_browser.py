@@ -55,6 +55,25 @@ PLOT_FITS = """() => {
 }"""
 
 
+# The tab's elements that a box drawn past its own bottom would cover: a box that does not clip
+# its overflow paints as far down as its lowest descendant.
+COVERED_BY = """(id) => {
+    const box = document.getElementById(id), own = box.getBoundingClientRect();
+    let bottom = own.bottom;
+    if (!["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(box).overflowY))
+        for (const el of box.querySelectorAll("*")) bottom = Math.max(bottom, el.getBoundingClientRect().bottom);
+    return [...document.querySelectorAll("[id^=sd_optim_]")].filter(el => {
+        const r = el.getBoundingClientRect();
+        return !box.contains(el) && !el.contains(box) && r.height > 0 && r.top >= own.bottom - 1
+            && r.top < bottom - 1;
+    }).map(el => el.id);
+}"""
+
+
+def covered_by(ui: GradioPage, elem_id: str) -> list[str]:
+    return ui.page.evaluate(COVERED_BY, elem_id)
+
+
 @contextlib.contextmanager
 def demo_app(tmp_path: Path):
     """The demo app served, and a page showing it: (the page helper, its URL)."""
@@ -88,6 +107,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: "27 parameters to tune" in ui.text("sd_optim_preview"), timeout=20,
                     message="the preview after diffuser: single -> all")
         assert "diffuser.IN04.alpha" in ui.text("sd_optim_preview")
+        assert covered_by(ui, "sd_optim_preview") == []  # the long list scrolls inside its box
         ui.root("sd_optim_preview").scroll_into_view_if_needed()
         walkthrough(ui, "1-set-up.png")
 
@@ -138,6 +158,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         assert recipe.name == "best.mecha"
         assert sd_mecha.deserialize_path(recipe) is not None
         tab(ui, "Best so far")
+        assert covered_by(ui, "sd_optim_best") == []
         OUTPUT.mkdir(exist_ok=True)
         ui.screenshot(OUTPUT / f"demo-app-gradio-{gr.__version__}.png")
 
