@@ -157,6 +157,18 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         recipe = ui.download("sd_optim_recipe_file", tmp_path)
         assert recipe.name == "best.mecha"
         assert sd_mecha.deserialize_path(recipe) is not None
+
+        # Save as checkpoint: in a WebUI the tab presses the checkpoint dropdown's own refresh
+        # button, so the new file is listed at once (here a stand-in button counts the presses)
+        page.evaluate("""() => { const b = document.createElement("button");
+            b.id = "refresh_sd_model_checkpoint"; b.dataset.pressed = "0";
+            b.onclick = () => { b.dataset.pressed = String(+b.dataset.pressed + 1); };
+            document.body.appendChild(b); }""")
+        ui.fill("sd_optim_ckpt_name", "browser-saved")
+        ui.click("sd_optim_save_ckpt")
+        ui.wait_for(lambda: "Saved trial" in ui.text("sd_optim_result_status"), timeout=60, message="saved")
+        ui.wait_for(lambda: page.evaluate("document.getElementById('refresh_sd_model_checkpoint')"
+                                          ".dataset.pressed") == "1", timeout=10, message="refresh pressed once")
         tab(ui, "Best so far")
         assert covered_by(ui, "sd_optim_best") == []
         OUTPUT.mkdir(exist_ok=True)
