@@ -260,3 +260,21 @@ def test_changes_that_make_trials_incomparable_are_refused_with_the_fork_way_out
     manager.wait()
     with pytest.raises(ConfigError, match="no live run to adjust"):
         manager.adjust(fm.form_to_data(tab_form))
+
+
+def test_stop_is_acknowledged_at_once_while_the_image_in_flight_finishes(manager, tab_form):
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(event):  # the run thread is held inside a trial, as by a slow image
+        if event.kind == "TrialStarted" and not release.is_set():
+            busy.set()
+            release.wait(60)
+
+    manager.start(fm.form_to_data({**tab_form, "trials": 50}), fresh_name=True)
+    manager.current.runner.listeners.append(hold)
+    assert busy.wait(60)
+    status = manager.stop()
+    assert status["state"] == "running" and status["stopping"] and status["eta_seconds"] is None
+    assert "stopping after the current image…" in status["text"]
+    release.set()
+    assert manager.wait()["reason"] == "stopped"

@@ -360,13 +360,14 @@ class RunManager:
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
             "paused": runner.control.paused,
+            "stopping": runner.control.stopping and live.thread.is_alive(),
             "error": live.error,
             "current_trial": tally.current_trial,
             "awaiting_ratings": len(self.waiting_for_ratings()),
             "last_timings": dict(tally.last_timings),
             "eta_seconds": None,
         }
-        if live.trials_timed and out["trials_total"] and live.thread.is_alive():
+        if live.trials_timed and out["trials_total"] and live.thread.is_alive() and not out["stopping"]:
             mean = live.trial_seconds / live.trials_timed
             left = max(out["trials_total"] - tally.trials_done, 0)
             out["eta_seconds"] = max(mean * left - (time.time() - live.trial_started), 0.0)
@@ -429,6 +430,8 @@ def _free_study_name(config: RunConfig) -> str:
 def _describe(s: dict[str, Any]) -> str:
     best = f", best {s['best_value']:.4f} (trial {s['best_trial']})" if s.get("best_value") is not None else ""
     head = f"study {s['study']!r}: " if s.get("study") else ""
+    if s["state"] == "running" and s.get("stopping"):  # said at once: the image in flight may take a while
+        return f"{head}stopping after the current image…, {s['trials_done']}/{s['trials_total']} trials{best}"
     if s["state"] == "running":
         text = f"{head}running, {s['trials_done']}/{s['trials_total']} trials{best}"
         if s.get("eta_seconds") is not None:
