@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sd_optim.config import config_from_dict
-from sd_optim.errors import ConfigError
+from sd_optim.errors import ConfigError, Problem
 from sd_optim.ui import form as fm
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
@@ -98,16 +98,17 @@ def test_recipe_sites_table_selects_and_bounds_sites():
 
 
 @pytest.mark.parametrize("problem, panel", [
-    ("models[1].path: no such file, got 'x'", "models"),
-    ("base_model: must name one of the models (a, b), got 'c'", "models"),
-    ("merge.method: unknown sd-mecha merge method, got 'w'", "mode"),
-    ("recipe.path: recipe mode needs a .mecha file", "mode"),
-    ("guide.diffuser[0].patterns: select needs at least one pattern", "guide"),
-    ("payloads[2].steps: must be >= 1, got 0", "payloads"),
-    ("scorers[0] (laion_aesthetic): head weights not found", "scorers"),
-    ("optimizer.trials: must be >= 1, got 0", "optimizer"),
-    ("after_run.save_name: must be a plain file name (no folders), got 'a/b'", "optimizer"),
-    ("the run could not start: boom", "other"),
+    (Problem("models[1].path", "no such file", "x"), "models"),
+    (Problem("base_model", "must name one of the models (a, b)", "c"), "models"),
+    (Problem("merge.method", "unknown sd-mecha merge method", "w"), "mode"),
+    (Problem("recipe.path", "recipe mode needs a .mecha file"), "mode"),
+    (Problem("guide.diffuser[0].patterns", "select needs at least one pattern"), "guide"),
+    (Problem("payloads[2].steps", "must be >= 1", 0), "payloads"),
+    (Problem("scorers[0]", "laion_aesthetic: head weights not found"), "scorers"),
+    (Problem("optimizer.trials", "must be >= 1", 0), "optimizer"),
+    (Problem("after_run.save_name", "must be a plain file name (no folders)", "a/b"), "optimizer"),
+    (Problem("", "the run could not start: boom"), "other"),
+    ("payloads[2].steps: plain text names no field", "other"),  # placed by its field, never its text
 ])
 def test_each_problem_is_shown_next_to_its_panel(problem, panel):
     assert fm.problems_by_panel([problem])[panel] == [problem]

@@ -186,17 +186,17 @@ def study_of_choice(choice: str) -> str:
 _PLACEHOLDERS = {"payloads": [{"prompt": "preview"}], "scorers": ["image_stats"]}
 
 
-def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[str]]:
+def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[Problem]]:
     """(the parameters a set-up would tune, problems) for a model of ``model_config``.
 
     Prompt sets and scorers do not change the parameters, so empty ones are filled in here."""
     if not model_config:
-        return [], ["models: pick the checkpoints first (their architecture decides the parameters)"]
+        return [], [Problem("models", "pick the checkpoints first (their architecture decides the parameters)")]
     data = {**data, **{k: v for k, v in _PLACEHOLDERS.items() if not data.get(k)}}
     try:
         cfg = config_from_dict(data)
     except ConfigError as e:
-        keep = [p for p in e.problems if p.split(":")[0].split(".")[0].split("[")[0]
+        keep = [p for p in e.problems if p.field.split(".")[0].split("[")[0]
                 in ("mode", "merge", "recipe", "guide", "models", "base_model")]
         if keep:
             return [], keep
@@ -206,7 +206,7 @@ def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], 
             from ..search.recipe_mode import RecipePlanner
 
             if not cfg.recipe.path:
-                return [], ["recipe.path: pick or upload a .mecha recipe"]
+                return [], [Problem("recipe.path", "pick or upload a .mecha recipe")]
             space = RecipePlanner(cfg, model_config).space
         else:
             from ..search.space import build_search_space
@@ -215,7 +215,7 @@ def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], 
     except (ConfigError, SpaceError) as e:
         return [], list(e.problems)
     except (OSError, ValueError) as e:
-        return [], [f"recipe.path: {e}"]
+        return [], [Problem("recipe.path", str(e))]
     lines = space.describe()
     lines += [f"note: {n}" for n in getattr(space, "notes", [])]
     return lines, []

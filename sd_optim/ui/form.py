@@ -32,7 +32,7 @@ from ..config import (
     safe_yaml,
 )
 from ..config.model import field_text
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem, as_problem
 
 LORA_COLUMNS = ["path", "apply to", "strength"]
 FIXED_COLUMNS = ["hyperparameter", "value"]
@@ -537,16 +537,17 @@ _PANEL_OF = {
 }
 
 
-def panel_of(problem: str) -> str:
-    """Which set-up panel a problem (``payloads[2].steps: must be ...``) belongs to."""
-    head = problem.split(":", 1)[0].strip()
+def panel_of(problem: Problem) -> str:
+    """Which set-up panel a problem belongs to, by the field it is about (``payloads[2].steps``:
+    prompt sets); "" for a problem about no field of a panel. Its text is never read."""
+    head = as_problem(problem).field.strip()
     for sep in (".", "[", " "):
         head = head.split(sep, 1)[0]
     return _PANEL_OF.get(head, "optimizer" if head.startswith(("--", "study")) else "")
 
 
-def problems_by_panel(problems: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {p: [] for p in PANELS}
+def problems_by_panel(problems: list[Problem]) -> dict[str, list[Problem]]:
+    out: dict[str, list[Problem]] = {p: [] for p in PANELS}
     out["other"] = []
     for problem in problems:
         out[panel_of(problem) or "other"].append(problem)
