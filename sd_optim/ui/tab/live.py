@@ -41,11 +41,11 @@ def figures(study, kind: str) -> dict[str, Any]:
 
 def live_view(manager: Callable[[], RunManager], state: dict[str, Any], kind: str) -> dict[str, Any]:
     """The live view's updates; ``state`` remembers what is shown, so only what changed is sent."""
-    m = manager()
-    live = m.current
+    runs = manager()
+    live = runs.current
     run = live.runner.state if live is not None else None
     study = run.study if run is not None else None
-    status = m.status()
+    status = runs.status()
     out: dict[str, Any] = {"status": views.status_markdown(status)}
     images = list(live.images) if live is not None else []
     best_images = list(live.best_images) if live is not None else []
@@ -72,11 +72,11 @@ def follow(manager: Callable[[], RunManager], state: dict[str, Any] | None = Non
     """The live view, again whenever the run changes, until it ends (the last view is the final one)."""
     state = state if state is not None else {}
     kind = compat.plot_kind()
-    m = manager()
+    runs = manager()
     seen = -1
     while True:
-        seen = m.wait_for_change(seen, 1.0)
-        alive = m.live  # read before the view, so the last view shown is the final one
+        seen = runs.wait_for_change(seen, 1.0)
+        alive = runs.live  # read before the view, so the last view shown is the final one
         yield live_view(manager, state, kind)
         if not alive:
             return
