@@ -43,6 +43,9 @@ class Tab:
         f = self.handler(elem_id, event)
         args = [values.get(b.elem_id, b.value) for b in f.inputs]
         result = f.fn(*args)
+        if isinstance(result, dict) and result and all(hasattr(k, "_id") for k in result):
+            # outputs addressed by component, as gradio takes them: the ones left out keep their value
+            return {b.elem_id: result.get(b, {"__type__": "update"}) for b in f.outputs}
         if not isinstance(result, (list, tuple)) or len(f.outputs) == 1:
             result = [result]
         return {b.elem_id: v for b, v in zip(f.outputs, result)}

@@ -195,7 +195,7 @@ def _top_field(problem: Problem) -> str:
     return problem.field.split(".")[0].split("[")[0]
 
 
-def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[str]]:
+def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[Problem]]:
     """(the parameters a set-up would tune, problems) for a model of ``model_config``.
 
     Prompt sets and scorers do not change the parameters, so empty ones are filled in here."""

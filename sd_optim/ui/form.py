@@ -114,6 +114,12 @@ def payload_defaults(name: str = "", prompt: str = "") -> dict[str, Any]:
     return dataclasses.asdict(Payload(name=name, prompt=prompt))
 
 
+def payload_row(values: dict[str, Any]) -> list[Any]:
+    """A prompt set's values (as :func:`payload_defaults` gives them) as a row of the prompt-set table."""
+    return [_fmt_words(values.get(key) or []) if kind == "list" else values.get(key, "")
+            for key, kind in _PAYLOAD_FIELDS]
+
+
 FIELDS = list(FORM_DEFAULTS)
 
 
