@@ -16,7 +16,7 @@
     function update(status) {
         // the page's own title is read each time: the WebUI sets it after its scripts load
         const title = document.title.replace(PREFIX, "");
-        const m = /Trial (\d+) of (\d+)/.exec(status.textContent || "");
+        const m = /(\d+) of (\d+) trials done/.exec(status.textContent || "");
         const wanted = m ? `[${m[1]}/${m[2]}] ${title}` : title;
         if (document.title !== wanted) document.title = wanted;
     }

@@ -123,9 +123,10 @@ class LiveRun:
 
 
 def caption(e: ev.ImageScored) -> str:
-    """``trial 4 · cat #1 · reference 0.9312``: the trial, the prompt set, the image and its scores."""
+    """``reference 0.9312 · trial #4 · cat, image 1``: the scores first (a gallery cuts long captions
+    short), then the trial, the prompt set and the image."""
     scores = " · ".join(f"{name} {value:.4f}" for name, value in e.scores.items())
-    return f"trial {e.trial} · {e.payload} #{e.index}" + (f" · {scores}" if scores else "")
+    return (f"{scores} · " if scores else "") + f"trial #{e.trial} · {e.payload}, image {e.index}"
 
 
 class RunManager:
@@ -428,7 +429,7 @@ def _free_study_name(config: RunConfig) -> str:
 
 
 def _describe(s: dict[str, Any]) -> str:
-    best = f", best {s['best_value']:.4f} (trial {s['best_trial']})" if s.get("best_value") is not None else ""
+    best = f", best {s['best_value']:.4f} (trial #{s['best_trial']})" if s.get("best_value") is not None else ""
     head = f"study {s['study']!r}: " if s.get("study") else ""
     if s["state"] == "running" and s.get("stopping"):  # said at once: the image in flight may take a while
         return f"{head}stopping after the current image…, {s['trials_done']}/{s['trials_total']} trials{best}"
@@ -446,12 +447,12 @@ def _describe(s: dict[str, Any]) -> str:
         text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:
         if s.get("kept_until_next_run"):
-            text += (f"; trial {s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
-                     f"; trial {s['kept_trial']} was kept loaded until the next run")
+            text += (f"; trial #{s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
+                     f"; trial #{s['kept_trial']} was kept loaded until the next run")
         else:
-            text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
+            text += (f"; trial #{s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
                      if s.get("kept_loaded") else
-                     f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
+                     f"; trial #{s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):

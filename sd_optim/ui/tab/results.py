@@ -115,7 +115,7 @@ def keep_action(ctx: TabContext, manager: Callable[[], RunManager], text: Any) -
         kept = tools.keep(trial_number(tools, text))
     until = ("the next run starts from the model file's own weights again" if ctx.standalone else
              "loading another checkpoint (or reloading this one) brings the original back")
-    return {"result_status": f"Trial {kept.trial} is loaded now (value {kept.value:.4f}); {until}."}
+    return {"result_status": f"Trial #{kept.trial} is loaded now (value {kept.value:.4f}); {until}."}
 
 
 def on_look(manager: Callable[[], RunManager], text: Any):
@@ -126,9 +126,9 @@ def on_look(manager: Callable[[], RunManager], text: Any):
             images = []
             for payload, generated in tools.look(number):
                 images.append((generated.image, f"{payload} · seed {generated.seed}"))
-                yield {"look_gallery": images, "result_status": f"Trial {number}: {len(images)} images so far…"}
+                yield {"look_gallery": images, "result_status": f"Trial #{number}: {len(images)} images so far…"}
         count = f"{len(images)} image{'s' if len(images) != 1 else ''}"
-        yield {"look_gallery": images, "result_status": f"Trial {number} again ({count}); the original model is back."}
+        yield {"look_gallery": images, "result_status": f"Trial #{number} again ({count}); the original model is back."}
     except RunBusy as e:
         yield {"result_status": f"{e}. Stop it (or wait for it) first."}
     except ConfigError as e:
