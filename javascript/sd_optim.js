@@ -4,7 +4,7 @@
 // laid out while hidden); keyboard shortcuts S (stop), P (pause / resume), M (manual scoring), 1-9 and 0 (ratings);
 // a checkpoint just saved (Save as checkpoint, or a run's save-best) shows in the WebUI's checkpoint
 // dropdown at once: its own refresh button is pressed, as a user would (A1111 / reForge / Classic
-// and Forge name it differently).
+// and Forge name it differently); a refused Start scrolls to the first panel it marks.
 // Loaded by the WebUI with its other scripts, and by `python -m sd_optim app` on page load.
 (function () {
     if (window.sd_optim_watch) return;
@@ -72,6 +72,25 @@
         }).observe(box, {childList: true, subtree: true, characterData: true});
     }
 
+    // A refused Start (or Check set-up) names the first problem in the status line and opens the
+    // panels it marks; the page scrolls to the first marked panel, which may be below the fold.
+    const REFUSED = /^\s*(The run did not start:|Fix the set-up:)/;
+
+    function scrollToProblemsWhenRefused(status) {
+        let seen = "";
+        new MutationObserver(function () {
+            const text = status.textContent || "";
+            if (text === seen) return;
+            seen = text;
+            if (!REFUSED.test(text)) return;
+            setTimeout(function () {  // once the opened panels are laid out
+                const first = [...root().querySelectorAll(".sd_optim_error")]
+                    .find(box => box.offsetParent !== null && (box.textContent || "").trim());
+                if (first) first.scrollIntoView({block: "center"});
+            }, 400);
+        }).observe(status, {childList: true, subtree: true, characterData: true});
+    }
+
     const timer = setInterval(function () {
         const status = root().querySelector("#sd_optim_status");
         const tabs = root().querySelector("#sd_optim_tabs");
@@ -82,6 +101,7 @@
         });
         watchPlotsTab(tabs);
         refreshCheckpointsWhenSaved(status);
+        scrollToProblemsWhenRefused(status);
         const result = root().querySelector("#sd_optim_result_status");
         if (result) refreshCheckpointsWhenSaved(result);
         const attach = root().querySelector("#sd_optim_attach");

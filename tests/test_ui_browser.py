@@ -178,7 +178,16 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
 def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
     with demo_app(tmp_path) as (ui, _url):
         page = ui.page
+        # a problem in a closed panel below the fold: Start names it, opens the panel, scrolls to it
         ui.open_accordion("6 · Optimizer")
+        ui.fill("sd_optim_trials", "0")
+        close_accordion(ui, "6 · Optimizer")
+        page.evaluate("window.scrollTo(0, 0)")
+        ui.click("sd_optim_start")
+        ui.wait_for(lambda: "optimizer.trials: must be >= 1" in ui.text("sd_optim_status"), timeout=30,
+                    message="the refused Start names the problem")
+        assert "(panel 6 · Optimizer)" in ui.text("sd_optim_status")
+        ui.wait_for(lambda: in_view(ui, "sd_optim_err_optimizer"), timeout=10, message="scrolled to panel 6")
         ui.fill("sd_optim_trials", "60")
         ui.click("sd_optim_start")
         ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120, message="a first image")

@@ -130,7 +130,11 @@ def test_a_recipe_lists_its_sites_and_check_reports_by_panel(tab, tiny_sd1_paths
                                                                      "", ""]]})
     assert "merge mode needs at least two checkpoints" in out["sd_optim_err_models"]
     assert "at least one prompt set is required" in out["sd_optim_err_payloads"]
-    assert "Fix the problems" in out["sd_optim_status"]
+    # the status names the first problem and its panel; the panels with problems open
+    assert out["sd_optim_status"].startswith("**Fix the set-up:** models: merge mode needs at least two")
+    assert "(panel 1 · Models; " in out["sd_optim_status"] and "more marked)" in out["sd_optim_status"]
+    assert out["sd_optim_panel_payloads"]["open"] is True and out["sd_optim_panel_models"]["open"] is True
+    assert "open" not in out["sd_optim_panel_optimizer"]  # no problem there: left as the user has it
 
 
 def test_form_fields_are_the_inputs_of_start(tab):

@@ -524,6 +524,8 @@ def guide_to_form(guide: Any) -> dict[str, Any]:
 # --- problems -> panels -----------------------------------------------------------------------
 
 PANELS = ("models", "mode", "guide", "payloads", "scorers", "optimizer")
+PANEL_TITLES = {"models": "1 · Models", "mode": "2 · Merge method or recipe", "guide": "3 · What to tune (guide)",
+                "payloads": "4 · Prompt sets", "scorers": "5 · Scorers", "optimizer": "6 · Optimizer"}
 _PANEL_OF = {
     "models": "models", "loras": "models", "base_model": "models", "host_model": "models",
     "diffusers_config": "models", "mode": "mode", "merge": "mode", "recipe": "mode",

@@ -12,7 +12,7 @@ from ...errors import ConfigError
 from .. import compat, views
 from .. import form as fm
 from .context import TabContext, elem, preview
-from .wiring import Components, connect, on_form, problem_box, problems_markdown
+from .wiring import Components, connect, on_form, problem_box, problems_markdown, set_up_panel
 
 STRATEGY_HELP = (
     "One row per strategy. **component**: diffuser, clip_l, clip_g, vae (see the preview). "
@@ -32,7 +32,7 @@ PREVIEWED = ("models", "mode", "method", "fixed", "strategies", "bounds", "block
 def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
     first_preview, first_yaml = preview(ctx, form)
     parts: Components = {}
-    with gr.Accordion("3 · What to tune (guide)", open=True, elem_id=elem("panel_guide")):
+    with set_up_panel(parts, "guide", open=True):
         gr.Markdown(STRATEGY_HELP, elem_classes=[elem("help")])
         parts["strategies"] = gr.Dataframe(compat.table(form["strategies"], 7), headers=fm.STRATEGY_COLUMNS,
                                            datatype=["str"] * 7, row_count=(0, "dynamic"), col_count=(7, "fixed"),

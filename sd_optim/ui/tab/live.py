@@ -19,7 +19,7 @@ from ..runs import RunBusy, RunManager
 from .context import TabContext, model_config
 from .results import PLOTS
 from .run_view import RATING_VIEW, rating_view
-from .wiring import PROBLEM_BOXES, Components, bound, connect, on_form, problem_box
+from .wiring import PANEL_ACCORDIONS, PROBLEM_BOXES, Components, bound, connect, on_form, problem_box
 
 log = logging.getLogger("sd_optim")
 
@@ -84,9 +84,17 @@ def follow(manager: Callable[[], RunManager], state: dict[str, Any] | None = Non
 
 
 def problems_shown(problems: list[Any], head: str) -> dict[str, Any]:
-    """Each panel's problems in its box; ``head`` and the problems of no panel in the status line."""
+    """Each panel's problems in its box, its accordion opened; the status line says ``head``, the
+    first problem and where it is, and lists the problems of no panel (the page scrolls to the
+    first marked panel: javascript/sd_optim.js)."""
     by_panel = fm.problems_by_panel(problems)
     out: dict[str, Any] = {problem_box(p): views.problems_markdown(by_panel[p]) for p in fm.PANELS}
+    out.update({f"panel_{p}": gr.update(open=True) for p in fm.PANELS if by_panel[p]})
+    marked = [(p, by_panel[p][0]) for p in fm.PANELS if by_panel[p]]
+    if marked:
+        panel, first = marked[0]
+        more = len(problems) - 1
+        head += f" {first} (panel {fm.PANEL_TITLES[panel]}" + (f"; {more} more marked)" if more else ")")
     other = by_panel["other"]
     out["status"] = head + ("\n" + views.problems_markdown(other) if other else "")
     return out
@@ -104,7 +112,7 @@ def on_start(ctx: TabContext, manager: Callable[[], RunManager], form: dict[str,
                 yield {**cleared, **view}
         return
     except ConfigError as e:
-        yield problems_shown(e.problems, "**The run did not start.** Fix the problems marked in the set-up panels.")
+        yield problems_shown(e.problems, "**The run did not start:**")
         return
     except Exception as e:
         log.exception("sd-optim: the run could not start")
@@ -126,12 +134,14 @@ def on_check(ctx: TabContext, manager: Callable[[], RunManager], form: dict[str,
     problems = cat.check_setup(data, manager().defaults, model_config(ctx, form), ctx.sampler_problems)
     if not problems:
         return {**problems_shown([], ""), "status": "The set-up is complete: press Start."}
-    return problems_shown(problems, "**Fix the problems marked in the set-up panels.**")
+    return problems_shown(problems, "**Fix the set-up:**")
 
 
 def wire_live(components: Components, ctx: TabContext, manager: Callable[[], RunManager]) -> None:
-    connect(components, "start", "click", on_form(on_start, ctx, manager), fm.FIELDS, [*PROBLEM_BOXES, *LIVE_VIEW],
+    connect(components, "start", "click", on_form(on_start, ctx, manager), fm.FIELDS,
+            [*PROBLEM_BOXES, *PANEL_ACCORDIONS, *LIVE_VIEW],
             show_progress="hidden", **compat.unlimited())
     connect(components, "attach", "click", bound(on_attach, manager), [], LIVE_VIEW, show_progress="hidden",
             **compat.unlimited())
-    connect(components, "check", "click", on_form(on_check, ctx, manager), fm.FIELDS, [*PROBLEM_BOXES, "status"])
+    connect(components, "check", "click", on_form(on_check, ctx, manager), fm.FIELDS,
+            [*PROBLEM_BOXES, *PANEL_ACCORDIONS, "status"])

@@ -13,7 +13,7 @@ from .. import catalog as cat
 from .. import compat
 from .. import form as fm
 from .context import TabContext, elem, method_info, recipe_files
-from .wiring import Components, bound, connect, problem_box, problems_markdown
+from .wiring import Components, bound, connect, problem_box, problems_markdown, set_up_panel
 
 
 def _methods() -> list[str]:
@@ -25,7 +25,7 @@ def _methods() -> list[str]:
 def build_mode(ctx: TabContext, form: dict[str, Any]) -> Components:
     rows, text = method_info(form["method"])
     parts: Components = {}
-    with gr.Accordion("2 · Merge method or recipe", open=True, elem_id=elem("panel_mode")):
+    with set_up_panel(parts, "mode", open=True):
         parts["mode"] = gr.Radio(["merge", "recipe"], value=form["mode"], label=fm.control_label("mode"),
                                  elem_id=elem("mode"))
         with gr.Group(visible=form["mode"] == "merge") as parts["merge_group"]:

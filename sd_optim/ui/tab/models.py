@@ -13,13 +13,13 @@ import gradio as gr
 from .. import compat
 from .. import form as fm
 from .context import TabContext, architectures_text, elem, model_choices, model_names
-from .wiring import Components, bound, connect, on_form, problems_markdown
+from .wiring import Components, bound, connect, on_form, problems_markdown, set_up_panel
 
 
 def build_models(ctx: TabContext, form: dict[str, Any]) -> Components:
     names = [""] + model_names(ctx, form)
     parts: Components = {}
-    with gr.Accordion("1 · Models", open=True, elem_id=elem("panel_models")):
+    with set_up_panel(parts, "models", open=True):
         with gr.Row():
             parts["models"] = gr.Dropdown(model_choices(ctx, form["models"]), value=form["models"],
                                           multiselect=True, label="Checkpoints to merge",

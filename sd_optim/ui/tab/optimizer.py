@@ -15,7 +15,7 @@ from .. import form as fm
 from .. import views
 from ..runs import RunManager
 from .context import TabContext, elem
-from .wiring import Components, bound, connect, on_form, problems_markdown
+from .wiring import Components, bound, connect, on_form, problems_markdown, set_up_panel
 
 
 def _samplers():
@@ -26,7 +26,7 @@ def _samplers():
 
 def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
-    with gr.Accordion("6 · Optimizer", open=False, elem_id=elem("panel_optimizer")):
+    with set_up_panel(parts, "optimizer", open=False):
         with gr.Row():
             parts["sampler"] = gr.Dropdown(list(_samplers()), value=form["sampler"],
                                            label=fm.control_label("sampler"), elem_id=elem("sampler"))

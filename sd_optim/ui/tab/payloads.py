@@ -9,7 +9,7 @@ import gradio as gr
 from .. import compat
 from .. import form as fm
 from .context import TabContext, elem, first_of, with_option
-from .wiring import Components, bound, connect, problem_box, problems_markdown
+from .wiring import Components, bound, connect, problem_box, problems_markdown, set_up_panel
 
 # the add-a-prompt-set fields: component name -> the prompt set's config key
 ADD_FIELDS = {"add_prompt": "prompt", "add_negative": "negative_prompt", "add_sampler": "sampler",
@@ -19,7 +19,7 @@ ADD_FIELDS = {"add_prompt": "prompt", "add_negative": "negative_prompt", "add_sa
 
 def build_payloads(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
-    with gr.Accordion("4 · Prompt sets", open=False, elem_id=elem("panel_payloads")):
+    with set_up_panel(parts, "payloads", open=False):
         parts["payloads"] = gr.Dataframe(compat.table(form["payloads"], 13), headers=fm.PAYLOAD_COLUMNS,
                                          datatype=["str", "str", "str", "number", "number", "number", "str",
                                                    "str", "number", "number", "number", "number", "str"],

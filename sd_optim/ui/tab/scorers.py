@@ -10,7 +10,7 @@ import gradio as gr
 from .. import compat
 from .. import form as fm
 from .context import TabContext, elem, scorer_text
-from .wiring import Components, bound, connect, problems_markdown
+from .wiring import Components, bound, connect, problems_markdown, set_up_panel
 
 
 def _means():
@@ -21,7 +21,7 @@ def _means():
 
 def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
-    with gr.Accordion("5 · Scorers", open=False, elem_id=elem("panel_scorers")):
+    with set_up_panel(parts, "scorers", open=False):
         parts["scorers"] = gr.Dataframe(compat.table(form["scorers"], 4), headers=fm.SCORER_COLUMNS,
                                         datatype=["str", "bool", "number", "str"], row_count=(0, "dynamic"),
                                         col_count=(4, "fixed"), type="array", interactive=True,

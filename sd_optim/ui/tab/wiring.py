@@ -29,6 +29,16 @@ def problem_box(panel: str) -> str:
 PROBLEM_BOXES = [problem_box(p) for p in fm.PANELS]
 
 
+def set_up_panel(parts: Components, panel: str, *, open: bool) -> Any:
+    """The accordion of a set-up panel (``fm.PANEL_TITLES``), kept in ``parts`` as ``panel_<panel>``
+    (a refused Start opens the panels whose problems it marks): use it as a ``with`` block."""
+    parts[f"panel_{panel}"] = gr.Accordion(fm.PANEL_TITLES[panel], open=open, elem_id=elem(f"panel_{panel}"))
+    return parts[f"panel_{panel}"]
+
+
+PANEL_ACCORDIONS = [f"panel_{p}" for p in fm.PANELS]
+
+
 def problems_markdown(panel: str) -> Components:
     """The (empty) box under a set-up panel where its problems show, by its name."""
     return {problem_box(panel): gr.Markdown("", elem_id=elem(f"err_{panel}"), elem_classes=[elem("error")])}
