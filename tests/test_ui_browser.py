@@ -135,6 +135,9 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         finished = ui.row_count("sd_optim_trials_table") - 1  # the newest row may be in flight
         ui.goto(url)  # a reload: the run lives in the server
         ui.wait_for(lambda: "of 60" in ui.text("sd_optim_status"), timeout=30, message="reattached to the run")
+        # ... and its set-up is back in the panels (not the page's defaults)
+        ui.wait_for(lambda: ui.text("sd_optim_trials") == "60", timeout=30, message="the run's trial limit back")
+        assert ui.selected("sd_optim_models") == models and ui.cell("sd_optim_strategies", 0, 1) == "all"
         tab(ui, "Trials")
         ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= finished, timeout=30,
                     message=f"the {finished} finished trials after the reload")

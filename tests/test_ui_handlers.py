@@ -12,6 +12,7 @@ import sd_mecha
 import yaml
 from PIL import Image, PngImagePlugin
 
+from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.ui import form as fm
 from sd_optim.ui.app import build_app
 
@@ -141,3 +142,30 @@ def test_form_fields_are_the_inputs_of_start(tab):
     f = tab.handler("sd_optim_start", "click")
     assert [b.elem_id for b in f.inputs if b.elem_id] == [f"sd_optim_{k}" for k in fm.FIELDS
                                                           if k != "model_names"]
+
+
+def _by_elem_id(result: dict) -> dict:
+    return {component.elem_id: v for component, v in result.items()}
+
+
+def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
+    try:
+        form = {**fm.FORM_DEFAULTS, "models": [str(p) for p in tiny_sd1_paths[:2]],
+                "diffusers_config": str(tiny_sd1_config_dir), "device": "cpu",
+                "payloads": [["fox", "a red fox", "", 3, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 1, 1, ""]],
+                "strategies": [["diffuser", "single", "", "", "", "", ""]],
+                "scorers": [["image_stats", True, 1, ""]], "sampler": "random", "trials": 2,
+                "study": "reloaded", "scorer_mean": "geometric"}
+        manager.start(fm.form_to_data(form))
+        assert manager.wait(120)["state"] == "finished"
+
+        # a reload builds the page anew (the panels at their defaults), then presses attach
+        shown = _by_elem_id(next(Tab(app).handler("sd_optim_attach", "click").fn()))
+        assert value(shown["sd_optim_models"]) == [p.name for p in tiny_sd1_paths[:2]]
+        assert (shown["sd_optim_trials"], shown["sd_optim_study"], shown["sd_optim_scorer_mean"]) == \
+            (2, "reloaded", "geometric")
+        assert value(shown["sd_optim_payloads"])[0][:2] == ["fox", "a red fox"]
+        assert [row[0] for row in value(shown["sd_optim_scorers"]) if row[1]] == ["image_stats"]
+    finally:
+        manager.shutdown()

@@ -53,14 +53,20 @@ def on_load(ctx: TabContext, upload: Any) -> dict[str, Any]:
         return {"file_status": ""}
     try:
         data = safe_yaml.load(Path(path).read_text(encoding="utf-8"), "config file")
-        new = fm.data_to_form(data if isinstance(data, dict) else {}, ctx.catalog.title_for, cat.recipe_sites)
+        out = set_up_from(ctx, data if isinstance(data, dict) else {})
     except (OSError, ValueError) as e:  # ConfigError and bad text are ValueErrors
         problems = e.problems if isinstance(e, ConfigError) else [Problem("config file", str(e))]
         return {"file_status": views.problems_markdown(problems)}
-    new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows() if r[0] not in {s[0] for s in new["scorers"]}]
-    out = {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
     out["file_status"] = f"Loaded {Path(path).name}."
     return out
+
+
+def set_up_from(ctx: TabContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Every set-up control from a run config's data (a file's, or the live run's); the scorers
+    not in it are listed unticked."""
+    new = fm.data_to_form(data, ctx.catalog.title_for, cat.recipe_sites)
+    new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows() if r[0] not in {s[0] for s in new["scorers"]}]
+    return {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
 
 
 def on_save(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:

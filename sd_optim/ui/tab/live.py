@@ -16,6 +16,7 @@ from .. import compat, views
 from .. import form as fm
 from ..plots import study_plots
 from ..runs import RunBusy, RunManager
+from .config_file import set_up_from
 from .context import TabContext, model_config
 from .results import PLOTS
 from .run_view import RATING_VIEW, rating_view
@@ -122,10 +123,16 @@ def on_start(ctx: TabContext, manager: Callable[[], RunManager], form: dict[str,
         yield {**cleared, **view}
 
 
-def on_attach(manager: Callable[[], RunManager]):
-    if manager().current is None:
+def on_attach(ctx: TabContext, manager: Callable[[], RunManager]):
+    """A page (re)loaded: the live (or last) run's set-up in the panels, then the run followed."""
+    current = manager().current
+    if current is None:
         yield {"status": gr.update()}
         return
+    try:
+        yield set_up_from(ctx, current.runner.config.absolute().to_dict())
+    except ValueError:  # a set-up the panels cannot show (say, a file gone since): they keep theirs
+        log.warning("sd-optim: the run's set-up could not be shown in the panels", exc_info=True)
     yield from follow(manager)
 
 
@@ -141,7 +148,7 @@ def wire_live(components: Components, ctx: TabContext, manager: Callable[[], Run
     connect(components, "start", "click", on_form(on_start, ctx, manager), fm.FIELDS,
             [*PROBLEM_BOXES, *PANEL_ACCORDIONS, *LIVE_VIEW],
             show_progress="hidden", **compat.unlimited())
-    connect(components, "attach", "click", bound(on_attach, manager), [], LIVE_VIEW, show_progress="hidden",
-            **compat.unlimited())
+    connect(components, "attach", "click", bound(on_attach, ctx, manager), [], [*fm.FIELDS, *LIVE_VIEW],
+            show_progress="hidden", **compat.unlimited())
     connect(components, "check", "click", on_form(on_check, ctx, manager), fm.FIELDS,
             [*PROBLEM_BOXES, *PANEL_ACCORDIONS, "status"])
