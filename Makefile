@@ -21,13 +21,13 @@ app: env
 	$(PYTHON) -m sd_optim app --demo $(ARGS)
 
 test: env browser
-	$(PYTHON) -m pytest -q $(ARGS)
+	$(PYTHON) -m pytest -q --durations=25 $(ARGS)
 
 # The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111). The tests
 # marked slow exercise only the core, which does not change with the pins: make test runs them.
 test-a1111: browser
 	@bash tools/ensure-venv.sh requirements/a1111.txt .venv-a1111
-	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider --durations=25 -m "not slow" $(ARGS)
 
 lint: env
 	$(PYTHON) -m ruff check sd_optim tests scripts tools install.py

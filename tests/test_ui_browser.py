@@ -55,6 +55,25 @@ PLOT_FITS = """() => {
 }"""
 
 
+# The tab's elements that a box drawn past its own bottom would cover: a box that does not clip
+# its overflow paints as far down as its lowest descendant.
+COVERED_BY = """(id) => {
+    const box = document.getElementById(id), own = box.getBoundingClientRect();
+    let bottom = own.bottom;
+    if (!["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(box).overflowY))
+        for (const el of box.querySelectorAll("*")) bottom = Math.max(bottom, el.getBoundingClientRect().bottom);
+    return [...document.querySelectorAll("[id^=sd_optim_]")].filter(el => {
+        const r = el.getBoundingClientRect();
+        return !box.contains(el) && !el.contains(box) && r.height > 0 && r.top >= own.bottom - 1
+            && r.top < bottom - 1;
+    }).map(el => el.id);
+}"""
+
+
+def covered_by(ui: GradioPage, elem_id: str) -> list[str]:
+    return ui.page.evaluate(COVERED_BY, elem_id)
+
+
 @contextlib.contextmanager
 def demo_app(tmp_path: Path):
     """The demo app served, and a page showing it: (the page helper, its URL)."""
@@ -88,6 +107,7 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: "27 parameters to tune" in ui.text("sd_optim_preview"), timeout=20,
                     message="the preview after diffuser: single -> all")
         assert "diffuser.IN04.alpha" in ui.text("sd_optim_preview")
+        assert covered_by(ui, "sd_optim_preview") == []  # the long list scrolls inside its box
         ui.root("sd_optim_preview").scroll_into_view_if_needed()
         walkthrough(ui, "1-set-up.png")
 
@@ -115,6 +135,9 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         finished = ui.row_count("sd_optim_trials_table") - 1  # the newest row may be in flight
         ui.goto(url)  # a reload: the run lives in the server
         ui.wait_for(lambda: "of 60" in ui.text("sd_optim_status"), timeout=30, message="reattached to the run")
+        # ... and its set-up is back in the panels (not the page's defaults)
+        ui.wait_for(lambda: ui.text("sd_optim_trials") == "60", timeout=30, message="the run's trial limit back")
+        assert ui.selected("sd_optim_models") == models and ui.cell("sd_optim_strategies", 0, 1) == "all"
         tab(ui, "Trials")
         ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= finished, timeout=30,
                     message=f"the {finished} finished trials after the reload")
@@ -137,7 +160,20 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         recipe = ui.download("sd_optim_recipe_file", tmp_path)
         assert recipe.name == "best.mecha"
         assert sd_mecha.deserialize_path(recipe) is not None
+
+        # Save as checkpoint: in a WebUI the tab presses the checkpoint dropdown's own refresh
+        # button, so the new file is listed at once (here a stand-in button counts the presses)
+        page.evaluate("""() => { const b = document.createElement("button");
+            b.id = "refresh_sd_model_checkpoint"; b.dataset.pressed = "0";
+            b.onclick = () => { b.dataset.pressed = String(+b.dataset.pressed + 1); };
+            document.body.appendChild(b); }""")
+        ui.fill("sd_optim_ckpt_name", "browser-saved")
+        ui.click("sd_optim_save_ckpt")
+        ui.wait_for(lambda: "Saved trial" in ui.text("sd_optim_result_status"), timeout=60, message="saved")
+        ui.wait_for(lambda: page.evaluate("document.getElementById('refresh_sd_model_checkpoint')"
+                                          ".dataset.pressed") == "1", timeout=10, message="refresh pressed once")
         tab(ui, "Best so far")
+        assert covered_by(ui, "sd_optim_best") == []
         OUTPUT.mkdir(exist_ok=True)
         ui.screenshot(OUTPUT / f"demo-app-gradio-{gr.__version__}.png")
 
@@ -145,7 +181,16 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
 def test_pause_change_the_trial_limit_and_resume_with_the_keyboard(tmp_path):
     with demo_app(tmp_path) as (ui, _url):
         page = ui.page
+        # a problem in a closed panel below the fold: Start names it, opens the panel, scrolls to it
         ui.open_accordion("6 · Optimizer")
+        ui.fill("sd_optim_trials", "0")
+        close_accordion(ui, "6 · Optimizer")
+        page.evaluate("window.scrollTo(0, 0)")
+        ui.click("sd_optim_start")
+        ui.wait_for(lambda: "optimizer.trials: must be >= 1" in ui.text("sd_optim_status"), timeout=30,
+                    message="the refused Start names the problem")
+        assert "(panel 6 · Optimizer)" in ui.text("sd_optim_status")
+        ui.wait_for(lambda: in_view(ui, "sd_optim_err_optimizer"), timeout=10, message="scrolled to panel 6")
         ui.fill("sd_optim_trials", "60")
         ui.click("sd_optim_start")
         ui.wait_for(lambda: ui.gallery_count("sd_optim_gallery") > 0, timeout=120, message="a first image")

@@ -12,6 +12,7 @@ import sd_mecha
 import yaml
 from PIL import Image, PngImagePlugin
 
+from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.ui import form as fm
 from sd_optim.ui.app import build_app
 
@@ -43,6 +44,9 @@ class Tab:
         f = self.handler(elem_id, event)
         args = [values.get(b.elem_id, b.value) for b in f.inputs]
         result = f.fn(*args)
+        if isinstance(result, dict) and result and all(hasattr(k, "_id") for k in result):
+            # outputs addressed by component, as gradio takes them: the ones left out keep their value
+            return {b.elem_id: result.get(b, {"__type__": "update"}) for b in f.outputs}
         if not isinstance(result, (list, tuple)) or len(f.outputs) == 1:
             result = [result]
         return {b.elem_id: v for b, v in zip(f.outputs, result)}
@@ -127,10 +131,41 @@ def test_a_recipe_lists_its_sites_and_check_reports_by_panel(tab, tiny_sd1_paths
                                                                      "", ""]]})
     assert "merge mode needs at least two checkpoints" in out["sd_optim_err_models"]
     assert "at least one prompt set is required" in out["sd_optim_err_payloads"]
-    assert "Fix the problems" in out["sd_optim_status"]
+    # the status names the first problem and its panel; the panels with problems open
+    assert out["sd_optim_status"].startswith("**Fix the set-up:** models: merge mode needs at least two")
+    assert "(panel 1 · Models; " in out["sd_optim_status"] and "more marked)" in out["sd_optim_status"]
+    assert out["sd_optim_panel_payloads"]["open"] is True and out["sd_optim_panel_models"]["open"] is True
+    assert "open" not in out["sd_optim_panel_optimizer"]  # no problem there: left as the user has it
 
 
 def test_form_fields_are_the_inputs_of_start(tab):
     f = tab.handler("sd_optim_start", "click")
     assert [b.elem_id for b in f.inputs if b.elem_id] == [f"sd_optim_{k}" for k in fm.FIELDS
                                                           if k != "model_names"]
+
+
+def _by_elem_id(result: dict) -> dict:
+    return {component.elem_id: v for component, v in result.items()}
+
+
+def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
+    try:
+        form = {**fm.FORM_DEFAULTS, "models": [str(p) for p in tiny_sd1_paths[:2]],
+                "diffusers_config": str(tiny_sd1_config_dir), "device": "cpu",
+                "payloads": [["fox", "a red fox", "", 3, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 1, 1, ""]],
+                "strategies": [["diffuser", "single", "", "", "", "", ""]],
+                "scorers": [["image_stats", True, 1, ""]], "sampler": "random", "trials": 2,
+                "study": "reloaded", "scorer_mean": "geometric"}
+        manager.start(fm.form_to_data(form))
+        assert manager.wait(120)["state"] == "finished"
+
+        # a reload builds the page anew (the panels at their defaults), then presses attach
+        shown = _by_elem_id(next(Tab(app).handler("sd_optim_attach", "click").fn()))
+        assert value(shown["sd_optim_models"]) == [p.name for p in tiny_sd1_paths[:2]]
+        assert (shown["sd_optim_trials"], shown["sd_optim_study"], shown["sd_optim_scorer_mean"]) == \
+            (2, "reloaded", "geometric")
+        assert value(shown["sd_optim_payloads"])[0][:2] == ["fox", "a red fox"]
+        assert [row[0] for row in value(shown["sd_optim_scorers"]) if row[1]] == ["image_stats"]
+    finally:
+        manager.shutdown()

@@ -21,6 +21,7 @@ from sd_optim.ui import catalog as cat
 from sd_optim.ui import form as fm
 from sd_optim.ui import views
 from sd_optim.ui.runs import Defaults, RunBusy, RunManager
+from sd_optim.ui.tab import run_view
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -59,13 +60,14 @@ def test_a_run_started_from_the_controls_streams_captioned_images_and_timings(ma
     assert status["state"] == "finished" and status["trials_done"] == 3
     assert status["study"] == "weighted_sum-" + "-".join(fm.form_to_data(tab_form)["models"][i]["name"]
                                                           for i in range(2))
-    assert next(c for _, c in live.images).startswith("trial 2 · fox #0 · image_stats ")
+    first_caption = next(c for _, c in live.images)  # the score first: a gallery cuts captions short
+    assert first_caption.startswith("image_stats ") and first_caption.endswith(" · trial #2 · fox, image 0")
     assert len(live.images) == 3 and len(live.best_images) == 3  # 2 fox + 1 lake
     running = [s for s in seen if s["state"] == "running" and s["trials_done"] >= 1]
     assert running and running[-1]["eta_seconds"] is not None
     assert set(running[-1]["last_timings"]) == {"merge", "generate", "score"}
-    assert "Trial" in views.status_markdown(running[-1]) and "last trial: merge" in \
-        views.status_markdown(running[-1])
+    shown = views.status_markdown(running[-1])  # a count, and trials by their study number
+    assert "of 3 trials done" in shown and "last trial: merge" in shown and "Trial " not in shown
     rows = views.trial_rows(manager.run_state().study)
     assert [r[0] for r in rows] == [2, 1, 0] and all(r[1] == "COMPLETE" for r in rows)
 
@@ -260,3 +262,23 @@ def test_changes_that_make_trials_incomparable_are_refused_with_the_fork_way_out
     manager.wait()
     with pytest.raises(ConfigError, match="no live run to adjust"):
         manager.adjust(fm.form_to_data(tab_form))
+
+
+def test_stop_is_acknowledged_at_once_while_the_image_in_flight_finishes(manager, tab_form):
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(event):  # the run thread is held inside a trial, as by a slow image
+        if event.kind == "TrialStarted" and not release.is_set():
+            busy.set()
+            release.wait(60)
+
+    manager.start(fm.form_to_data({**tab_form, "trials": 50}), fresh_name=True)
+    manager.current.runner.listeners.append(hold)
+    assert busy.wait(60)
+    status = manager.stop()
+    assert status["state"] == "running" and status["stopping"] and status["eta_seconds"] is None
+    assert "stopping after the current image…" in status["text"]
+    shown = run_view.on_stop(lambda: manager)["status"]  # what the tab's Stop button shows at once
+    assert "stopping after the current image…" in shown and "trial #" not in shown
+    release.set()
+    assert manager.wait()["reason"] == "stopped from the tab"

@@ -174,7 +174,8 @@ log "Forge answers after $startup s"
 out="$ROOT/check-$(date +%Y%m%d-%H%M%S)"
 rc=0
 "$VENV/bin/python" "$REPO/tools/real_forge_check.py" check --url "http://127.0.0.1:$PORT" \
-  --a "$CKPT/rf-a.safetensors" --b "$CKPT/rf-b.safetensors" --out "$out" || rc=$?
+  --a "$CKPT/rf-a.safetensors" --b "$CKPT/rf-b.safetensors" --out "$out" \
+  --runs "$FORGE/outputs/sd-optim-check" || rc=$?
 echo "startup_seconds=$startup" > "$out/startup.txt"
 cp "$ROOT/forge-console.log" "$out/forge-console.log"
 log "results in $out (exit $rc)"

@@ -197,6 +197,7 @@ class Check:
         self.forge = Forge(args.url)
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.runs = str(args.runs)  # inside Forge's folders: the API refuses others (README, "Security")
         self.results: list[dict[str, Any]] = []
         self.data: dict[str, Any] = {}
 
@@ -227,7 +228,7 @@ class Check:
 
     def run(self, name: str, after_run: dict[str, Any]) -> dict[str, Any] | None:
         a = self.args
-        cfg = run_config(a.a, a.b, str(self.out / "runs"), f"{name}-{int(time.time())}", after_run)
+        cfg = run_config(a.a, a.b, self.runs, f"{name}-{int(time.time())}", after_run)
         t0 = time.perf_counter()
         code, started = self.forge.call("POST", "/sd-optim/run", {"config": cfg})
         if code != 200:
@@ -265,6 +266,11 @@ class Check:
         self.record("the UI has the Optimize Merge tab and its settings",
                     code == 200 and "Optimize Merge" in text and "sd_optim_cache_budget_gb" in text,
                     f"GET /config: HTTP {code}, {len(text)} characters")
+        outside = run_config(a.a, a.b, str(self.out / "runs"), f"refused-{int(time.time())}", {})
+        code, body = forge.call("POST", "/sd-optim/run", {"config": outside})
+        fields = [p.get("field") for p in body.get("problems", [])] if isinstance(body, dict) else []
+        self.record("a run writing outside Forge's folders is refused (400, output_dir)",
+                    code == 400 and fields == ["output_dir"], f"HTTP {code}: {str(body)[:300]}")
 
         forge.select(a.ckpt_a)
         image_a = self.image("A")  # first generation also loads the checkpoint (lazy in Forge)
@@ -325,7 +331,7 @@ class Check:
                         self.diff(image_a, back))
 
         # 3. stop and 409 while a run is live
-        cfg = run_config(a.a, a.b, str(self.out / "runs"), f"run3-stop-{int(time.time())}", {}, trials=20)
+        cfg = run_config(a.a, a.b, self.runs, f"run3-stop-{int(time.time())}", {}, trials=20)
         forge.ok("POST", "/sd-optim/run", {"config": cfg})
         time.sleep(a.stop_after)
         code, body = forge.call("POST", "/sd-optim/run", {"config": cfg})
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a", required=True, help="path of checkpoint A")
     p.add_argument("--b", required=True, help="path of checkpoint B")
     p.add_argument("--out", required=True)
+    p.add_argument("--runs", required=True, help="the runs' output_dir: a folder inside Forge's (its outputs)")
     p.add_argument("--stop-after", type=float, default=20.0, help="seconds into run 3 to POST stop")
     args = parser.parse_args(argv)
     if args.cmd == "checkpoints":

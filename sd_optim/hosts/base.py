@@ -1,4 +1,4 @@
-"""The Host and Slot contracts every environment implements (see DESIGN.md).
+"""The Host and Slot contracts every environment implements (docs/architecture.md).
 
 A *Host* is the program that owns the loaded checkpoint and can generate images with it: the
 A1111 / Forge WebUI or the standalone diffusers pipeline. A *Slot* is that loaded checkpoint
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..config.model import Payload
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,16 @@ class GenerationJob:
     """
 
     prompt: str
-    negative_prompt: str = ""
-    seed: int = 0
-    steps: int = 20
-    cfg_scale: float = 7.0
-    sampler: str = "Euler a"
-    scheduler: str = "Automatic"
-    width: int = 512
-    height: int = 512
-    n_images: int = 1
+    # a prompt set's defaults (config.model.Payload is their one source)
+    negative_prompt: str = Payload.negative_prompt
+    seed: int = Payload.seed
+    steps: int = Payload.steps
+    cfg_scale: float = Payload.cfg_scale
+    sampler: str = Payload.sampler
+    scheduler: str = Payload.scheduler
+    width: int = Payload.width
+    height: int = Payload.height
+    n_images: int = Payload.batch_size
     extra: dict[str, Any] = field(default_factory=dict)
     # added to each image's infotext (the trial and its parameters), after the WebUI's own fields
     infotext_params: dict[str, str] = field(default_factory=dict)

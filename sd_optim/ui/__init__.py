@@ -1,1 +1,1 @@
-"""The ui layer (DESIGN.md): the WebUI tab, its API routes, the run manager and the entry glue."""
+"""The ui layer (docs/architecture.md): the WebUI tab, its API routes, the run manager and the entry glue."""

@@ -21,8 +21,9 @@ from ..hosts.base import CheckpointRef
 from ..run.study import existing_studies, storage_url
 from ..scoring import ScorerError, available_scorers, build_scorers
 from ..search.methods import method_signature, resolve_method
-from ..search.recipe_mode import find_sites
+from ..search.recipe_mode import RecipePlanner, find_sites
 from ..search.recipes import _is_delta
+from ..search.space import build_search_space
 from .runs import config_data
 
 
@@ -186,36 +187,37 @@ def study_of_choice(choice: str) -> str:
 _PLACEHOLDERS = {"payloads": [{"prompt": "preview"}], "scorers": ["image_stats"]}
 
 
-def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[str]]:
+_SHAPES_THE_SPACE = ("mode", "merge", "recipe", "guide", "models", "base_model")  # config sections
+
+
+def _top_field(problem: Problem) -> str:
+    """The config section a problem is about: ``guide`` for ``guide.diffuser[0].patterns``."""
+    return problem.field.split(".")[0].split("[")[0]
+
+
+def preview(data: dict[str, Any], model_config: str | None) -> tuple[list[str], list[Problem]]:
     """(the parameters a set-up would tune, problems) for a model of ``model_config``.
 
     Prompt sets and scorers do not change the parameters, so empty ones are filled in here."""
     if not model_config:
-        return [], ["models: pick the checkpoints first (their architecture decides the parameters)"]
+        return [], [Problem("models", "pick the checkpoints first (their architecture decides the parameters)",
+                            incomplete=True)]
     data = {**data, **{k: v for k, v in _PLACEHOLDERS.items() if not data.get(k)}}
     try:
         cfg = config_from_dict(data)
     except ConfigError as e:
-        keep = [p for p in e.problems if p.split(":")[0].split(".")[0].split("[")[0]
-                in ("mode", "merge", "recipe", "guide", "models", "base_model")]
-        if keep:
-            return [], keep
-        return [], []
+        return [], [p for p in e.problems if _top_field(p) in _SHAPES_THE_SPACE]
     try:
         if cfg.mode == "recipe":
-            from ..search.recipe_mode import RecipePlanner
-
             if not cfg.recipe.path:
-                return [], ["recipe.path: pick or upload a .mecha recipe"]
+                return [], [Problem("recipe.path", "pick or upload a .mecha recipe", incomplete=True)]
             space = RecipePlanner(cfg, model_config).space
         else:
-            from ..search.space import build_search_space
-
             space = build_search_space(cfg, model_config)
     except (ConfigError, SpaceError) as e:
         return [], list(e.problems)
     except (OSError, ValueError) as e:
-        return [], [f"recipe.path: {e}"]
+        return [], [Problem("recipe.path", str(e), cfg.recipe.path)]
     lines = space.describe()
     lines += [f"note: {n}" for n in getattr(space, "notes", [])]
     return lines, []

@@ -10,6 +10,8 @@ from typing import Any
 
 import gradio as gr
 
+from .plots import preferred_kind
+
 GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 
 
@@ -51,8 +53,6 @@ def table(rows: list[list[Any]], columns: int) -> list[list[Any]]:
 
 def plot_kind() -> str:
     """Which figures ``gr.Plot`` shows reliably in this gradio (see :mod:`sd_optim.ui.plots`)."""
-    from .plots import preferred_kind
-
     return preferred_kind(GRADIO_MAJOR)
 
 

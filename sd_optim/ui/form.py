@@ -32,7 +32,8 @@ from ..config import (
     safe_yaml,
 )
 from ..config.model import field_text
-from ..errors import ConfigError
+from ..config.reader import ConfigReader
+from ..errors import ConfigError, Problem, as_problem
 
 LORA_COLUMNS = ["path", "apply to", "strength"]
 FIXED_COLUMNS = ["hyperparameter", "value"]
@@ -111,6 +112,12 @@ def control_label(key: str, help: str | None = None) -> str:
 def payload_defaults(name: str = "", prompt: str = "") -> dict[str, Any]:
     """A new prompt set's values (the config keys of ``payloads[i]``), from the config's defaults."""
     return dataclasses.asdict(Payload(name=name, prompt=prompt))
+
+
+def payload_row(values: dict[str, Any]) -> list[Any]:
+    """A prompt set's values (as :func:`payload_defaults` gives them) as a row of the prompt-set table."""
+    return [_fmt_words(values.get(key) or []) if kind == "list" else values.get(key, "")
+            for key, kind in _PAYLOAD_FIELDS]
 
 
 FIELDS = list(FORM_DEFAULTS)
@@ -430,9 +437,6 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     """Control values from a config's data (as :meth:`RunConfig.to_dict` writes it, or a YAML
     file's own data). ``title_for`` turns a file path into the checkpoint choice shown;
     ``sites`` lists a recipe file's (site, value) pairs for the recipe table."""
-    from ..config.reader import ConfigReader
-    from ..errors import ConfigError
-
     # a set-up saved before it was complete loads back: only "missing" problems are let through
     reader = ConfigReader()
     cfg = reader.run_config(data, ".")
@@ -507,8 +511,6 @@ def _guide_rows(components, bounds) -> tuple[list[list[Any]], list[list[Any]]]:
 
 def guide_to_form(guide: Any) -> dict[str, Any]:
     """The guide controls from a ``guide:`` section alone (the YAML view's Apply)."""
-    from ..config.reader import ConfigReader
-    from ..errors import ConfigError
 
     reader = ConfigReader()
     g = reader.guide(guide)
@@ -522,6 +524,8 @@ def guide_to_form(guide: Any) -> dict[str, Any]:
 # --- problems -> panels -----------------------------------------------------------------------
 
 PANELS = ("models", "mode", "guide", "payloads", "scorers", "optimizer")
+PANEL_TITLES = {"models": "1 · Models", "mode": "2 · Merge method or recipe", "guide": "3 · What to tune (guide)",
+                "payloads": "4 · Prompt sets", "scorers": "5 · Scorers", "optimizer": "6 · Optimizer"}
 _PANEL_OF = {
     "models": "models", "loras": "models", "base_model": "models", "host_model": "models",
     "diffusers_config": "models", "mode": "mode", "merge": "mode", "recipe": "mode",
@@ -531,15 +535,14 @@ _PANEL_OF = {
 }
 
 
-def panel_of(problem: str) -> str:
-    """Which set-up panel a problem (``payloads[2].steps: must be ...``) belongs to."""
-    head = problem.split(":", 1)[0].strip()
-    for sep in (".", "[", " "):
-        head = head.split(sep, 1)[0]
+def panel_of(problem: Problem | str) -> str:
+    """Which set-up panel a problem belongs to, by its field (``payloads[2].steps``: prompt sets);
+    "" for text that is no :class:`Problem` (it names no field)."""
+    head = as_problem(problem).field.split(".", 1)[0].split("[", 1)[0]
     return _PANEL_OF.get(head, "optimizer" if head.startswith(("--", "study")) else "")
 
 
-def problems_by_panel(problems: list[str]) -> dict[str, list[str]]:
+def problems_by_panel(problems: list[Problem | str]) -> dict[str, list[Problem | str]]:
     out: dict[str, list[str]] = {p: [] for p in PANELS}
     out["other"] = []
     for problem in problems:

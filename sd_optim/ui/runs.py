@@ -123,9 +123,10 @@ class LiveRun:
 
 
 def caption(e: ev.ImageScored) -> str:
-    """``trial 4 · cat #1 · reference 0.9312``: the trial, the prompt set, the image and its scores."""
+    """``reference 0.9312 · trial #4 · cat, image 1``: the scores first (a gallery cuts long captions
+    short), then the trial, the prompt set and the image."""
     scores = " · ".join(f"{name} {value:.4f}" for name, value in e.scores.items())
-    return f"trial {e.trial} · {e.payload} #{e.index}" + (f" · {scores}" if scores else "")
+    return (f"{scores} · " if scores else "") + f"trial #{e.trial} · {e.payload}, image {e.index}"
 
 
 class RunManager:
@@ -360,13 +361,14 @@ class RunManager:
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
             "paused": runner.control.paused,
+            "stopping": runner.control.stopping and live.thread.is_alive(),
             "error": live.error,
             "current_trial": tally.current_trial,
             "awaiting_ratings": len(self.waiting_for_ratings()),
             "last_timings": dict(tally.last_timings),
             "eta_seconds": None,
         }
-        if live.trials_timed and out["trials_total"] and live.thread.is_alive():
+        if live.trials_timed and out["trials_total"] and live.thread.is_alive() and not out["stopping"]:
             mean = live.trial_seconds / live.trials_timed
             left = max(out["trials_total"] - tally.trials_done, 0)
             out["eta_seconds"] = max(mean * left - (time.time() - live.trial_started), 0.0)
@@ -427,8 +429,10 @@ def _free_study_name(config: RunConfig) -> str:
 
 
 def _describe(s: dict[str, Any]) -> str:
-    best = f", best {s['best_value']:.4f} (trial {s['best_trial']})" if s.get("best_value") is not None else ""
+    best = f", best {s['best_value']:.4f} (trial #{s['best_trial']})" if s.get("best_value") is not None else ""
     head = f"study {s['study']!r}: " if s.get("study") else ""
+    if s["state"] == "running" and s.get("stopping"):  # said at once: the image in flight may take a while
+        return f"{head}stopping after the current image…, {s['trials_done']}/{s['trials_total']} trials{best}"
     if s["state"] == "running":
         text = f"{head}running, {s['trials_done']}/{s['trials_total']} trials{best}"
         if s.get("eta_seconds") is not None:
@@ -443,12 +447,12 @@ def _describe(s: dict[str, Any]) -> str:
         text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:
         if s.get("kept_until_next_run"):
-            text += (f"; trial {s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
-                     f"; trial {s['kept_trial']} was kept loaded until the next run")
+            text += (f"; trial #{s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
+                     f"; trial #{s['kept_trial']} was kept loaded until the next run")
         else:
-            text += (f"; trial {s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
+            text += (f"; trial #{s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
                      if s.get("kept_loaded") else
-                     f"; trial {s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
+                     f"; trial #{s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):

@@ -13,7 +13,8 @@ TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters"]
 
 
 def status_markdown(status: dict[str, Any]) -> str:
-    """``Trial 3 of 8 · best 0.91 (trial 2) · about 40 s left · last trial: merge 0.1 s, ...``."""
+    """``2 of 8 trials done · trial #5 running · best 0.91 (trial #4) · about 40 s left · last trial:
+    merge 0.1 s, ...``: trials are named by their study number (``#5``) everywhere, counts are counts."""
     state = status.get("state", "idle")
     if state in ("idle", "refused"):
         return status.get("text", "")
@@ -21,8 +22,11 @@ def status_markdown(status: dict[str, Any]) -> str:
         parts = []
         current = status.get("current_trial")
         done, total = status.get("trials_done", 0), status.get("trials_total") or "?"
-        parts.append(f"**Trial {done + 1 if current is not None else done} of {total}**"
-                     + (f" (study trial #{current})" if current is not None else ""))
+        parts.append(f"**{done} of {total} trials done**")
+        if status.get("stopping"):
+            parts.append("**stopping after the current image…**")
+        elif current is not None:
+            parts.append(f"trial #{current} running")
         if status.get("paused"):
             parts.append("paused")
         if status.get("awaiting_ratings"):
@@ -31,7 +35,7 @@ def status_markdown(status: dict[str, Any]) -> str:
     else:
         parts = [status.get("text", state)]
     if status.get("best_value") is not None and state == "running":
-        parts.append(f"best {status['best_value']:.4f} (trial {status['best_trial']})")
+        parts.append(f"best {status['best_value']:.4f} (trial #{status['best_trial']})")
     if status.get("eta_seconds") is not None:
         parts.append(f"about {duration(status['eta_seconds'])} left")
     timings = status.get("last_timings") or {}

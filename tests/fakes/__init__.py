@@ -1,1 +1,1 @@
-"""Faithful doubles of the WebUIs' ``modules.*`` for the host tests (see DESIGN.md, "Fake WebUIs")."""
+"""Faithful doubles of the WebUIs' ``modules.*`` for the host tests (docs/architecture.md, last section)."""

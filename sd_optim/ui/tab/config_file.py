@@ -1,0 +1,88 @@
+"""The set-up's "Config file" panel: load a run config into every control, save the set-up as YAML."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import yaml
+
+from ...config import safe_yaml
+from ...errors import ConfigError, Problem
+from .. import catalog as cat
+from .. import compat, views
+from .. import form as fm
+from ..runs import read_config
+from .context import TabContext, elem, model_choices
+from .wiring import Components, bound, connect, on_form
+
+TABLE_COLUMNS = {"loras": fm.LORA_COLUMNS, "fixed": fm.FIXED_COLUMNS, "recipe_sites": fm.SITE_COLUMNS,
+                 "strategies": fm.STRATEGY_COLUMNS, "bounds": fm.BOUNDS_COLUMNS, "payloads": fm.PAYLOAD_COLUMNS,
+                 "scorers": fm.SCORER_COLUMNS}
+
+
+def build_config_file() -> Components:
+    parts: Components = {}
+    with gr.Accordion("Config file", open=False, elem_id=elem("panel_file")):
+        with gr.Row():
+            parts["load_config"] = gr.File(file_types=[".yaml", ".yml"], label="Load a run config",
+                                           elem_id=elem("load_config"))
+            parts["save_config"] = gr.Button("Save the set-up as YAML", elem_id=elem("save_config"))
+        parts["saved_config"] = gr.File(label="Run config", interactive=False, elem_id=elem("saved_config"))
+        parts["file_status"] = gr.Markdown("", elem_id=elem("file_status"))
+    return parts
+
+
+def control_value(ctx: TabContext, key: str, value: Any) -> Any:
+    """What a set-up control is given to show ``value`` (the form's value of field ``key``)."""
+    if key == "models":
+        return gr.update(choices=model_choices(ctx, value), value=value)
+    if key == "seed":
+        return str(value)
+    if key in TABLE_COLUMNS:
+        return compat.table(value, len(TABLE_COLUMNS[key]))
+    return value
+
+
+def on_load(ctx: TabContext, upload: Any) -> dict[str, Any]:
+    """Every control from a config file, or the file's problems (and nothing else changed)."""
+    path = compat.file_path(upload)
+    if not path:
+        return {"file_status": ""}
+    try:
+        data = safe_yaml.load(Path(path).read_text(encoding="utf-8"), "config file")
+        out = set_up_from(ctx, data if isinstance(data, dict) else {})
+    except (OSError, ValueError) as e:  # ConfigError and bad text are ValueErrors
+        problems = e.problems if isinstance(e, ConfigError) else [Problem("config file", str(e))]
+        return {"file_status": views.problems_markdown(problems)}
+    out["file_status"] = f"Loaded {Path(path).name}."
+    return out
+
+
+def set_up_from(ctx: TabContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Every set-up control from a run config's data (a file's, or the live run's); the scorers
+    not in it are listed unticked."""
+    new = fm.data_to_form(data, ctx.catalog.title_for, cat.recipe_sites)
+    new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows() if r[0] not in {s[0] for s in new["scorers"]}]
+    return {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
+
+
+def on_save(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:
+    data = fm.form_to_data(form, ctx.catalog.path_for)
+    folder = Path(ctx.output_dir()).expanduser() / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sd-optim-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    try:
+        read_config(data)
+        note = f"Saved {path}."
+    except ConfigError as e:
+        note = f"Saved {path}; it does not validate yet:\n" + views.problems_markdown(e.problems)
+    return {"saved_config": str(path), "file_status": note}
+
+
+def wire_config_file(components: Components, ctx: TabContext) -> None:
+    connect(components, "load_config", "upload", bound(on_load, ctx), ["load_config"], [*fm.FIELDS, "file_status"])
+    connect(components, "save_config", "click", on_form(on_save, ctx), fm.FIELDS, ["saved_config", "file_status"])

@@ -1,0 +1,79 @@
+"""Set-up panel 3 · What to tune (guide): the strategies, the bounds, the block config, the preview of
+the parameters the search will tune, and the guide's YAML view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ...config import safe_yaml
+from ...errors import ConfigError
+from .. import compat, views
+from .. import form as fm
+from .context import TabContext, elem, preview
+from .wiring import Components, connect, on_form, problem_box, problems_markdown, set_up_panel
+
+STRATEGY_HELP = (
+    "One row per strategy. **component**: diffuser, clip_l, clip_g, vae (see the preview). "
+    "**strategy**: `all` (one parameter per block or key), `select` (only the blocks matching "
+    "*patterns*), `group` (one parameter per named group: `in: IN*; out: OUT*`), `single` (one "
+    "parameter for the whole component), `none` (hold it fixed). **items**: blocks or keys. "
+    "**params**: which hyperparameters (default: all of the method's). **fixed** (none only): "
+    "`alpha=0.5`.")
+BOUNDS_HELP = ("Ranges per hyperparameter (`alpha`) or per generated parameter "
+               "(`diffuser.IN04.alpha`); a **fixed** value holds it. Empty cells: defaults ([0, 1]).")
+
+# the controls whose change changes the preview and the YAML view
+PREVIEWED = ("models", "mode", "method", "fixed", "strategies", "bounds", "blocks", "recipe_path",
+             "recipe_sites", "recipe_include", "recipe_exclude", "base_model")
+
+
+def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
+    first_preview, first_yaml = preview(ctx, form)
+    parts: Components = {}
+    with set_up_panel(parts, "guide", open=True):
+        gr.Markdown(STRATEGY_HELP, elem_classes=[elem("help")])
+        parts["strategies"] = gr.Dataframe(compat.table(form["strategies"], 7), headers=fm.STRATEGY_COLUMNS,
+                                           datatype=["str"] * 7, row_count=(0, "dynamic"), col_count=(7, "fixed"),
+                                           type="array", interactive=True, label="Strategies",
+                                           elem_id=elem("strategies"))
+        gr.Markdown(BOUNDS_HELP, elem_classes=[elem("help")])
+        parts["bounds"] = gr.Dataframe(compat.table(form["bounds"], 7), headers=fm.BOUNDS_COLUMNS,
+                                       datatype=["str", "number", "number", "bool", "number", "str", "str"],
+                                       row_count=(0, "dynamic"), col_count=(7, "fixed"), type="array",
+                                       interactive=True, label="Bounds", elem_id=elem("bounds"))
+        parts["blocks"] = gr.Textbox(form["blocks"], label=fm.control_label("blocks"), elem_id=elem("blocks"))
+        parts["preview"] = gr.Markdown(first_preview, elem_id=elem("preview"))
+        with gr.Accordion("YAML view", open=False, elem_id=elem("guide_yaml_panel")):
+            parts["guide_yaml"] = gr.Code(first_yaml, language="yaml", label="guide (edit, then Apply)",
+                                          elem_id=elem("guide_yaml"))
+            parts["apply_guide_yaml"] = gr.Button("Apply YAML", elem_id=elem("apply_guide_yaml"))
+        parts.update(problems_markdown("guide"))
+    return parts
+
+
+def on_preview(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:
+    markdown, guide_yaml = preview(ctx, form)
+    return {"preview": markdown, "guide_yaml": guide_yaml}
+
+
+def on_apply_yaml(text: str | None) -> dict[str, Any]:
+    """The YAML view's guide back into the tables (or its problems under the panel)."""
+    try:
+        guide = safe_yaml.load(text or "", "guide") or {}
+        if isinstance(guide, dict) and set(guide) == {"guide"}:
+            guide = guide["guide"]
+        new = fm.guide_to_form(guide)
+    except ConfigError as e:
+        return {problem_box("guide"): views.problems_markdown(e.problems)}
+    return {"strategies": compat.table(new["strategies"], 7), "bounds": compat.table(new["bounds"], 7),
+            "blocks": new["blocks"], "recipe_include": new["recipe_include"],
+            "recipe_exclude": new["recipe_exclude"], problem_box("guide"): ""}
+
+
+def wire_guide(components: Components, ctx: TabContext) -> None:
+    for key in PREVIEWED:
+        connect(components, key, "change", on_form(on_preview, ctx), fm.FIELDS, ["preview", "guide_yaml"])
+    connect(components, "apply_guide_yaml", "click", on_apply_yaml, ["guide_yaml"],
+            ["strategies", "bounds", "blocks", "recipe_include", "recipe_exclude", problem_box("guide")])

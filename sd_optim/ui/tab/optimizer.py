@@ -1,0 +1,106 @@
+"""Set-up panel 6 · Optimizer: the Optuna sampler, trials, early stopping, the study (new, resumed or
+forked), what happens to the best merge, the run folder; and applying trials / early stopping to
+the live run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from ...errors import ConfigError
+from .. import catalog as cat
+from .. import form as fm
+from .. import views
+from ..runs import RunManager
+from .context import TabContext, elem
+from .wiring import Components, bound, connect, on_form, problems_markdown, set_up_panel
+
+
+def _samplers():
+    from ...config import SAMPLERS
+
+    return SAMPLERS
+
+
+def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
+    parts: Components = {}
+    with set_up_panel(parts, "optimizer", open=False):
+        with gr.Row():
+            parts["sampler"] = gr.Dropdown(list(_samplers()), value=form["sampler"],
+                                           label=fm.control_label("sampler"), elem_id=elem("sampler"))
+            parts["trials"] = gr.Number(form["trials"], precision=0, label=fm.control_label("trials"),
+                                        elem_id=elem("trials"))
+            parts["seed"] = gr.Textbox(str(form["seed"]), label=fm.control_label("seed"), elem_id=elem("seed"))
+        with gr.Row():
+            parts["apply_live"] = gr.Button("Apply trials and early stopping to the live run",
+                                            elem_id=elem("apply_live"))
+            parts["apply_status"] = gr.Markdown("", elem_id=elem("apply_status"))
+        parts["sampler_options"] = gr.Textbox(form["sampler_options"], label=fm.control_label("sampler_options"),
+                                              elem_id=elem("sampler_options"))
+        with gr.Row():
+            parts["patience"] = gr.Number(form["patience"], precision=0, label=fm.control_label("patience"),
+                                          elem_id=elem("patience"))
+            parts["min_improvement"] = gr.Number(form["min_improvement"], label=fm.control_label("min_improvement"),
+                                                 elem_id=elem("min_improvement"))
+        with gr.Row():
+            parts["baseline"] = gr.CheckboxGroup(["defaults", "midpoint"], value=form["baseline"],
+                                                 label=fm.control_label("baseline"), elem_id=elem("baseline"))
+            parts["score_inputs"] = gr.Checkbox(form["score_inputs"], label=fm.control_label("score_inputs"),
+                                                elem_id=elem("score_inputs"))
+            parts["on_trial_error"] = gr.Radio(["continue", "stop"], value=form["on_trial_error"],
+                                               label=fm.control_label("on_trial_error"), elem_id=elem("on_trial_error"))
+        parts.update(_study_controls(ctx, form))
+        with gr.Row():
+            parts["output_dir"] = gr.Textbox(form["output_dir"], elem_id=elem("output_dir"),
+                                             label=fm.control_label("output_dir", help=f"empty: {ctx.output_dir()}"))
+            parts["device"] = gr.Textbox(form["device"], label=fm.control_label("device"), elem_id=elem("device"),
+                                         visible=ctx.standalone)
+        parts.update(problems_markdown("optimizer"))
+    return parts
+
+
+def _study_controls(ctx: TabContext, form: dict[str, Any]) -> Components:
+    """The study (its name, storage, new / resumed / forked) and what becomes of the best merge."""
+    parts: Components = {}
+    with gr.Row():
+        parts["study"] = gr.Textbox(form["study"], label=fm.control_label("study"), elem_id=elem("study"))
+        storage_help = f"empty: {ctx.storage() or 'SQLite in the run folder'}"
+        parts["storage"] = gr.Textbox(form["storage"], label=fm.control_label("storage", help=storage_help),
+                                      elem_id=elem("storage"))
+    with gr.Row():
+        parts["start_as"] = gr.Radio(list(fm.START_AS), value=form["start_as"], label="Start as",
+                                     elem_id=elem("start_as"))
+        parts["source_study"] = gr.Dropdown(cat.study_choices(ctx.output_dir(), ctx.storage()), value=None,
+                                            allow_custom_value=True, label="Study to resume or fork",
+                                            elem_id=elem("source_study"), scale=3)
+        parts["refresh_studies"] = gr.Button("↻", elem_id=elem("refresh_studies"), min_width=40, scale=0)
+    with gr.Row():
+        parts["keep_best"] = gr.Checkbox(form["keep_best"], label=fm.control_label("keep_best"),
+                                         elem_id=elem("keep_best"))
+        parts["save_best"] = gr.Checkbox(form["save_best"], label=fm.control_label("save_best"),
+                                         elem_id=elem("save_best"))
+        parts["save_name"] = gr.Textbox(form["save_name"], label=fm.control_label("save_name"),
+                                        elem_id=elem("save_name"))
+    return parts
+
+
+def on_refresh_studies(ctx: TabContext, output_dir: str, storage: str) -> dict[str, Any]:
+    return {"source_study": gr.update(choices=cat.study_choices(output_dir or ctx.output_dir(),
+                                                                storage or ctx.storage()))}
+
+
+def on_apply_live(ctx: TabContext, manager: Callable[[], RunManager], form: dict[str, Any]) -> dict[str, Any]:
+    try:
+        lines = manager().adjust(fm.form_to_data(form, ctx.catalog.path_for))
+    except ConfigError as e:
+        return {"apply_status": views.problems_markdown(e.problems)}
+    return {"apply_status": "Applied to the live run: " + "; ".join(lines) + "."}
+
+
+def wire_optimizer(components: Components, ctx: TabContext, manager: Callable[[], RunManager]) -> None:
+    connect(components, "refresh_studies", "click", bound(on_refresh_studies, ctx), ["output_dir", "storage"],
+            ["source_study"])
+    connect(components, "apply_live", "click", on_form(on_apply_live, ctx, manager), fm.FIELDS, ["apply_status"],
+            queue=False)
