@@ -31,6 +31,7 @@ from sd_optim.merging import MergeEngine
 from sd_optim.run import events as ev
 from sd_optim.run.runner import Runner, run_to_end
 from sd_optim.search.planning import make_planner
+from sd_optim.ui.runs import Defaults, RunManager
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -417,3 +418,13 @@ def test_interrupt_mid_sampling_fails_the_trial_unscored(webui, cfg):
     assert_same(webui.live(), before)
     fake.renderer.step_hook = None
     assert run_to_end(Runner(cfg(optimizer={"trials": 1, "seed": 0, "study": "t"}), webui.host)).reason == "completed"
+
+
+def test_the_status_of_a_kept_merge_says_what_ends_it_here(webui, cfg):
+    manager = RunManager(webui.host, Defaults())
+    manager.start(cfg(after_run={"keep_best": True}).to_dict())
+    status = manager.wait(120)
+    assert status["kept_loaded"] and f"stays loaded ({webui.host.kept_until})" in status["text"]
+    # Forge reloads a switched checkpoint only when it next generates (docs/hosts/forge.md)
+    assert ("without generating" in webui.host.kept_until) == (webui.kind == "forge")
+    manager.shutdown()

@@ -127,6 +127,8 @@ class Host(abc.ABC):
     """One environment that holds a loaded model and renders images with it."""
 
     name: str = "host"
+    # what ends a merge left loaded (Keep loaded, keep-best), said in the status and the tab
+    kept_until: str = "loading another checkpoint (or reloading this one) brings the original back"
 
     @abc.abstractmethod
     def model_config(self) -> str:

@@ -212,6 +212,7 @@ class DiffusersSlot(Slot):
 
 class DiffusersHost(Host):
     name = "diffusers"
+    kept_until = "the next run starts from the model file's own weights again"  # see release_kept
 
     def __init__(self, checkpoint: str | Path, *, config_dir: str | Path | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

@@ -282,6 +282,9 @@ class ForgeHost(WebUIHost):
     what differs is how its model is loaded, identified and prepared."""
 
     name = "forge"
+    # Forge reloads a switched checkpoint only at the next generation (docs/hosts/forge.md)
+    kept_until = ("generating with another checkpoint (or after reloading this one) brings the original back; "
+                  "switching away and back without generating in between keeps the merge")
 
     def __init__(self):
         super().__init__()

@@ -381,7 +381,7 @@ class RunManager:
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
-                out["kept_until_next_run"] = self.host_for is not None  # standalone: see release_kept
+                out["kept_until"] = self.host.kept_until
         out["text"] = _describe(out)
         return out
 
@@ -446,13 +446,8 @@ def _describe(s: dict[str, Any]) -> str:
     if s.get("failure"):
         text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:
-        if s.get("kept_until_next_run"):
-            text += (f"; trial #{s['kept_trial']} stays loaded until the next run" if s.get("kept_loaded") else
-                     f"; trial #{s['kept_trial']} was kept loaded until the next run")
-        else:
-            text += (f"; trial #{s['kept_trial']} stays loaded (switching or reloading the checkpoint drops it)"
-                     if s.get("kept_loaded") else
-                     f"; trial #{s['kept_trial']} was kept loaded until the WebUI reloaded the checkpoint")
+        text += (f"; trial #{s['kept_trial']} stays loaded ({s['kept_until']})" if s.get("kept_loaded") else
+                 f"; trial #{s['kept_trial']} was kept loaded and no longer is")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):

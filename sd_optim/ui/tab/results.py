@@ -110,11 +110,10 @@ def save_action(manager: Callable[[], RunManager], text: Any, name: Any) -> dict
     return {"result_status": f"Saved trial {number} as `{path}`"}
 
 
-def keep_action(ctx: TabContext, manager: Callable[[], RunManager], text: Any) -> dict[str, Any]:
+def keep_action(manager: Callable[[], RunManager], text: Any) -> dict[str, Any]:
     with manager().trial_action("keeping a trial loaded") as tools:
         kept = tools.keep(trial_number(tools, text))
-    until = ("the next run starts from the model file's own weights again" if ctx.standalone else
-             "loading another checkpoint (or reloading this one) brings the original back")
+    until = manager().host.kept_until
     return {"result_status": f"Trial #{kept.trial} is loaded now (value {kept.value:.4f}); {until}."}
 
 
@@ -152,7 +151,7 @@ def wire_results(components: Components, ctx: TabContext, manager: Callable[[], 
     connect(components, "get_recipe", "click", guarded(bound(recipe_action, manager)), ["trial"], RESULT_VIEW)
     connect(components, "save_ckpt", "click", guarded(bound(save_action, manager)), ["trial", "ckpt_name"],
             RESULT_VIEW)
-    connect(components, "keep", "click", guarded(bound(keep_action, ctx, manager)), ["trial"], RESULT_VIEW)
+    connect(components, "keep", "click", guarded(bound(keep_action, manager)), ["trial"], RESULT_VIEW)
     connect(components, "look", "click", bound(on_look, manager), ["trial"], ["look_gallery", "result_status"],
             **compat.unlimited())
     # gradio passes the click's SelectData by the handler's annotation: bound directly, one output
