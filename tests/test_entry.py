@@ -160,7 +160,7 @@ def test_kept_merge_marks_later_images_until_a_reload(webui, tiny_sd1_paths, tin
     webui.sd_models.reload_model_weights(forced_reload=True)
     assert "sd-optim" not in generate()
     status = webui.entry.manager().status()
-    assert not status["kept_loaded"] and "until the WebUI reloaded the checkpoint" in status["text"]
+    assert not status["kept_loaded"] and "was kept loaded until the model was reloaded" in status["text"]
 
 
 def test_tab_warns_when_the_webui_runs_without_its_queue(webui):

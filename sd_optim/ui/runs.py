@@ -447,7 +447,7 @@ def _describe(s: dict[str, Any]) -> str:
         text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:
         text += (f"; trial #{s['kept_trial']} stays loaded ({s['kept_until']})" if s.get("kept_loaded") else
-                 f"; trial #{s['kept_trial']} was kept loaded and no longer is")
+                 f"; trial #{s['kept_trial']} was kept loaded until the model was reloaded")
     if s.get("saved_checkpoint"):
         text += f"; saved {s['saved_checkpoint']}"
     if s.get("after_run_note"):
