@@ -11,6 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 from fakes.ldm_patched import installed
+from test_host_contract import assert_same, pixels
 from test_runner import make_config
 
 from sd_optim.errors import ConfigError
@@ -47,21 +48,6 @@ def cfg(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
                            **{"optimizer": {"trials": 2}, **overrides})
 
     return make
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image).astype(int)
-
-
-def raw(t: torch.Tensor) -> torch.Tensor:
-    """The bytes of a tensor (torch.equal has no fp8 kernel on the CPU)."""
-    return t.contiguous().view(torch.uint8) if t.dtype.itemsize == 1 else t
-
-
-def assert_same(now: dict, before: dict) -> None:
-    assert set(now) == set(before)
-    for name, value in before.items():
-        assert now[name].dtype == value.dtype and torch.equal(raw(now[name]), raw(value)), name
 
 
 def render(host, config, params):
