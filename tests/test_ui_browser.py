@@ -172,6 +172,13 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: "Saved trial" in ui.text("sd_optim_result_status"), timeout=60, message="saved")
         ui.wait_for(lambda: page.evaluate("document.getElementById('refresh_sd_model_checkpoint')"
                                           ".dataset.pressed") == "1", timeout=10, message="refresh pressed once")
+        # a strategy picked from two lists, not typed: it becomes the table's next row
+        ui.open_accordion("3 · What to tune (guide)")
+        ui.pick("sd_optim_add_component", "clip_l")
+        ui.pick("sd_optim_add_strategy", "none")
+        ui.click("sd_optim_add_strategy_row")
+        ui.wait_for(lambda: ui.row_count("sd_optim_strategies") == 3, timeout=20, message="a third strategy row")
+        assert [ui.cell("sd_optim_strategies", 2, c) for c in (0, 1)] == ["clip_l", "none"]
         tab(ui, "Best so far")
         assert covered_by(ui, "sd_optim_best") == []
         OUTPUT.mkdir(exist_ok=True)

@@ -169,3 +169,13 @@ def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_conf
         assert [row[0] for row in value(shown["sd_optim_scorers"]) if row[1]] == ["image_stats"]
     finally:
         manager.shutdown()
+
+
+def test_a_strategy_is_picked_from_lists_and_added_as_a_row(tab):
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in tab.by_id["sd_optim_add_component"].choices]
+    assert choices[:2] == ["diffuser", "clip_l"]  # the components of the models' architecture (sd1)
+    out = tab.call("sd_optim_add_strategy_row", "click", {
+        "sd_optim_add_component": "clip_l", "sd_optim_add_strategy": "none",
+        "sd_optim_strategies": [["diffuser", "all", "", "", "", "", ""], ["", "", "", "", "", "", ""]]})
+    assert value(out["sd_optim_strategies"]) == [["diffuser", "all", "", "", "", "", ""],
+                                                 ["clip_l", "none", "", "", "", "", ""]]

@@ -7,15 +7,17 @@ from typing import Any
 
 import gradio as gr
 
-from ...config import safe_yaml
+from ...config import STRATEGIES, safe_yaml
 from ...errors import ConfigError
+from ...search.blocks import components as model_components
 from .. import compat, views
 from .. import form as fm
-from .context import TabContext, elem, preview
+from .context import TabContext, elem, model_config, preview
 from .wiring import Components, connect, on_form, problem_box, problems_markdown, set_up_panel
 
 STRATEGY_HELP = (
-    "One row per strategy. **component**: diffuser, clip_l, clip_g, vae (see the preview). "
+    "One row per strategy: pick a component and a strategy under the table and press **Add this strategy**, "
+    "then fill in the other cells the strategy needs. **component**: diffuser, clip_l, clip_g, vae (see the preview). "
     "**strategy**: `all` (one parameter per block or key), `select` (only the blocks matching "
     "*patterns*), `group` (one parameter per named group: `in: IN*; out: OUT*`), `single` (one "
     "parameter for the whole component), `none` (hold it fixed). **items**: blocks or keys. "
@@ -38,6 +40,13 @@ def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
                                            datatype=["str"] * 7, row_count=(0, "dynamic"), col_count=(7, "fixed"),
                                            type="array", interactive=True, label="Strategies",
                                            elem_id=elem("strategies"))
+        with gr.Row(elem_id=elem("add_strategy_bar")):
+            choices = component_choices(ctx, form)
+            parts["add_component"] = gr.Dropdown(choices, value=choices[0], label="Component",
+                                                 elem_id=elem("add_component"))
+            parts["add_strategy"] = gr.Dropdown(list(STRATEGIES), value=STRATEGIES[0], label="Strategy",
+                                                elem_id=elem("add_strategy"))
+            parts["add_strategy_row"] = gr.Button("Add this strategy", elem_id=elem("add_strategy_row"))
         gr.Markdown(BOUNDS_HELP, elem_classes=[elem("help")])
         parts["bounds"] = gr.Dataframe(compat.table(form["bounds"], 7), headers=fm.BOUNDS_COLUMNS,
                                        datatype=["str", "number", "number", "bool", "number", "str", "str"],
@@ -51,6 +60,25 @@ def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
             parts["apply_guide_yaml"] = gr.Button("Apply YAML", elem_id=elem("apply_guide_yaml"))
         parts.update(problems_markdown("guide"))
     return parts
+
+
+def component_choices(ctx: TabContext, form: dict[str, Any]) -> list[str]:
+    """The components a strategy can name: those of the chosen checkpoints' architecture."""
+    config = model_config(ctx, form)
+    return model_components(config) if config else ["diffuser", "clip_l"]
+
+
+def on_models_for_strategies(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:
+    choices = component_choices(ctx, form)
+    return {"add_component": gr.update(choices=choices, value=choices[0])}
+
+
+def on_add_strategy(component: str | None, strategy: str | None, rows: Any) -> dict[str, Any]:
+    """A strategy picked from the lists, added as a row of the table (its other cells empty)."""
+    if not component or not strategy:
+        return {}
+    new = [*fm.filled_rows(rows), [component, strategy, "", "", "", "", ""]]
+    return {"strategies": compat.table(new, len(fm.STRATEGY_COLUMNS))}
 
 
 def on_preview(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:
@@ -75,5 +103,8 @@ def on_apply_yaml(text: str | None) -> dict[str, Any]:
 def wire_guide(components: Components, ctx: TabContext) -> None:
     for key in PREVIEWED:
         connect(components, key, "change", on_form(on_preview, ctx), fm.FIELDS, ["preview", "guide_yaml"])
+    connect(components, "models", "change", on_form(on_models_for_strategies, ctx), fm.FIELDS, ["add_component"])
+    connect(components, "add_strategy_row", "click", on_add_strategy, ["add_component", "add_strategy", "strategies"],
+            ["strategies"])
     connect(components, "apply_guide_yaml", "click", on_apply_yaml, ["guide_yaml"],
             ["strategies", "bounds", "blocks", "recipe_include", "recipe_exclude", problem_box("guide")])
