@@ -243,6 +243,25 @@ class GradioPage:
         value = root.locator("input").first.input_value().strip()
         return [value] if value else []
 
+    # --- checkbox groups ---
+
+    def _checkbox(self, elem_id: str, option: str) -> Locator:
+        box = self.root(elem_id).locator("label").filter(
+            has=self.page.get_by_text(option, exact=True)).locator("input[type=checkbox]")
+        if box.count() != 1:
+            offered = self.root(elem_id).locator("label").all_inner_texts()
+            raise AssertionError(f"#{elem_id} offers no {option!r} to tick; it offers {offered}")
+        return box
+
+    def ticked(self, elem_id: str) -> list[str]:
+        """The ticked options of a CheckboxGroup."""
+        return [t.strip() for t in self.root(elem_id).locator("label").filter(
+            has=self.page.locator("input[type=checkbox]:checked")).all_inner_texts()]
+
+    def tick(self, elem_id: str, option: str) -> None:
+        """One click on ``option`` of a CheckboxGroup (ticks it, or unticks a ticked one)."""
+        self._checkbox(elem_id, option).click()
+
     # --- dataframes ---
 
     def _virtual_table(self, elem_id: str) -> Locator | None:

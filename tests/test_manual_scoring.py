@@ -128,4 +128,5 @@ def test_stop_while_waiting_for_ratings_ends_the_run_and_restores(sd1_host, tiny
     assert status["state"] == "finished" and status["reason"] == "stopped from the tab"
     assert status["trials_done"] == 1 and manager.waiting_for_ratings() == []
     assert_original(sd1_host, tiny_sd1_paths[0])
-    assert fm.data_to_form(data)["scorers"] == [["manual", True, 1.0, ""]]
+    form = fm.data_to_form(data)
+    assert form["scorers"] == [["manual", 1.0, ""]] and form["scorer_use"] == ["manual"]

@@ -13,6 +13,8 @@ import pytest
 import sd_mecha
 from browser import CHROMIUM, GradioPage, browser_page, free_port, serve
 
+from sd_optim.ui.tab.payloads import NEW_SET
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"  # screenshots stay here for a person to look at (git ignores it)
 # `make screenshots` sets this to docs/screenshots: the README's walkthrough pictures
@@ -70,6 +72,15 @@ COVERED_BY = """(id) => {
 }"""
 
 
+# every text the status line shows from now on, in window.sd_optim_test_seen
+RECORD_STATUS = """() => {
+    const status = document.getElementById("sd_optim_status");
+    window.sd_optim_test_seen = [status.innerText];
+    new MutationObserver(() => window.sd_optim_test_seen.push(status.innerText))
+        .observe(status, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def covered_by(ui: GradioPage, elem_id: str) -> list[str]:
     return ui.page.evaluate(COVERED_BY, elem_id)
 
@@ -111,6 +122,34 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.root("sd_optim_preview").scroll_into_view_if_needed()
         walkthrough(ui, "1-set-up.png")
 
+        # a scorer ticked with one click, and unticked with another: the readiness list follows
+        ui.open_accordion("5 · Scorers")
+        assert ui.ticked("sd_optim_scorer_use") == ["reference"]  # the demo's set-up
+        ui.tick("sd_optim_scorer_use", "image_stats")
+        ui.wait_for(lambda: "image_stats: ready" in ui.text("sd_optim_scorer_status"), timeout=20,
+                    message="image_stats ticked by one click")
+        ui.tick("sd_optim_scorer_use", "image_stats")
+        ui.wait_for(lambda: "image_stats" not in ui.text("sd_optim_scorer_status"), timeout=20,
+                    message="image_stats unticked")
+        close_accordion(ui, "5 · Scorers")
+        # a prompt set made in its form (lists for the sampler and the scorers), saved, then removed
+        ui.open_accordion("4 · Prompt sets")
+        assert ui.selected("sd_optim_payload_pick") == ["cat"] and ui.text("sd_optim_edit_prompt") == "a photo of a cat"
+        ui.pick("sd_optim_payload_pick", NEW_SET)
+        ui.wait_for(lambda: ui.text("sd_optim_edit_name") == "set2", timeout=20, message="a new set's form")
+        ui.fill("sd_optim_edit_prompt", "a red fox")
+        ui.pick("sd_optim_edit_sampler", "Euler a")
+        ui.tick("sd_optim_edit_scorers", "reference")
+        ui.click("sd_optim_save_payload")
+        ui.wait_for(lambda: "set2 · a red fox" in ui.text("sd_optim_payload_summary"), timeout=20,
+                    message="the new set in the summary")
+        assert "20 steps · Euler a · 1 image(s)" in ui.text("sd_optim_payload_summary").splitlines()[-1]
+        assert covered_by(ui, "sd_optim_panel_payloads") == []
+        ui.click("sd_optim_remove_payload")
+        ui.wait_for(lambda: "a red fox" not in ui.text("sd_optim_payload_summary"), timeout=20, message="removed")
+        ui.wait_for(lambda: ui.selected("sd_optim_payload_pick") == ["cat"], timeout=20, message="back on cat")
+        close_accordion(ui, "4 · Prompt sets")
+
         # with the set-up panels collapsed, Start, the status line and the gallery fit 1280x800
         for label in ("1 · Models", "2 · Merge method or recipe", "3 · What to tune (guide)"):
             close_accordion(ui, label)
@@ -142,8 +181,15 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: ui.row_count("sd_optim_trials_table") >= finished, timeout=30,
                     message=f"the {finished} finished trials after the reload")
         assert ui.gallery_count("sd_optim_gallery") > 0
+        # Stop is acknowledged at once (the image in flight may take a while): every text the
+        # status line shows is recorded from the click on
+        page.evaluate(RECORD_STATUS)
         ui.click("sd_optim_stop")
+        ui.wait_for(lambda: any("stopping after the current image" in t or "finished" in t
+                                for t in page.evaluate("window.sd_optim_test_seen")),
+                    timeout=3, message="Stop acknowledged within 3 s")
         ui.wait_for(lambda: "finished" in ui.text("sd_optim_status"), timeout=120, message="the run ends")
+        assert any("stopping after the current image" in t for t in page.evaluate("window.sd_optim_test_seen"))
         assert ui.row_count("sd_optim_trials_table") >= 1
         ui.wait_for(lambda: page.title() == title, timeout=30, message=f"the page title back to {title!r}")
 

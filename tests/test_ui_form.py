@@ -58,7 +58,7 @@ def test_cells_parse_as_typed_and_bad_cells_reach_validation_with_their_value():
         "models": ["/m/a.safetensors", "/m/b.safetensors"],
         "strategies": [["diffuser", "all", "", "", "", "", ""], ["", "", "", "", "", "", ""]],
         "payloads": [["p", "a cat", "", "12", 20.0, "7.5", "Euler", "Automatic", 512, "abc", 1, 1, ""]],
-        "scorers": [["image_stats", True, "", "sharpness: 2"], ["reference", False, 1, ""]],
+        "scorers": [["image_stats", "", "sharpness: 2"], ["reference", 1, ""]], "scorer_use": ["image_stats"],
         "trials": 5.0, "seed": " ",
     }
     data = fm.form_to_data(controls)

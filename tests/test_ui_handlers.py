@@ -15,6 +15,7 @@ from PIL import Image, PngImagePlugin
 from sd_optim.tiny_models import TINY_SIZE
 from sd_optim.ui import form as fm
 from sd_optim.ui.app import build_app
+from sd_optim.ui.tab.payloads import NEW_SET
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sd1-blockwise-weighted-sum.yaml"
 
@@ -26,22 +27,25 @@ class Tab:
         self.app = app
         self.by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, "elem_id", None)}
 
-    def handler(self, elem_id: str, event: str):
+    def handler(self, elem_id: str, event: str, updating: str | None = None):
+        """The handler of ``elem_id``'s ``event`` (the one that updates ``updating``, where the
+        event has several)."""
         target = self.by_id[elem_id]._id
         if isinstance(self.app.fns, dict):  # gradio 4
-            for f in self.app.fns.values():
-                if (target, event) in f.targets:
-                    return f
+            found = [f for f in self.app.fns.values() if (target, event) in f.targets]
         else:  # gradio 3.41: the triggers are in the config's dependencies
-            for dep, f in zip(self.app.config["dependencies"], self.app.fns):
-                if target in dep["targets"] and dep["trigger"] == event:
-                    return f
-        raise KeyError((elem_id, event))
+            found = [f for dep, f in zip(self.app.config["dependencies"], self.app.fns)
+                     if target in dep["targets"] and dep["trigger"] == event]
+        for f in found:
+            if updating is None or updating in [b.elem_id for b in f.outputs]:
+                return f
+        raise KeyError((elem_id, event, updating))
 
-    def call(self, elem_id: str, event: str, values: dict[str, object]) -> dict[str, object]:
+    def call(self, elem_id: str, event: str, values: dict[str, object], updating: str | None = None
+             ) -> dict[str, object]:
         """Run the handler with the components' current values, ``values`` (by elem_id) replacing
         some; the result by output elem_id (gr.update dicts stay dicts)."""
-        f = self.handler(elem_id, event)
+        f = self.handler(elem_id, event, updating)
         args = [values.get(b.elem_id, b.value) for b in f.inputs]
         result = f.fn(*args)
         if isinstance(result, dict) and result and all(hasattr(k, "_id") for k in result):
@@ -96,18 +100,70 @@ def test_dropping_an_image_fills_a_prompt_set_and_add_appends_it(tab, tmp_path):
     Image.new("RGB", (8, 8)).save(png, pnginfo=info)
     out = tab.call("sd_optim_png", "upload", {"sd_optim_png": str(png)})
     got = {k: value(v) for k, v in out.items()}
-    assert (got["sd_optim_add_prompt"], got["sd_optim_add_negative"], got["sd_optim_add_steps"]) == \
+    assert (got["sd_optim_edit_prompt"], got["sd_optim_edit_negative"], got["sd_optim_edit_steps"]) == \
         ("a castle on a hill", "fog", 14)
-    assert (got["sd_optim_add_sampler"], got["sd_optim_add_scheduler"], got["sd_optim_add_seed"]) == \
+    assert (got["sd_optim_edit_sampler"], got["sd_optim_edit_scheduler"], got["sd_optim_edit_seed"]) == \
         ("DPM++ 2M", "Karras", 42)
-    assert (got["sd_optim_add_cfg"], got["sd_optim_add_width"], got["sd_optim_add_height"]) == (5.5, 576, 448)
-    added = tab.call("sd_optim_add_payload", "click", got)["sd_optim_payloads"]
+    assert (got["sd_optim_edit_cfg"], got["sd_optim_edit_width"], got["sd_optim_edit_height"]) == (5.5, 576, 448)
+    assert (got["sd_optim_edit_name"], got["sd_optim_payload_pick"]) == ("set1", NEW_SET)  # a new set
+    added = tab.call("sd_optim_save_payload", "click", got)["sd_optim_payloads"]
     assert added[-1][:10] == ["set1", "a castle on a hill", "fog", 42, 14, 5.5, "DPM++ 2M", "Karras", 576, 448]
 
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     out = tab.call("sd_optim_png", "upload", {"sd_optim_png": str(plain)})
     assert "has no generation parameters" in out["sd_optim_err_payloads"]
+
+
+def test_a_prompt_set_is_picked_edited_in_its_form_saved_and_removed(tab):
+    first = tab.by_id["sd_optim_payloads"].value
+    rows = first["data"] if isinstance(first, dict) else first
+    assert value(tab.by_id["sd_optim_payload_pick"].value) == "set0"
+    assert tab.by_id["sd_optim_edit_prompt"].value == rows[0][1]  # the form starts on the first set
+    # a new set: the form shows the defaults under a free name; saved, it becomes the second row
+    new = tab.call("sd_optim_payload_pick", "input", {"sd_optim_payload_pick": NEW_SET})
+    got = {k: value(v) for k, v in new.items()}
+    assert (got["sd_optim_edit_name"], got["sd_optim_edit_steps"]) == ("set1", fm.payload_defaults()["steps"])
+    got.update({"sd_optim_edit_prompt": "a lake", "sd_optim_edit_width": 640, "sd_optim_edit_scorers": ["image_stats"]})
+    saved = tab.call("sd_optim_save_payload", "click", got)
+    table = value(saved["sd_optim_payloads"])
+    assert [r[0] for r in table] == ["set0", "set1"] and table[1][1] == "a lake" and table[1][8] == 640
+    assert table[1][12] == "image_stats" and value(saved["sd_optim_payload_pick"]) == "set1"
+    # the table changed: the summary follows, the pick stays
+    moved = tab.call("sd_optim_payloads", "change", {"sd_optim_payloads": table, "sd_optim_payload_pick": "set1"})
+    assert "**set1** · a lake · 640×" in moved["sd_optim_payload_summary"]
+    assert value(moved["sd_optim_payload_pick"]) is None  # only its choices updated
+    # picking the first set shows it; saving under its own name replaces it
+    shown = tab.call("sd_optim_payload_pick", "input", {"sd_optim_payload_pick": "set0", "sd_optim_payloads": table})
+    assert value(shown["sd_optim_edit_prompt"]) == rows[0][1]
+    again = {**{k: value(v) for k, v in shown.items()}, "sd_optim_payloads": table, "sd_optim_edit_steps": 7}
+    replaced = value(tab.call("sd_optim_save_payload", "click", again)["sd_optim_payloads"])
+    assert [r[0] for r in replaced] == ["set0", "set1"] and replaced[0][4] == 7
+    # removed: the form moves to the first set left, and a table without the picked set moves it too
+    gone = tab.call("sd_optim_remove_payload", "click", {"sd_optim_payloads": replaced, "sd_optim_edit_name": "set0"})
+    assert [r[0] for r in value(gone["sd_optim_payloads"])] == ["set1"]
+    assert value(gone["sd_optim_payload_pick"]) == "set1" and value(gone["sd_optim_edit_prompt"]) == "a lake"
+
+
+def test_scorers_are_ticked_in_a_list_and_the_table_keeps_their_options(tab):
+    use = tab.by_id["sd_optim_scorer_use"]
+    assert value(use.value) == [] and "image_stats" in [c[0] if isinstance(c, (list, tuple)) else c
+                                                         for c in use.choices]
+    out = tab.call("sd_optim_scorer_use", "change", {"sd_optim_scorer_use": ["image_stats"]})
+    assert "image_stats" in out["sd_optim_scorer_status"]
+    # M (the button) adds the manual scorer's tick, and takes it away again
+    on = tab.call("sd_optim_toggle_manual", "click", {"sd_optim_scorer_use": ["image_stats"]})
+    assert value(on["sd_optim_scorer_use"]) == ["image_stats", "manual"]
+    off = tab.call("sd_optim_toggle_manual", "click", {"sd_optim_scorer_use": ["image_stats", "manual"]})
+    assert value(off["sd_optim_scorer_use"]) == ["image_stats"]
+    # a row taken out of the table takes its tick with it; a new row is offered
+    rows = [["image_stats", 2, ""], ["clip_score", 1, ""]]
+    out = tab.call("sd_optim_scorers", "change", {"sd_optim_scorers": rows, "sd_optim_scorer_use": ["manual", "image_stats"]},
+                   updating="sd_optim_scorer_use")
+    assert out["sd_optim_scorer_use"]["choices"] == ["image_stats", "clip_score"]
+    assert value(out["sd_optim_scorer_use"]) == ["image_stats"]
+    data = fm.form_to_data({"scorers": rows, "scorer_use": ["image_stats"]})
+    assert data["scorers"] == [{"name": "image_stats", "weight": 2}]
 
 
 def test_guide_yaml_view_applies_back_into_the_tables(tab):
@@ -155,7 +211,7 @@ def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_conf
                 "diffusers_config": str(tiny_sd1_config_dir), "device": "cpu",
                 "payloads": [["fox", "a red fox", "", 3, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 1, 1, ""]],
                 "strategies": [["diffuser", "single", "", "", "", "", ""]],
-                "scorers": [["image_stats", True, 1, ""]], "sampler": "random", "trials": 2,
+                "scorers": [["image_stats", 1, ""]], "scorer_use": ["image_stats"], "sampler": "random", "trials": 2,
                 "study": "reloaded", "scorer_mean": "geometric"}
         manager.start(fm.form_to_data(form))
         assert manager.wait(120)["state"] == "finished"
@@ -166,7 +222,8 @@ def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_conf
         assert (shown["sd_optim_trials"], shown["sd_optim_study"], shown["sd_optim_scorer_mean"]) == \
             (2, "reloaded", "geometric")
         assert value(shown["sd_optim_payloads"])[0][:2] == ["fox", "a red fox"]
-        assert [row[0] for row in value(shown["sd_optim_scorers"]) if row[1]] == ["image_stats"]
+        assert value(shown["sd_optim_scorer_use"]) == ["image_stats"]
+        assert value(shown["sd_optim_scorers"])[0] == ["image_stats", 1, ""]
     finally:
         manager.shutdown()
 
@@ -179,3 +236,7 @@ def test_a_strategy_is_picked_from_lists_and_added_as_a_row(tab):
         "sd_optim_strategies": [["diffuser", "all", "", "", "", "", ""], ["", "", "", "", "", "", ""]]})
     assert value(out["sd_optim_strategies"]) == [["diffuser", "all", "", "", "", "", ""],
                                                  ["clip_l", "none", "", "", "", "", ""]]
+    keys = tab.call("sd_optim_add_strategy_row", "click", {
+        "sd_optim_add_component": "clip_l", "sd_optim_add_strategy": "select", "sd_optim_add_items": "keys",
+        "sd_optim_strategies": []})
+    assert value(keys["sd_optim_strategies"]) == [["clip_l", "select", "keys", "", "", "", ""]]

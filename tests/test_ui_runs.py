@@ -36,7 +36,7 @@ def tab_form(tiny_sd1_paths, tiny_sd1_config_dir):
         "strategies": [["diffuser", "single", "", "", "", "", ""], ["clip_l", "single", "", "", "", "", ""]],
         "payloads": [["fox", "a red fox", "", 3, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 2, 1, ""],
                      ["lake", "a lake", "", 4, 2, 5, "Euler", "Automatic", TINY_SIZE, TINY_SIZE, 1, 1, ""]],
-        "scorers": [["image_stats", True, 1, ""]],
+        "scorers": [["image_stats", 1, ""]], "scorer_use": ["image_stats"],
         "sampler": "random", "trials": 3, "seed": 0,
     }
 
@@ -177,7 +177,7 @@ def test_methods_scorers_and_studies_as_the_panels_show_them(manager, tab_form, 
 def test_check_names_what_start_would_refuse_by_panel(tab_form, tmp_path):
     assert cat.check_setup(fm.form_to_data(tab_form), Defaults(output_dir=str(tmp_path)), "sd1-ldm") == []
     bad = {**tab_form, "models": [tab_form["models"][0], str(tmp_path / "gone.safetensors")],
-           "scorers": [["reference", True, 1, f"folder: {tmp_path / 'no-refs'}"]],
+           "scorers": [["reference", 1, f"folder: {tmp_path / 'no-refs'}"]], "scorer_use": ["reference"],
            "strategies": [["diffuser", "select", "", "", "", "", ""]]}
     problems = cat.check_setup(fm.form_to_data(bad), Defaults(output_dir=str(tmp_path)), "sd1-ldm")
     by_panel = fm.problems_by_panel(problems)
@@ -252,7 +252,7 @@ def test_changes_that_make_trials_incomparable_are_refused_with_the_fork_way_out
     gate.wait(30)
     study = manager.status()["study"]
     other = {**tab_form, "payloads": [["fox", "a blue fox", *tab_form["payloads"][0][2:]]],
-             "scorers": [["image_stats", True, 2, ""]]}
+             "scorers": [["image_stats", 2, ""]], "scorer_use": ["image_stats"]}
     with pytest.raises(ConfigError) as e:
         manager.adjust(fm.form_to_data(other))
     assert [p.split(":")[0] for p in e.value.problems] == ["payloads", "scorers"]

@@ -13,9 +13,10 @@ from sd_optim.ui import form as fm
 from sd_optim.ui.app import build_app, injected_assets
 
 ROOT = Path(__file__).resolve().parents[1]
-LIVE_IDS = ["start", "stop", "pause", "resume", "apply_live", "check", "attach", "status", "gallery", "best_gallery", "best", "trials_table", "recipe_file", "trial",
+LIVE_IDS = ["start", "stop", "pause", "resume", "apply_live", "check", "attach", "status", "gallery", "best_gallery",
+            "best", "trials_table", "recipe_file", "trial",
             "get_recipe", "save_ckpt", "keep", "look", "look_gallery", "preview", "guide_yaml", "png",
-            "add_payload", "load_config", "save_config", "refresh_models", "refresh_studies",
+            "payload_pick", "save_payload", "remove_payload", "scorer_use", "load_config", "save_config", "refresh_models", "refresh_studies",
             "recipe_upload", "plot_history", "plot_importance", "plot_slice", "plot_parallel"]
 
 

@@ -135,8 +135,8 @@ def recipe_sites(path: str) -> list[tuple[str, Any]]:
 # --- scorers ----------------------------------------------------------------------------------
 
 def scorer_rows() -> list[list[Any]]:
-    """One row per registered scorer: [name, use, weight, options], none of them in use."""
-    return [[name, False, 1.0, ""] for name in available_scorers()]
+    """One row of the scorer table per registered scorer: [name, weight, options]."""
+    return [[name, 1.0, ""] for name in available_scorers()]
 
 
 def scorer_problems(spec: dict[str, Any], models_dir: str, base_dir: str = ".") -> list[str]:

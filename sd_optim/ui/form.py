@@ -42,7 +42,7 @@ STRATEGY_COLUMNS = ["component", "strategy", "items", "patterns", "groups", "par
 BOUNDS_COLUMNS = ["name", "low", "high", "log", "step", "choices", "fixed"]
 PAYLOAD_COLUMNS = ["name", "prompt", "negative prompt", "seed", "steps", "cfg", "sampler", "scheduler",
                    "width", "height", "images", "weight", "scorers"]
-SCORER_COLUMNS = ["scorer", "use", "weight", "options"]
+SCORER_COLUMNS = ["scorer", "weight", "options"]  # which are used: the "scorer_use" ticks
 
 # payload table column -> (config key, kind)
 _PAYLOAD_FIELDS = [("name", "str"), ("prompt", "str"), ("negative_prompt", "str"), ("seed", "int"),
@@ -68,7 +68,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     # prompt sets
     "payloads": [], "wildcards_dir": "",
     # scorers
-    "scorers": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
+    "scorers": [], "scorer_use": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
     # optimizer
     "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
     "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
@@ -120,6 +120,26 @@ def payload_row(values: dict[str, Any]) -> list[Any]:
             for key, kind in _PAYLOAD_FIELDS]
 
 
+def payload_values(row: list[Any]) -> dict[str, Any]:
+    """A row of the prompt-set table by config key, its cells as they are (the inverse of
+    :func:`payload_row`; the list of scorers as a list of names)."""
+    return {key: words(_cell(row, i)) if kind == "list" else _cell(row, i)
+            for i, (key, kind) in enumerate(_PAYLOAD_FIELDS)}
+
+
+def payload_names(table: Any) -> list[str]:
+    """The prompt sets' names, in the table's order."""
+    return [str(_cell(row, 0) or "").strip() for row in filled_rows(table)]
+
+
+def free_payload_name(table: Any) -> str:
+    """``set<N>``: the first such name after the table's rows that no row has."""
+    names, n = set(payload_names(table)), len(filled_rows(table))
+    while f"set{n}" in names:
+        n += 1
+    return f"set{n}"
+
+
 FIELDS = list(FORM_DEFAULTS)
 
 
@@ -143,11 +163,6 @@ def _number(x: Any, integer: bool = False) -> Any:
     if integer and value.is_integer():
         return int(value)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def is_ticked(x: Any) -> bool:
-    """A Dataframe tick cell (a bool, or the text a user typed) as a bool."""
-    return _bool(x)
 
 
 def _bool(x: Any) -> bool:
@@ -279,7 +294,8 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
                          "fixed": {str(r[0]).strip(): _scalar(_cell(r, 1)) for r in filled_rows(f["fixed"])}}
     data["guide"] = _guide_data(f)
     data["payloads"] = [_payload(row) for row in filled_rows(f["payloads"])]
-    data["scorers"] = [_scorer(row) for row in filled_rows(f["scorers"]) if _bool(_cell(row, 1))]
+    ticked = set(f["scorer_use"] or [])
+    data["scorers"] = [_scorer(row) for row in filled_rows(f["scorers"]) if scorer_name(row) in ticked]
     data["scoring"] = {"scorer_mean": f["scorer_mean"], "payload_mean": f["payload_mean"]}
     data["optimizer"] = _optimizer_data(f)
     data["after_run"] = {"keep_best": bool(f["keep_best"]), "save_best": bool(f["save_best"])}
@@ -383,11 +399,21 @@ def _payload(row: list[Any]) -> dict[str, Any]:
     return p
 
 
+def scorer_name(row: list[Any]) -> str:
+    """The scorer a row of the scorer table names."""
+    return str(_fmt(_cell(row, 0))).strip()
+
+
+def scorer_names(table: Any) -> list[str]:
+    """The scorers the table names, each once, in its order: the choices of the "use" ticks."""
+    return list(dict.fromkeys(n for n in map(scorer_name, filled_rows(table)) if n))
+
+
 def _scorer(row: list[Any]) -> dict[str, Any]:
-    s: dict[str, Any] = {"name": str(_fmt(_cell(row, 0))).strip()}
-    if not _blank(_cell(row, 2)):
-        s["weight"] = _number(_cell(row, 2))
-    options = _flow_mapping(_cell(row, 3))
+    s: dict[str, Any] = {"name": scorer_name(row)}
+    if not _blank(_cell(row, 1)):
+        s["weight"] = _number(_cell(row, 1))
+    options = _flow_mapping(_cell(row, 2))
     if options:
         s["options"] = options
     return s
@@ -480,7 +506,8 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
                       p.scheduler, p.width, p.height, p.batch_size, p.weight, _fmt_words(p.scorers)]
                      for p in cfg.payloads]
     f["wildcards_dir"] = cfg.wildcards_dir
-    f["scorers"] = [[s.name, True, s.weight, _fmt_mapping(s.options)] for s in cfg.scorers]
+    f["scorers"] = [[s.name, s.weight, _fmt_mapping(s.options)] for s in cfg.scorers]
+    f["scorer_use"] = list(dict.fromkeys(s.name for s in cfg.scorers))
     f["scorer_mean"], f["payload_mean"] = cfg.scoring.scorer_mean, cfg.scoring.payload_mean
     o = cfg.optimizer
     f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,

@@ -15,7 +15,7 @@ from .. import catalog as cat
 from .. import compat, views
 from .. import form as fm
 from ..runs import read_config
-from .context import TabContext, elem, model_choices
+from .context import TabContext, elem, model_choices, with_all_scorers
 from .wiring import Components, bound, connect, on_form
 
 TABLE_COLUMNS = {"loras": fm.LORA_COLUMNS, "fixed": fm.FIXED_COLUMNS, "recipe_sites": fm.SITE_COLUMNS,
@@ -65,8 +65,10 @@ def set_up_from(ctx: TabContext, data: dict[str, Any]) -> dict[str, Any]:
     """Every set-up control from a run config's data (a file's, or the live run's); the scorers
     not in it are listed unticked."""
     new = fm.data_to_form(data, ctx.catalog.title_for, cat.recipe_sites)
-    new["scorers"] = new["scorers"] + [r for r in cat.scorer_rows() if r[0] not in {s[0] for s in new["scorers"]}]
-    return {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
+    new["scorers"] = with_all_scorers(new["scorers"])
+    out = {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
+    out["scorer_use"] = gr.update(choices=fm.scorer_names(new["scorers"]), value=new["scorer_use"])
+    return out
 
 
 def on_save(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:

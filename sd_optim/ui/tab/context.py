@@ -52,10 +52,15 @@ def initial_form(ctx: TabContext) -> dict[str, Any]:
     form["strategies"] = [["diffuser", "all", "", "", "", "", ""], ["clip_l", "single", "", "", "", "", ""]]
     form["payloads"] = [fm.payload_row(fm.payload_defaults("set0", FIRST_PROMPT))]
     form.update(ctx.initial)
-    if ctx.initial.get("scorers"):  # the set-up's scorers ticked, the others offered unticked
-        chosen = {row[0] for row in ctx.initial["scorers"]}
-        form["scorers"] = ctx.initial["scorers"] + [r for r in cat.scorer_rows() if r[0] not in chosen]
+    form["scorers"] = with_all_scorers(form["scorers"])
     return form
+
+
+def with_all_scorers(rows: list[list[Any]]) -> list[list[Any]]:
+    """The scorer table's rows, then a row for each registered scorer they do not name (offered
+    unticked beside the set-up's own)."""
+    named = set(fm.scorer_names(rows))
+    return [*rows, *(r for r in cat.scorer_rows() if r[0] not in named)]
 
 
 def model_config(ctx: TabContext, form: dict[str, Any]) -> str | None:
@@ -97,8 +102,8 @@ def preview(ctx: TabContext, form: dict[str, Any]) -> tuple[str, str]:
     return views.preview_markdown(lines, problems), views.guide_yaml(data)
 
 
-def scorer_text(ctx: TabContext, rows: list[list[Any]], models_dir: str) -> str:
-    data = fm.form_to_data({"scorers": rows})
+def scorer_text(ctx: TabContext, rows: list[list[Any]], ticked: list[str], models_dir: str) -> str:
+    data = fm.form_to_data({"scorers": rows, "scorer_use": ticked})
     lines = cat.scorer_status(data["scorers"], models_dir or ctx.models_dir())
     if not lines:
         return "No scorer ticked: tick at least one."

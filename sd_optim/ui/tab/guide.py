@@ -16,7 +16,8 @@ from .context import TabContext, elem, model_config, preview
 from .wiring import Components, connect, on_form, problem_box, problems_markdown, set_up_panel
 
 STRATEGY_HELP = (
-    "One row per strategy: pick a component and a strategy under the table and press **Add this strategy**, "
+    "One row per strategy: pick a component, a strategy and its items under the table and press "
+    "**Add this strategy**, "
     "then fill in the other cells the strategy needs. **component**: diffuser, clip_l, clip_g, vae (see the preview). "
     "**strategy**: `all` (one parameter per block or key), `select` (only the blocks matching "
     "*patterns*), `group` (one parameter per named group: `in: IN*; out: OUT*`), `single` (one "
@@ -25,6 +26,10 @@ STRATEGY_HELP = (
     "`alpha=0.5`.")
 BOUNDS_HELP = ("Ranges per hyperparameter (`alpha`) or per generated parameter "
                "(`diffuser.IN04.alpha`); a **fixed** value holds it. Empty cells: defaults ([0, 1]).")
+
+# what a strategy's parameters stand for: its component's blocks where it has a block config (the
+# default), or its keys
+ITEMS = ("default", "blocks", "keys")
 
 # the controls whose change changes the preview and the YAML view
 PREVIEWED = ("models", "mode", "method", "fixed", "strategies", "bounds", "blocks", "recipe_path",
@@ -46,6 +51,7 @@ def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
                                                  elem_id=elem("add_component"))
             parts["add_strategy"] = gr.Dropdown(list(STRATEGIES), value=STRATEGIES[0], label="Strategy",
                                                 elem_id=elem("add_strategy"))
+            parts["add_items"] = gr.Dropdown(list(ITEMS), value=ITEMS[0], label="Items", elem_id=elem("add_items"))
             parts["add_strategy_row"] = gr.Button("Add this strategy", elem_id=elem("add_strategy_row"))
         gr.Markdown(BOUNDS_HELP, elem_classes=[elem("help")])
         parts["bounds"] = gr.Dataframe(compat.table(form["bounds"], 7), headers=fm.BOUNDS_COLUMNS,
@@ -73,11 +79,12 @@ def on_models_for_strategies(ctx: TabContext, form: dict[str, Any]) -> dict[str,
     return {"add_component": gr.update(choices=choices, value=choices[0])}
 
 
-def on_add_strategy(component: str | None, strategy: str | None, rows: Any) -> dict[str, Any]:
+def on_add_strategy(component: str | None, strategy: str | None, items: str | None, rows: Any) -> dict[str, Any]:
     """A strategy picked from the lists, added as a row of the table (its other cells empty)."""
     if not component or not strategy:
         return {}
-    new = [*fm.filled_rows(rows), [component, strategy, "", "", "", "", ""]]
+    items = "" if items in (None, ITEMS[0]) else items
+    new = [*fm.filled_rows(rows), [component, strategy, items, "", "", "", ""]]
     return {"strategies": compat.table(new, len(fm.STRATEGY_COLUMNS))}
 
 
@@ -104,7 +111,7 @@ def wire_guide(components: Components, ctx: TabContext) -> None:
     for key in PREVIEWED:
         connect(components, key, "change", on_form(on_preview, ctx), fm.FIELDS, ["preview", "guide_yaml"])
     connect(components, "models", "change", on_form(on_models_for_strategies, ctx), fm.FIELDS, ["add_component"])
-    connect(components, "add_strategy_row", "click", on_add_strategy, ["add_component", "add_strategy", "strategies"],
-            ["strategies"])
+    connect(components, "add_strategy_row", "click", on_add_strategy,
+            ["add_component", "add_strategy", "add_items", "strategies"], ["strategies"])
     connect(components, "apply_guide_yaml", "click", on_apply_yaml, ["guide_yaml"],
             ["strategies", "bounds", "blocks", "recipe_include", "recipe_exclude", problem_box("guide")])

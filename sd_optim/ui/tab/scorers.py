@@ -22,10 +22,13 @@ def _means():
 def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
     with set_up_panel(parts, "scorers", open=False):
-        parts["scorers"] = gr.Dataframe(compat.table(form["scorers"], 4), headers=fm.SCORER_COLUMNS,
-                                        datatype=["str", "bool", "number", "str"], row_count=(0, "dynamic"),
-                                        col_count=(4, "fixed"), type="array", interactive=True,
-                                        label="Scorers (tick the ones to use; options: `folder: refs, sharpness: 2`)",
+        parts["scorer_use"] = gr.CheckboxGroup(fm.scorer_names(form["scorers"]), value=form["scorer_use"],
+                                               label="Use (one click each; their weights and options below)",
+                                               elem_id=elem("scorer_use"))
+        parts["scorers"] = gr.Dataframe(compat.table(form["scorers"], 3), headers=fm.SCORER_COLUMNS,
+                                        datatype=["str", "number", "str"], row_count=(0, "dynamic"),
+                                        col_count=(3, "fixed"), type="array", interactive=True,
+                                        label="Scorers (a row per scorer; options: `folder: refs, sharpness: 2`)",
                                         elem_id=elem("scorers"))
         with gr.Row():
             parts["scorer_mean"] = gr.Dropdown(list(_means()), value=form["scorer_mean"],
@@ -36,27 +39,38 @@ def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
                                          label=fm.control_label("models_dir",
                                                                 help=f"empty: {ctx.models_dir() or 'none'}"))
         parts["toggle_manual"] = gr.Button("Rating by hand on / off (key M)", elem_id=elem("toggle_manual"))
-        parts["scorer_status"] = gr.Markdown(scorer_text(ctx, form["scorers"], form["models_dir"]),
-                                             elem_id=elem("scorer_status"))
+        parts["scorer_status"] = gr.Markdown(scorer_text(ctx, form["scorers"], form["scorer_use"],
+                                                         form["models_dir"]), elem_id=elem("scorer_status"))
         parts.update(problems_markdown("scorers"))
     return parts
 
 
-def on_scorers(ctx: TabContext, table: Any, models_dir: str) -> dict[str, Any]:
-    return {"scorer_status": scorer_text(ctx, compat.table_rows(table), models_dir)}
+def on_scorers(ctx: TabContext, table: Any, ticked: list[str] | None, models_dir: str) -> dict[str, Any]:
+    return {"scorer_status": scorer_text(ctx, compat.table_rows(table), ticked or [], models_dir)}
 
 
-def on_toggle_manual(table: Any) -> dict[str, Any]:
-    """The manual scorer ticked or unticked (added first if the table lacks it)."""
+def on_scorer_rows(ctx: TabContext, table: Any, ticked: list[str] | None, models_dir: str) -> dict[str, Any]:
+    """The table changed: the ticks offer the scorers it names (a tick whose row went goes too)."""
+    names = fm.scorer_names(compat.table_rows(table))
+    kept = [n for n in ticked or [] if n in names]
+    return {"scorer_use": gr.update(choices=names, value=kept), **on_scorers(ctx, table, kept, models_dir)}
+
+
+def on_toggle_manual(table: Any, ticked: list[str] | None) -> dict[str, Any]:
+    """The manual scorer ticked or unticked (its row added first if the table lacks it)."""
     rows = fm.filled_rows(compat.table_rows(table))
-    if not any(str(r[0]) == "manual" for r in rows):
-        rows.append(["manual", False, 1.0, ""])
-    rows = [[r[0], not fm.is_ticked(r[1]) if str(r[0]) == "manual" else r[1], *r[2:]] for r in rows]
-    return {"scorers": compat.table(rows, 4)}
+    ticked = list(ticked or [])
+    if "manual" not in fm.scorer_names(rows):
+        rows.append(["manual", 1.0, ""])
+    ticked = [n for n in ticked if n != "manual"] if "manual" in ticked else [*ticked, "manual"]
+    return {"scorers": compat.table(rows, 3),
+            "scorer_use": gr.update(choices=fm.scorer_names(rows), value=ticked)}
 
 
 def wire_scorers(components: Components, ctx: TabContext) -> None:
-    connect(components, "scorers", "change", bound(on_scorers, ctx), ["scorers", "models_dir"], ["scorer_status"])
-    connect(components, "toggle_manual", "click", on_toggle_manual, ["scorers"], ["scorers"])
-    connect(components, "models_dir", "change", bound(on_scorers, ctx), ["scorers", "models_dir"],
-            ["scorer_status"])
+    watched = ["scorers", "scorer_use", "models_dir"]
+    connect(components, "scorers", "change", bound(on_scorer_rows, ctx), watched, ["scorer_use", "scorer_status"])
+    connect(components, "scorer_use", "change", bound(on_scorers, ctx), watched, ["scorer_status"])
+    connect(components, "models_dir", "change", bound(on_scorers, ctx), watched, ["scorer_status"])
+    connect(components, "toggle_manual", "click", on_toggle_manual, ["scorers", "scorer_use"],
+            ["scorers", "scorer_use"])
