@@ -38,7 +38,9 @@ from sd_optim.scoring import (
     weighted_mean,
 )
 from sd_optim.scoring import base as scoring_base
+from sd_optim.scoring.degenerate import degeneracy, is_degenerate
 from sd_optim.scoring.laion_aesthetic import HEAD_FILENAME, LaionAestheticScorer
+from sd_optim.scoring.noise import noise_sigma
 
 CPU = torch.device("cpu")
 CTX = ScoreContext(device=CPU)
@@ -301,6 +303,58 @@ def test_image_stats_mixed_sizes_keep_order():
     alone = scorer.score(items([small]), CTX)
     assert together[1] == pytest.approx(alone[0])
     assert together[0] == together[2] < together[1]
+
+
+# --- cheap checks: noise, degenerate images ------------------------------------------------
+
+
+def _scene(size=96):
+    """A smooth picture with colour gradients and soft waves, and no noise."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    array = np.stack([0.5 + 0.4 * np.sin(6 * xx + 2 * yy), 0.2 + 0.6 * yy, 0.5 + 0.3 * np.cos(5 * yy - 3 * xx)], -1)
+    return Image.fromarray(np.rint(255 * array).astype(np.uint8))
+
+
+def _with_noise(image, sigma, seed=0):
+    """``image`` with Gaussian noise of standard deviation ``sigma`` (8-bit units) added."""
+    noise = np.random.default_rng(seed).normal(0.0, sigma, np.asarray(image).shape)
+    return Image.fromarray(np.clip(np.rint(np.asarray(image, dtype=np.float64) + noise), 0, 255).astype(np.uint8))
+
+
+def _batch(*images):
+    return torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images])).permute(0, 3, 1, 2) / 255
+
+
+def test_noise_estimate_follows_the_noise_added_and_the_score_falls():
+    clean = _scene()
+    sigmas = noise_sigma(_batch(*(_with_noise(clean, s) for s in (0, 3, 8, 16)))).tolist()
+    assert sigmas[0] < 1.0 and all(a < b for a, b in itertools.pairwise(sigmas)), sigmas
+    # independent noise per RGB channel reaches the luminance scaled by the norm of the luma weights
+    luma_share = math.sqrt(0.299 ** 2 + 0.587 ** 2 + 0.114 ** 2)
+    assert sigmas[2] == pytest.approx(8 * luma_share, rel=0.15) and sigmas[3] == pytest.approx(16 * luma_share, rel=0.15)
+    scorer = build("low_noise")
+    noisy = _with_noise(clean, 8)
+    scores = scorer.score(items([clean, noisy]), CTX)
+    assert scores[0] > 0.8 > scores[1] > 0.2
+    assert scores == pytest.approx([scorer.score(items([im]), CTX)[0] for im in (clean, noisy)])  # batched = alone
+    with pytest.raises(ScorerError, match=r"half.*must be > 0"):
+        build("low_noise", {"half": 0})
+
+
+def test_flat_one_colour_and_burnt_images_are_degenerate_and_a_scene_is_not():
+    scene = _scene()
+    grey = Image.new("RGB", (96, 96), (128, 128, 128))
+    patch = np.full((96, 96, 3), (40, 90, 200), np.uint8)
+    patch[:20, :20] = np.asarray(scene)[:20, :20]  # a little picture in a large single-colour field
+    burnt = np.zeros((96, 96, 3), np.uint8)
+    burnt[::2] = 255  # black and white lines: contrast, but every pixel clipped
+    images = [scene, grey, Image.fromarray(patch), Image.fromarray(burnt)]
+    found = degeneracy(_batch(*images))
+    assert found["largest_colour"][2] > 0.9 and found["clipped"][3] == 1.0 and found["std"][1] == 0
+    assert is_degenerate(_batch(*images)).tolist() == [False, True, True, True]
+    scores = build("non_degenerate").score(items(images), CTX)
+    assert scores[0] > 0.9 and max(scores[1:]) < 0.5 and scores[1] == 0.0
+    assert scores[0] == pytest.approx(build("non_degenerate").score(items([scene]), CTX)[0])
 
 
 # --- reference -----------------------------------------------------------------------------

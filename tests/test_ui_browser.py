@@ -144,6 +144,8 @@ def test_demo_app_from_set_up_to_best_mecha(tmp_path):
         ui.wait_for(lambda: "set2 · a red fox" in ui.text("sd_optim_payload_summary"), timeout=20,
                     message="the new set in the summary")
         assert "20 steps · Euler a · 1 image(s)" in ui.text("sd_optim_payload_summary").splitlines()[-1]
+        ui.root("sd_optim_payload_summary").evaluate("el => el.scrollIntoView()")
+        walkthrough(ui, "1b-prompt-set.png")
         assert covered_by(ui, "sd_optim_panel_payloads") == []
         ui.click("sd_optim_remove_payload")
         ui.wait_for(lambda: "a red fox" not in ui.text("sd_optim_payload_summary"), timeout=20, message="removed")

@@ -22,7 +22,7 @@ The score is the weighted mean of the three with the ``sharpness``, ``contrast``
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,20 +39,25 @@ _LUMA = (0.299, 0.587, 0.114)
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
+def luma(batch: torch.Tensor) -> torch.Tensor:
+    """The (N, H, W) luminance of an (N, 3, H, W) RGB batch (Rec. 601 weights)."""
+    return _LUMA[0] * batch[:, 0] + _LUMA[1] * batch[:, 1] + _LUMA[2] * batch[:, 2]
+
+
 def image_statistics(batch: torch.Tensor) -> dict[str, torch.Tensor]:
     """Normalised sharpness, contrast and colourfulness of an (N, 3, H, W) batch in [0, 1]."""
     red, green, blue = batch[:, 0], batch[:, 1], batch[:, 2]
-    luma = _LUMA[0] * red + _LUMA[1] * green + _LUMA[2] * blue
+    brightness = luma(batch)
 
-    if luma.shape[-1] >= 3 and luma.shape[-2] >= 3:
+    if brightness.shape[-1] >= 3 and brightness.shape[-2] >= 3:
         kernel = torch.tensor(_LAPLACIAN, dtype=batch.dtype, device=batch.device)
-        laplacian = F.conv2d(luma.unsqueeze(1), kernel.view(1, 1, 3, 3))
+        laplacian = F.conv2d(brightness.unsqueeze(1), kernel.view(1, 1, 3, 3))
         lap_var = laplacian.flatten(1).var(dim=1, unbiased=False)
     else:
         lap_var = torch.zeros(batch.shape[0], dtype=batch.dtype, device=batch.device)
     sharpness = lap_var / (lap_var + SHARPNESS_HALF)
 
-    contrast = (2.0 * luma.flatten(1).std(dim=1, unbiased=False)).clamp(0.0, 1.0)
+    contrast = (2.0 * brightness.flatten(1).std(dim=1, unbiased=False)).clamp(0.0, 1.0)
 
     rg = 255.0 * (red - green)
     yb = 255.0 * (0.5 * (red + green) - blue)
@@ -87,19 +92,27 @@ class ImageStatsScorer(Scorer):
             )
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        # Same-size images are stacked and measured together; sizes may differ across sets.
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, item in enumerate(images):
-            by_size[item.image.size].append(i)
-
         weights = {name: self.options[name] for name in self.option_defaults}
         total = sum(weights.values())
-        scores = [0.0] * len(images)
-        for indices in by_size.values():
-            arrays = [np.asarray(images[i].image.convert("RGB"), dtype=np.float32) for i in indices]
-            batch = torch.from_numpy(np.stack(arrays)).to(ctx.device).permute(0, 3, 1, 2) / 255.0
+
+        def measure(batch: torch.Tensor) -> torch.Tensor:
             stats = image_statistics(batch)
-            combined = sum(weights[name] * stats[name] for name in weights) / total
-            for i, value in zip(indices, combined.tolist()):
-                scores[i] = float(value)
-        return scores
+            return sum(weights[name] * stats[name] for name in weights) / total
+
+        return score_by_size(images, ctx.device, measure)
+
+
+def score_by_size(images: list[ImageToScore], device: torch.device,
+                  measure: Callable[[torch.Tensor], torch.Tensor]) -> list[float]:
+    """``measure`` (an (N, 3, H, W) batch in [0, 1] -> N scores) applied to the images, those of
+    one size stacked into one batch (sizes may differ across prompt sets); scores in input order."""
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, item in enumerate(images):
+        by_size[item.image.size].append(i)
+    scores = [0.0] * len(images)
+    for indices in by_size.values():
+        arrays = [np.asarray(images[i].image.convert("RGB"), dtype=np.float32) for i in indices]
+        batch = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2) / 255.0
+        for i, value in zip(indices, measure(batch).tolist()):
+            scores[i] = float(value)
+    return scores

@@ -53,8 +53,6 @@ def _editor(ctx: TabContext, scorers: list[str], values: dict[str, Any]) -> Comp
     """The form of one prompt set, showing ``values``."""
     shown = _field_values(ctx, scorers, values)
     parts: Components = {}
-    parts["png"] = gr.File(file_types=[".png", ".jpg", ".jpeg", ".webp"],
-                           label="Drop an image made by the WebUI: its parameters fill the form", elem_id=elem("png"))
     parts["edit_name"] = gr.Textbox(label="Name", elem_id=elem("edit_name"), **shown["edit_name"])
     parts["edit_prompt"] = gr.Textbox(label="Prompt (wildcards: __name__)", lines=2, elem_id=elem("edit_prompt"),
                                       **shown["edit_prompt"])
@@ -75,6 +73,8 @@ def _editor(ctx: TabContext, scorers: list[str], values: dict[str, Any]) -> Comp
                                     **shown[name])
     parts["edit_scorers"] = gr.CheckboxGroup(label="Scorers of this set (none ticked: every scorer in use)",
                                              elem_id=elem("edit_scorers"), **shown["edit_scorers"])
+    parts["png"] = gr.File(file_types=[".png", ".jpg", ".jpeg", ".webp"],
+                           label="Drop an image made by the WebUI: its parameters fill the form", elem_id=elem("png"))
     return parts
 
 
