@@ -23,6 +23,9 @@ from .run.exporting import export_trial
 from .run.runner import RunControl, Runner, RunOptions
 from .run.study import existing_studies, read_studies, storage_url
 from .scoring import ScorerError
+from .scoring.download import download_scorer
+from .scoring.files import DEFAULT_MODELS_DIR
+from .scoring.inventory import inventory, inventory_text
 
 DEFAULT_DIR = "runs"  # studies / export: the output folder when neither --dir nor --config is given
 
@@ -211,6 +214,35 @@ def cmd_studies(args) -> int:
     return 0
 
 
+def cmd_scorers(args) -> int:
+    """List the scorers and their files, or download the files of the scorers named."""
+    if args.action == "download":
+        if not args.names:
+            raise ConfigError([Problem("scorers download", "name at least one scorer, e.g. laion_aesthetic")])
+        placed = {}
+        for name in args.names:
+            paths = download_scorer(name, args.models_dir, progress=None if args.json else _print_progress)
+            placed[name] = [str(p) for p in paths]
+            if not args.json:
+                print(f"{name}: " + (", ".join(placed[name]) if paths else "needs no files"))
+        if args.json:
+            print(json.dumps({"downloaded": placed}))
+        return 0
+    entries = inventory(args.models_dir)
+    if args.json:
+        print(json.dumps(entries))
+    else:
+        print(f"scorer models folder: {Path(args.models_dir).expanduser().absolute()}")
+        print("\n".join(inventory_text(entries)))
+    return 0
+
+
+def _print_progress(name: str, done: int, total: int | None) -> None:
+    shown = f"{done / total:6.1%}" if total else f"{done / 1e6:.1f} MB"
+    end = "\n" if total and done >= total else "\r"
+    print(f"  {name}: {shown}", end=end, file=sys.stderr, flush=True)
+
+
 def cmd_export(args) -> int:
     out = Path(args.out)
     _check_writable(out)
@@ -291,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     a.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
     a.set_defaults(fn=cmd_app)
+
+    sc = sub.add_parser("scorers", help="list the scorers and their weight files; 'download NAME…' fetches them")
+    sc.add_argument("action", nargs="?", choices=["download"], help="download: fetch the files of the scorers named")
+    sc.add_argument("names", nargs="*", metavar="NAME", help="scorers to download (e.g. laion_aesthetic)")
+    sc.add_argument("--models-dir", default=DEFAULT_MODELS_DIR, metavar="DIR",
+                    help=f"the scorer models folder (default: {DEFAULT_MODELS_DIR})")
+    sc.add_argument("--json", action="store_true", help="last stdout line is JSON")
+    sc.set_defaults(fn=cmd_scorers)
 
     for name, fn, helptext in (("studies", cmd_studies, "list the studies in the output folder"),
                                ("export", cmd_export, "export a trial as .mecha or .safetensors")):

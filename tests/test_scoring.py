@@ -443,17 +443,23 @@ def expected_scores(tiny, images):
 
 
 def test_laion_check_ready_reports_default_paths(tmp_path, monkeypatch):
-    monkeypatch.setattr(LaionAestheticScorer, "clip_fallbacks", ())
+    monkeypatch.setattr(LaionAestheticScorer, "fallbacks", {"clip": ("clip/ViT-L-14.pt",)})
     scorer = build("laion_aesthetic", models_dir=tmp_path)
-    problems = " ".join(scorer.check_ready())
-    assert str(tmp_path / "laion_aesthetic" / HEAD_FILENAME) in problems
-    assert str(tmp_path / "clip" / "ViT-L-14.pt") in problems
+    problems = scorer.check_ready()
+    assert str(tmp_path / "laion_aesthetic" / HEAD_FILENAME) in problems[0]
+    assert "source: https://github.com/christophschuhmann/improved-aesthetic-predictor" in problems[0]
+    assert f"{tmp_path / 'clip' / 'ViT-L-14-openai.safetensors'} or {tmp_path / 'clip' / 'ViT-L-14.pt'}" in problems[1]
+    assert "huggingface.co/timm/vit_large_patch14_clip_224.openai" in problems[1]
+    assert all(p.endswith("python -m sd_optim scorers download laion_aesthetic") for p in problems)
     with pytest.raises(ScorerError, match="improved-aesthetic-predictor"):
         scorer.load()
+    # a file named in the options is the only place looked at, and not offered for download
+    named = build("laion_aesthetic", {"head": str(tmp_path / "mine.pth")}, models_dir=tmp_path).check_ready()
+    assert str(tmp_path / "mine.pth") in named[0] and "download" not in named[0]
 
 
 def test_laion_scores_from_default_locations_with_openai_archive(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(LaionAestheticScorer, "clip_fallbacks", ())
+    monkeypatch.setattr(LaionAestheticScorer, "fallbacks", {"clip": ("clip/ViT-L-14.pt",)})
     (tmp_path / "clip").mkdir()
     (tmp_path / "laion_aesthetic").mkdir()
     (tmp_path / "clip" / "ViT-L-14.pt").write_bytes(tiny["openai"].read_bytes())

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import torch
 
+from ..errors import Problem
+from .files import WeightFile, first_file
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -92,9 +95,14 @@ class Scorer(abc.ABC):
     """
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""  # what it measures, in one line (the scorers list, the tab)
     backbone: ClassVar[str | None] = None
     needs_person: ClassVar[bool] = False  # it waits for ratings handed in through the tab
     option_defaults: ClassVar[Mapping[str, Any]] = {}
+    files: ClassVar[tuple[WeightFile, ...]] = ()  # the weight files it needs (see .files)
+    # other places a file may already be, by its option, looked at after its own place: a relative
+    # path is under the models folder, ``~`` is the user's home
+    fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(
         self,
@@ -110,8 +118,47 @@ class Scorer(abc.ABC):
         self.options = self._resolve_options(options or {})
 
     def check_ready(self) -> list[str]:
-        """Problems that would stop :meth:`load` (missing files with their expected paths)."""
-        return []
+        """Problems that would stop :meth:`load`: each missing file, where it was looked for, where
+        it comes from and the command that downloads it."""
+        problems = []
+        for file in self.files:
+            candidates = self.file_candidates(file)
+            if first_file(candidates) is not None:
+                continue
+            fetch = (f"; or run: python -m sd_optim scorers download {self.name}"
+                     if file.downloadable and self.options.get(file.option) is None else "")
+            where = " or ".join(str(path) for path in candidates) if candidates else \
+                f"nowhere (no {file.option!r} option and no scorer models folder)"
+            problems.append(Problem(self.name, f"{file.option} weights ({file.name}) not found at {where}; "
+                                               f"source: {file.source}{fetch}"))
+        return problems
+
+    def file_candidates(self, file: WeightFile) -> list[Path]:
+        """Where ``file`` is looked for: the file its option names, else :meth:`places`."""
+        if self.options.get(file.option) is not None:
+            return [self.options[file.option]]
+        return self.places(file, self.models_dir)
+
+    @classmethod
+    def places(cls, file: WeightFile, models_dir: Path | None) -> list[Path]:
+        """Where ``file`` is looked for when no option names it: its place in the models folder,
+        then the scorer's fallbacks."""
+        places = []
+        for place in (file.path, *cls.fallbacks.get(file.option, ())):
+            path = Path(place).expanduser()
+            if path.is_absolute():
+                places.append(path)
+            elif models_dir is not None:
+                places.append(models_dir / path)
+        return places
+
+    def file_path(self, option: str) -> Path:
+        """The file found for ``option`` (:meth:`check_ready` passed)."""
+        file = next(f for f in self.files if f.option == option)
+        found = first_file(self.file_candidates(file))
+        if found is None:
+            raise ScorerError("; ".join(self.check_ready()))
+        return found
 
     def load(self) -> None:
         """Load weights; calling it again does nothing."""

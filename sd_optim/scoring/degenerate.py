@@ -57,6 +57,7 @@ def is_degenerate(batch: torch.Tensor) -> torch.Tensor:
 @register_scorer
 class NonDegenerateScorer(Scorer):
     name = "non_degenerate"
+    summary = "1 for a healthy image, near 0 for flat, one-colour or burnt ones; no weights"
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         return score_by_size(images, ctx.device, lambda batch: degeneracy(batch)["score"])

@@ -73,6 +73,7 @@ def image_statistics(batch: torch.Tensor) -> dict[str, torch.Tensor]:
 @register_scorer
 class ImageStatsScorer(Scorer):
     name = "image_stats"
+    summary = "sharpness, contrast and colourfulness (0-1); no weights"
     option_defaults: ClassVar[Mapping[str, Any]] = {
         "sharpness": 1.0,
         "contrast": 1.0,

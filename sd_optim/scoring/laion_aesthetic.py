@@ -11,8 +11,9 @@ Options:
 - ``head``: the head file.
   Default ``<models_dir>/laion_aesthetic/sac+logos+ava1-l14-linearMSE.pth``.
 - ``clip``: the CLIP weights (see :mod:`.backbones` for the accepted files). Default
-  ``<models_dir>/clip/ViT-L-14.pt``, then ``~/.cache/clip/ViT-L-14.pt``, where OpenAI's ``clip``
-  package (and A1111's CLIP interrogator) keeps it.
+  ``<models_dir>/clip/ViT-L-14-openai.safetensors`` (what ``scorers download`` fetches), then
+  OpenAI's ``<models_dir>/clip/ViT-L-14.pt`` and ``~/.cache/clip/ViT-L-14.pt``, where OpenAI's
+  ``clip`` package (and A1111's CLIP interrogator) keeps it.
 - ``clip_arch``: the open_clip model name for a state-dict file, default ``ViT-L-14``.
 - ``clip_quick_gelu``: build that model with QuickGELU, as OpenAI trained it; default true.
 """
@@ -28,20 +29,21 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import Problem
 from .backbones import CLIP_VIT_L_14, ClipBackbone, load_open_clip_backbone
 from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .files import WeightFile
 
 HEAD_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
-HEAD_SOURCE = (
-    "download sac+logos+ava1-l14-linearMSE.pth from "
-    "https://github.com/christophschuhmann/improved-aesthetic-predictor"
-)
+HEAD_FILE = WeightFile(
+    option="head", path=f"laion_aesthetic/{HEAD_FILENAME}", about="the aesthetic MLP head (a state dict)",
+    url=f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{HEAD_FILENAME}",
+    approx_size="3.7 MB")
 CLIP_FILENAME = "ViT-L-14.pt"
-CLIP_SOURCE = (
-    "use OpenAI's ViT-L-14.pt (the file clip.load('ViT-L/14') saves in ~/.cache/clip) or "
-    "open_clip_pytorch_model.bin from https://huggingface.co/timm/vit_large_patch14_clip_224.openai"
-)
+CLIP_FILE = WeightFile(
+    option="clip", path="clip/ViT-L-14-openai.safetensors", about="OpenAI CLIP ViT-L/14 (open_clip weights)",
+    hf_repo="timm/vit_large_patch14_clip_224.openai", hf_file="open_clip_model.safetensors",
+    approx_size="1.7 GB",
+    note="OpenAI's own ViT-L-14.pt (what clip.load('ViT-L/14') keeps in ~/.cache/clip) works too")
 
 _HEAD_KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
@@ -103,10 +105,12 @@ class LaionAestheticScorer(Scorer):
         "clip_arch": "ViT-L-14",
         "clip_quick_gelu": True,
     }
-    # Places a user may already have OpenAI's file, looked at after <models_dir>/clip.
-    clip_fallbacks: ClassVar[tuple[Path, ...]] = (
-        Path("~/.cache/clip").expanduser() / CLIP_FILENAME,
-    )
+    summary = "LAION improved aesthetic predictor v2: how beautiful (about 1-10), on CLIP ViT-L/14"
+    files = (HEAD_FILE, CLIP_FILE)
+    # OpenAI's TorchScript file, where a user may already have it
+    fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "clip": (f"clip/{CLIP_FILENAME}", f"~/.cache/clip/{CLIP_FILENAME}"),
+    }
 
     def __init__(self, options, *, models_dir, device, backbones) -> None:
         super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
@@ -117,42 +121,10 @@ class LaionAestheticScorer(Scorer):
         self._head: nn.Sequential | None = None
         self._backbone: ClipBackbone | None = None
 
-    def head_candidates(self) -> list[Path]:
-        if self.options["head"] is not None:
-            return [self.options["head"]]
-        if self.models_dir is None:
-            return []
-        return [self.models_dir / "laion_aesthetic" / HEAD_FILENAME]
-
-    def clip_candidates(self) -> list[Path]:
-        if self.options["clip"] is not None:
-            return [self.options["clip"]]
-        local = [self.models_dir / "clip" / CLIP_FILENAME] if self.models_dir is not None else []
-        return local + list(self.clip_fallbacks)
-
-    def check_ready(self) -> list[str]:
-        problems = []
-        for what, candidates, source in (
-            ("head", self.head_candidates(), HEAD_SOURCE),
-            ("clip", self.clip_candidates(), CLIP_SOURCE),
-        ):
-            if not candidates:
-                problems.append(
-                    Problem("laion_aesthetic", f"no {what!r} file set and no models folder; {source}")
-                )
-            elif _first_file(candidates) is None:
-                places = " or ".join(str(path) for path in candidates)
-                problems.append(Problem("laion_aesthetic", f"{what} weights not found at {places}; {source}"))
-        return problems
-
     def load(self) -> None:
         if self._head is not None:
             return
-        problems = self.check_ready()
-        if problems:
-            raise ScorerError("; ".join(problems))
-        head_path = _first_file(self.head_candidates())
-        clip_path = _first_file(self.clip_candidates())
+        head_path, clip_path = self.file_path("head"), self.file_path("clip")
         head = load_aesthetic_head(head_path)
 
         arch, quick_gelu = self.options["clip_arch"], self.options["clip_quick_gelu"]
@@ -183,6 +155,3 @@ class LaionAestheticScorer(Scorer):
             )
         return scores
 
-
-def _first_file(candidates: list[Path]) -> Path | None:
-    return next((path for path in candidates if path.is_file()), None)

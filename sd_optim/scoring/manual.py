@@ -87,6 +87,7 @@ def _check(value: Any) -> None:
 @register_scorer
 class ManualScorer(Scorer):
     name = "manual"
+    summary = "your own rating, 1-10, given in the tab while the run waits"
     needs_person: ClassVar[bool] = True
     option_defaults: ClassVar[Mapping[str, Any]] = {}
 

@@ -59,6 +59,7 @@ def noise_sigma(batch: torch.Tensor) -> torch.Tensor:
 @register_scorer
 class LowNoiseScorer(Scorer):
     name = "low_noise"
+    summary = "1 for a clean image, falling with grain and speckle; no weights"
     option_defaults: ClassVar[Mapping[str, Any]] = {"half": NOISE_HALF}
 
     def __init__(self, options, *, models_dir, device, backbones) -> None:

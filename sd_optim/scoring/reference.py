@@ -48,6 +48,7 @@ def pyramid_similarity(image: torch.Tensor, reference: torch.Tensor) -> float:
 @register_scorer
 class ReferenceScorer(Scorer):
     name = "reference"
+    summary = "closeness to your reference images, coarse to fine (0-1); no weights"
     option_defaults: ClassVar[Mapping[str, Any]] = {"folder": None}
 
     def __init__(self, options, *, models_dir, device, backbones) -> None:

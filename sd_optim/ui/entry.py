@@ -18,6 +18,7 @@ from modules import script_callbacks, scripts, shared
 from ..errors import ConfigError
 from ..files.paths import split_folders
 from ..hosts import webui_host
+from ..scoring.files import DEFAULT_MODELS_DIR
 from .api import ApiAccess, add_routes, parse_api_auth
 from .runs import Defaults, RunBusy, RunManager
 
@@ -30,7 +31,7 @@ SECTION = ("sd_optim", "Optimize Merge")
 # key: (default, label)
 SETTINGS: dict[str, tuple[Any, str]] = {
     "sd_optim_output_dir": ("outputs/sd-optim", "Output folder for runs (a folder per study)"),
-    "sd_optim_models_dir": ("models/sd-optim", "Scorer models folder (aesthetic / CLIP weights)"),
+    "sd_optim_models_dir": (DEFAULT_MODELS_DIR, "Scorer models folder (aesthetic / CLIP weights)"),
     "sd_optim_cache_budget_gb": (0.0, ("Memory budget for cached input models, in GB of GPU memory "
                                        "(0: keep them in CPU memory)")),
     "sd_optim_storage": ("", ("Default Optuna storage URL (empty: SQLite in the run folder; "

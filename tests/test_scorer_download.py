@@ -1,0 +1,200 @@
+"""Fetching scorer weights from a real HTTP server on a loopback port that serves files the way the
+Hugging Face hub does (``/<repo>/resolve/<revision>/<file>`` answering with a redirect that carries
+the file's sha256 and size) and as plain URLs: progress, resume after a cut connection, checksum
+refusal, atomic placement, the token kept from other hosts, and the errors a user meets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sd_optim.cli import main
+from sd_optim.scoring import base as scoring_base
+from sd_optim.scoring.base import Scorer, register_scorer
+from sd_optim.scoring.download import DownloadError, download_file, download_scorer
+from sd_optim.scoring.files import WeightFile
+from sd_optim.scoring.inventory import inventory
+
+PAYLOAD = bytes(range(256)) * 12288  # 3 MiB: several chunks of progress
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Server:
+    """A loopback file server; ``cut_at`` bytes into the next ``cuts`` responses the connection is
+    closed, ``corrupt`` serves other bytes than the announced checksum."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.cuts, self.cut_at, self.corrupt = 0, len(PAYLOAD) // 2, False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                server.requests.append({"path": self.path, "range": self.headers.get("Range", ""),
+                                        "auth": self.headers.get("Authorization", ""),
+                                        "host": self.headers.get("Host", "")})
+                if "/resolve/main/" in self.path:
+                    self.send_response(302)
+                    # the file itself is served from another host name (a CDN)
+                    self.send_header("Location", f"http://localhost:{server.port}/cdn/w.bin")
+                    self.send_header("X-Linked-Etag", f'"{SHA}"')
+                    self.send_header("X-Linked-Size", str(len(PAYLOAD)))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path in ("/cdn/w.bin", "/plain/w.bin"):
+                    self.send_file()
+                else:
+                    self.send_error(404)
+
+            def send_file(self):
+                body = bytes(reversed(PAYLOAD)) if server.corrupt else PAYLOAD
+                start = int(self.headers["Range"][6:].split("-")[0]) if self.headers.get("Range") else 0
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if server.cuts:
+                    server.cuts -= 1
+                    self.wfile.write(body[start:max(start, server.cut_at)])
+                    self.wfile.flush()
+                    self.connection.close()
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    s = Server()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("sd_optim.scoring.download._hf_cached", lambda file: None)
+    yield s
+    s.close()
+
+
+HF_FILE = WeightFile(option="weights", path="tiny/w.safetensors", about="tiny test weights",
+                     hf_repo="org/tiny", hf_file="w.safetensors")
+
+
+def plain_file(port: int, sha256: str = "") -> WeightFile:
+    return WeightFile(option="weights", path="tiny/w.bin", about="tiny test weights",
+                      url=f"http://127.0.0.1:{port}/plain/w.bin", sha256=sha256)
+
+
+def test_a_hub_file_is_fetched_with_progress_checked_and_placed(server, tmp_path):
+    seen = []
+    path = download_file(HF_FILE, tmp_path, progress=lambda name, done, total: seen.append((name, done, total)))
+    assert path == tmp_path / "tiny" / "w.safetensors" and path.read_bytes() == PAYLOAD
+    assert not list(tmp_path.rglob("*.part"))
+    assert seen[-1] == ("w.safetensors", len(PAYLOAD), len(PAYLOAD)) and len(seen) > 1
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+    assert [r["path"] for r in server.requests] == ["/org/tiny/resolve/main/w.safetensors", "/cdn/w.bin"]
+    # there already: nothing fetched again
+    assert download_file(HF_FILE, tmp_path) == path and len(server.requests) == 2
+
+
+def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
+    server.cuts = 1
+    path = download_file(HF_FILE, tmp_path)
+    assert path.read_bytes() == PAYLOAD
+    cdn = [r for r in server.requests if r["path"] == "/cdn/w.bin"]
+    assert [r["range"] for r in cdn] == ["", f"bytes={server.cut_at}-"]
+
+
+def test_a_download_cut_every_time_keeps_its_part_and_resumes_on_the_next_call(server, tmp_path):
+    server.cuts, server.cut_at = 99, 1000
+    with pytest.raises(DownloadError, match=r"cut at 1000 bytes.*run the same download again to resume"):
+        download_file(plain_file(server.port), tmp_path)
+    part = tmp_path / "tiny" / "w.bin.part"
+    assert part.stat().st_size == 1000 and not (tmp_path / "tiny" / "w.bin").exists()
+    server.cuts = 0
+    assert download_file(plain_file(server.port), tmp_path).read_bytes() == PAYLOAD
+    assert server.requests[-1]["range"] == "bytes=1000-" and not part.exists()
+
+
+def test_a_file_that_does_not_match_its_checksum_is_refused_and_removed(server, tmp_path):
+    server.corrupt = True  # the hub announces the sha256 of PAYLOAD
+    with pytest.raises(DownloadError, match=f"is not the published file: its sha256 is .*, expected {SHA}"):
+        download_file(HF_FILE, tmp_path)
+    assert list(tmp_path.rglob("*")) == [tmp_path / "tiny"]  # nothing placed, no part left
+    server.corrupt = False
+    with pytest.raises(DownloadError, match="expected 0000"):  # a declared checksum is checked too
+        download_file(plain_file(server.port, sha256="0" * 64), tmp_path)
+    assert download_file(plain_file(server.port, sha256=SHA), tmp_path).read_bytes() == PAYLOAD
+
+
+def test_the_token_goes_to_the_hub_only(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    download_file(HF_FILE, tmp_path)
+    resolve, cdn = server.requests
+    assert resolve["auth"] == "Bearer hf_secret" and cdn["auth"] == "" and cdn["host"].startswith("localhost")
+
+
+def test_unreachable_offline_and_missing_files_say_what_to_do(server, tmp_path, monkeypatch):
+    missing = WeightFile(option="weights", path="tiny/gone.bin", about="x", url=f"http://127.0.0.1:{server.port}/gone")
+    with pytest.raises(DownloadError, match=r"gone.bin: not found at .*HTTP 404"):
+        download_file(missing, tmp_path)
+    server.close()
+    with pytest.raises(DownloadError, match=f"could not reach 127.0.0.1:{server.port} for w.safetensors"):
+        download_file(HF_FILE, tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError, match=r"HF_HUB_OFFLINE is set.*unset it, or place the file at"):
+        download_file(HF_FILE, tmp_path)
+    by_hand = WeightFile(option="weights", path="tiny/mine.bin", about="x", note="train it yourself")
+    with pytest.raises(DownloadError, match="has no download source: train it yourself"):
+        download_file(by_hand, tmp_path)
+
+
+@pytest.fixture
+def tiny_scorer(monkeypatch, server):
+    """A scorer registered for the test whose one file the loopback server serves."""
+    monkeypatch.setattr(scoring_base, "_REGISTRY", dict(scoring_base._REGISTRY))
+
+    class TinyWeights(Scorer):
+        name = "tiny_weights"
+        summary = "a test scorer with one weight file"
+        files = (HF_FILE,)
+
+        def score(self, images, ctx):
+            return [1.0] * len(images)
+
+    return register_scorer(TinyWeights)
+
+
+def test_the_scorers_command_lists_downloads_and_lists_again(tiny_scorer, tmp_path, capsys):
+    assert main(["scorers", "--models-dir", str(tmp_path), "--json"]) == 0
+    listed = {e["name"]: e for e in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
+    entry = listed["tiny_weights"]
+    assert entry["installed"] is False and entry["files"][0]["looked_for"] == [str(tmp_path / "tiny" / "w.safetensors")]
+    assert listed["image_stats"]["installed"] is True and listed["image_stats"]["files"] == []
+    assert "weights" in tiny_scorer({}, models_dir=tmp_path, device="cpu", backbones=None).check_ready()[0]
+    assert main(["scorers", "download", "tiny_weights", "--models-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "downloaded": {"tiny_weights": [str(tmp_path / "tiny" / "w.safetensors")]}}
+    assert [e for e in inventory(tmp_path) if e["name"] == "tiny_weights"][0]["installed"] is True
+    assert tiny_scorer({}, models_dir=tmp_path, device="cpu", backbones=None).check_ready() == []
+    assert download_scorer("tiny_weights", tmp_path) == [tmp_path / "tiny" / "w.safetensors"]
+
+
+def test_the_scorers_command_refuses_unknown_names_and_no_folder(tiny_scorer, capsys):
+    assert main(["scorers", "download", "tiny_wieghts", "--models-dir", "x"]) == 2
+    assert "tiny_weights" in capsys.readouterr().err  # the nearest name
+    assert main(["scorers", "download", "tiny_weights", "--models-dir", ""]) == 2
+    assert "models_dir: is empty" in capsys.readouterr().err
