@@ -431,3 +431,35 @@ def render_keys(config, params):
 
     recipe = make_planner(config, "sd1-ldm").recipe(params)
     return sd_mecha.merge(recipe, merge_device="cpu", output_dtype=torch.float32, tqdm=_NoProgress)
+
+
+@pytest.fixture
+def percent_scorer(monkeypatch):
+    """A scorer registered for the test whose scores run 0–100 (a constant 40)."""
+    from sd_optim.scoring import base as scoring_base
+    from sd_optim.scoring.base import Scorer, register_scorer
+
+    monkeypatch.setattr(scoring_base, "_REGISTRY", dict(scoring_base._REGISTRY))
+
+    class Percent(Scorer):
+        name = "percent"
+        native_range = (0.0, 100.0)
+
+        def score(self, images, ctx):
+            return [40.0] * len(images)
+
+    return register_scorer(Percent)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_scores_are_combined_on_one_scale_and_kept_raw(sd1_host, cfg, percent_scorer, normalize):
+    config = cfg(scorers=["percent", "image_stats"], scoring={"normalize": normalize},
+                 optimizer={"trials": 1, "score_inputs": True})
+    final = run(config, sd1_host)
+    rows = read_rows(final.run_dir)
+    trial = next(r for r in rows if r["kind"] == "trial")
+    stats = trial["scores"]["p"]["image_stats"][0]
+    assert trial["scores"]["p"]["percent"] == [40.0]  # raw either way
+    assert trial["value"] == pytest.approx((0.4 + stats) / 2 if normalize else (40.0 + stats) / 2)
+    ref = next(r for r in rows if r["kind"] == "reference")  # the input models' rows alike
+    assert ref["value"] < 1.0 if normalize else ref["value"] > 20.0

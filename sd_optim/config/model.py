@@ -112,6 +112,8 @@ class ScorerSettings:
 class ScoringSettings:
     scorer_mean: str = _shown("Average over scorers", default="arithmetic")
     payload_mean: str = _shown("Average over prompt sets", default="arithmetic")
+    normalize: bool = _shown("Scores on one scale", "each scorer's score mapped to 0–1 before averaging",
+                             default=True)
 
 
 @dataclass

@@ -405,10 +405,11 @@ class ConfigReader:
                              f"must name a configured scorer ({', '.join(names)})", s)
 
     def scoring(self, value: Any) -> ScoringSettings:
-        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean"))
+        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean", "normalize"))
         return ScoringSettings(
             scorer_mean=self.str_("scoring.scorer_mean", d.get("scorer_mean"), "arithmetic", MEANS),
             payload_mean=self.str_("scoring.payload_mean", d.get("payload_mean"), "arithmetic", MEANS),
+            normalize=self.bool_("scoring.normalize", d.get("normalize"), True),
         )
 
     def optimizer(self, value: Any) -> OptimizerSettings:

@@ -561,7 +561,7 @@ class Runner:
             timings["merge"] = time.perf_counter() - t0
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
             per_scorer = yield from self._generate_and_score(run, trial.number, params, timings)
-            value, per_payload = self._combine(per_scorer)
+            value, per_payload = self._combine(per_scorer, run.scorers)
         except (RunStopped, ScoringStopped):
             finished = self._emit(self._fail(study, trial, params, timings, self.control.stop_reason))
             yield finished
@@ -620,8 +620,16 @@ class Runner:
         assert run.engine is not None and run.slot is not None  # set while the loop runs
         return run.engine.apply(recipe, run.slot, run.model_config)
 
-    def _combine(self, per_scorer: dict[str, dict[str, list[float]]]) -> tuple[float, dict[str, float]]:
+    def _combine(self, per_scorer: dict[str, dict[str, list[float]]], scorers: list[Scorer]
+                 ) -> tuple[float, dict[str, float]]:
+        """The trial's value from its raw scores (mapped to 0–1 first with ``scoring.normalize``;
+        the raw ones are what the run folder keeps)."""
         cfg = self.config
+        if cfg.scoring.normalize:
+            by_name = {s.name: s for s in scorers}
+            per_scorer = {payload: {name: [by_name[name].normalize(v) for v in values]
+                                    for name, values in by_scorer.items()}
+                          for payload, by_scorer in per_scorer.items()}
         return combine_trial(per_scorer, {s.name: s.weight for s in cfg.scorers},
                              {p.name: p.weight for p in cfg.payloads},
                              cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
@@ -663,7 +671,7 @@ class Runner:
                 self._merge(run, run.planner.model_recipe(m))
                 per_scorer = yield from self._generate_and_score(run, -1, {"model": m.name},
                                                                 {"generate": 0.0, "score": 0.0})
-                value, per_payload = self._combine(per_scorer)
+                value, per_payload = self._combine(per_scorer, run.scorers)
             except (RunStopped, ScoringStopped, RecordingFailed):
                 raise
             except Exception as e:  # noqa: BLE001 - this row fails, the run goes on

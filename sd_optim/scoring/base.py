@@ -100,6 +100,8 @@ class Scorer(abc.ABC):
     needs_person: ClassVar[bool] = False  # it waits for ratings handed in through the tab
     option_defaults: ClassVar[Mapping[str, Any]] = {}
     files: ClassVar[tuple[WeightFile, ...]] = ()  # the weight files it needs (see .files)
+    # the scores it gives (low, high); :meth:`normalize` maps them to 0–1 for averaging
+    native_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     # other places a file may already be, by its option, looked at after its own place: a relative
     # path is under the models folder, ``~`` is the user's home
     fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
@@ -166,6 +168,11 @@ class Scorer(abc.ABC):
     @abc.abstractmethod
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         """One finite float per image, in order, for the whole batch."""
+
+    def normalize(self, value: float) -> float:
+        """``value`` on the common 0–1 scale: :attr:`native_range` mapped linearly, clamped."""
+        low, high = self.native_range
+        return min(1.0, max(0.0, (value - low) / (high - low)))
 
     def option_error(self, option: str, value: Any, reason: str) -> ScorerError:
         return ScorerError(f"scorer {self.name!r}: option {option!r} = {value!r} {reason}")

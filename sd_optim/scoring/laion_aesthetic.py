@@ -107,6 +107,7 @@ class LaionAestheticScorer(Scorer):
     }
     summary = "LAION improved aesthetic predictor v2: how beautiful (about 1-10), on CLIP ViT-L/14"
     files = (HEAD_FILE, CLIP_FILE)
+    native_range = (1.0, 10.0)
     # OpenAI's TorchScript file, where a user may already have it
     fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "clip": (f"clip/{CLIP_FILENAME}", f"~/.cache/clip/{CLIP_FILENAME}"),

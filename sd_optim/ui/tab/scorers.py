@@ -35,6 +35,8 @@ def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
                                                label=fm.control_label("scorer_mean"), elem_id=elem("scorer_mean"))
             parts["payload_mean"] = gr.Dropdown(list(_means()), value=form["payload_mean"],
                                                 label=fm.control_label("payload_mean"), elem_id=elem("payload_mean"))
+        parts["normalize"] = gr.Checkbox(form["normalize"], label=fm.control_label("normalize"),
+                                         elem_id=elem("normalize"))
         parts["models_dir"] = gr.Textbox(form["models_dir"], elem_id=elem("models_dir"),
                                          label=fm.control_label("models_dir",
                                                                 help=f"empty: {ctx.models_dir() or 'none'}"))
