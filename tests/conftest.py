@@ -66,3 +66,41 @@ def sdxl_host(tiny_sdxl_paths, tiny_sdxl_config_dir):
     from sd_optim.hosts.diffusers_host import DiffusersHost
 
     return DiffusersHost(tiny_sdxl_paths[0], config_dir=tiny_sdxl_config_dir, device="cpu")
+
+
+# --- a loopback file server for scorer weights, and a scorer whose file it serves ---
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """The loopback file server (tests/file_server.py), HF_ENDPOINT pointing at it."""
+    from file_server import Server
+
+    s = Server()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("sd_optim.scoring.download._hf_cached", lambda file: None)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tiny_scorer(monkeypatch, server):
+    """A scorer registered for the test whose one file the loopback server serves."""
+    from file_server import HF_FILE
+
+    from sd_optim.scoring import base as scoring_base
+    from sd_optim.scoring.base import Scorer, register_scorer
+
+    monkeypatch.setattr(scoring_base, "_REGISTRY", dict(scoring_base._REGISTRY))
+
+    class TinyWeights(Scorer):
+        name = "tiny_weights"
+        summary = "a test scorer with one weight file"
+        files = (HF_FILE,)
+
+        def score(self, images, ctx):
+            return [1.0] * len(images)
+
+    return register_scorer(TinyWeights)

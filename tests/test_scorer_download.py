@@ -5,92 +5,15 @@ refusal, atomic placement, the token kept from other hosts, and the errors a use
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from file_server import HF_FILE, PAYLOAD, SHA
 
 from sd_optim.cli import main
-from sd_optim.scoring import base as scoring_base
-from sd_optim.scoring.base import Scorer, register_scorer
 from sd_optim.scoring.download import DownloadError, download_file, download_scorer
 from sd_optim.scoring.files import WeightFile
 from sd_optim.scoring.inventory import inventory
-
-PAYLOAD = bytes(range(256)) * 12288  # 3 MiB: several chunks of progress
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class Server:
-    """A loopback file server; ``cut_at`` bytes into the next ``cuts`` responses the connection is
-    closed, ``corrupt`` serves other bytes than the announced checksum."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        self.cuts, self.cut_at, self.corrupt = 0, len(PAYLOAD) // 2, False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):
-                server.requests.append({"path": self.path, "range": self.headers.get("Range", ""),
-                                        "auth": self.headers.get("Authorization", ""),
-                                        "host": self.headers.get("Host", "")})
-                if "/resolve/main/" in self.path:
-                    self.send_response(302)
-                    # the file itself is served from another host name (a CDN)
-                    self.send_header("Location", f"http://localhost:{server.port}/cdn/w.bin")
-                    self.send_header("X-Linked-Etag", f'"{SHA}"')
-                    self.send_header("X-Linked-Size", str(len(PAYLOAD)))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                elif self.path in ("/cdn/w.bin", "/plain/w.bin"):
-                    self.send_file()
-                else:
-                    self.send_error(404)
-
-            def send_file(self):
-                body = bytes(reversed(PAYLOAD)) if server.corrupt else PAYLOAD
-                start = int(self.headers["Range"][6:].split("-")[0]) if self.headers.get("Range") else 0
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if server.cuts:
-                    server.cuts -= 1
-                    self.wfile.write(body[start:max(start, server.cut_at)])
-                    self.wfile.flush()
-                    self.connection.close()
-                    return
-                self.wfile.write(body[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server(monkeypatch):
-    s = Server()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.port}")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("sd_optim.scoring.download._hf_cached", lambda file: None)
-    yield s
-    s.close()
-
-
-HF_FILE = WeightFile(option="weights", path="tiny/w.safetensors", about="tiny test weights",
-                     hf_repo="org/tiny", hf_file="w.safetensors")
 
 
 def plain_file(port: int, sha256: str = "") -> WeightFile:
@@ -162,22 +85,6 @@ def test_unreachable_offline_and_missing_files_say_what_to_do(server, tmp_path, 
         download_file(by_hand, tmp_path)
 
 
-@pytest.fixture
-def tiny_scorer(monkeypatch, server):
-    """A scorer registered for the test whose one file the loopback server serves."""
-    monkeypatch.setattr(scoring_base, "_REGISTRY", dict(scoring_base._REGISTRY))
-
-    class TinyWeights(Scorer):
-        name = "tiny_weights"
-        summary = "a test scorer with one weight file"
-        files = (HF_FILE,)
-
-        def score(self, images, ctx):
-            return [1.0] * len(images)
-
-    return register_scorer(TinyWeights)
-
-
 def test_the_scorers_command_lists_downloads_and_lists_again(tiny_scorer, tmp_path, capsys):
     assert main(["scorers", "--models-dir", str(tmp_path), "--json"]) == 0
     listed = {e["name"]: e for e in json.loads(capsys.readouterr().out.strip().splitlines()[-1])}
@@ -188,7 +95,7 @@ def test_the_scorers_command_lists_downloads_and_lists_again(tiny_scorer, tmp_pa
     assert main(["scorers", "download", "tiny_weights", "--models-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         "downloaded": {"tiny_weights": [str(tmp_path / "tiny" / "w.safetensors")]}}
-    assert [e for e in inventory(tmp_path) if e["name"] == "tiny_weights"][0]["installed"] is True
+    assert next(e for e in inventory(tmp_path) if e["name"] == "tiny_weights")["installed"] is True
     assert tiny_scorer({}, models_dir=tmp_path, device="cpu", backbones=None).check_ready() == []
     assert download_scorer("tiny_weights", tmp_path) == [tmp_path / "tiny" / "w.safetensors"]
 

@@ -240,3 +240,31 @@ def test_a_strategy_is_picked_from_lists_and_added_as_a_row(tab):
         "sd_optim_add_component": "clip_l", "sd_optim_add_strategy": "select", "sd_optim_add_items": "keys",
         "sd_optim_strategies": []})
     assert value(keys["sd_optim_strategies"]) == [["clip_l", "select", "keys", "", "", "", ""]]
+
+
+def test_the_scorer_guide_lists_every_scorer_and_download_fetches_one(tiny_scorer, server, tiny_sd1_paths,
+                                                                       tmp_path):
+    app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
+    try:
+        tab = Tab(app)
+        folder = str(tmp_path / "scorer-models")
+        shown = tab.call("sd_optim_models_dir", "change", {"sd_optim_models_dir": folder}, updating="sd_optim_scorer_guide")
+        assert "`tiny_weights` — a test scorer with one weight file · **missing 1 file**" in shown["sd_optim_scorer_guide"]
+        assert "`image_stats` — sharpness" in shown["sd_optim_scorer_guide"]
+        assert "tiny_weights" in shown["sd_optim_download_scorer"]["choices"]
+        steps = list(tab.handler("sd_optim_download", "click").fn(
+            "tiny_weights", folder, [["tiny_weights", 1, ""]], ["tiny_weights"]))
+        by_id = [{b.elem_id: v for b, v in step.items()} for step in steps]
+        last = by_id[-1]
+        assert last["sd_optim_download_status"].startswith("Downloaded tiny_weights: ")
+        assert (tmp_path / "scorer-models" / "tiny" / "w.safetensors").is_file()
+        assert "`tiny_weights` — a test scorer with one weight file · ready" in last["sd_optim_scorer_guide"]
+        assert "tiny_weights: ready" in last["sd_optim_scorer_status"]
+        # an unreachable source says so, and nothing is placed
+        (tmp_path / "scorer-models" / "tiny" / "w.safetensors").unlink()
+        server.close()
+        steps = list(tab.handler("sd_optim_download", "click").fn("tiny_weights", folder, [], []))
+        status = {b.elem_id: v for b, v in steps[-1].items()}["sd_optim_download_status"]
+        assert status.startswith("⚠ could not reach 127.0.0.1:") and not list((tmp_path / "scorer-models").rglob("*.safetensors"))
+    finally:
+        manager.shutdown()

@@ -20,6 +20,7 @@ from ..files.inputs import check_files, check_inputs, infer_model_config
 from ..hosts.base import CheckpointRef
 from ..run.study import existing_studies, storage_url
 from ..scoring import ScorerError, available_scorers, build_scorers
+from ..scoring.inventory import inventory
 from ..search.methods import method_signature, resolve_method
 from ..search.recipe_mode import RecipePlanner, find_sites
 from ..search.recipes import _is_delta
@@ -159,6 +160,23 @@ def scorer_status(scorers: list[dict[str, Any]], models_dir: str, base_dir: str 
         name = spec.get("name", "")
         out.append(f"{name}: ready" if not problems else f"{name}: " + "; ".join(problems))
     return out
+
+
+def scorer_guide(models_dir: str) -> tuple[str, list[str]]:
+    """(a Markdown line per registered scorer: what it measures and whether its files are there,
+    the scorers whose missing files can be downloaded)."""
+    lines, fetchable = [], []
+    for entry in inventory(models_dir or None):
+        missing = [f for f in entry["files"] if not f["found"]]
+        if not missing:
+            state = "ready" if entry["files"] else "no files needed"
+        else:
+            sizes = ", ".join(f["approx_size"] for f in missing if f["approx_size"])
+            state = f"**missing {len(missing)} file{'s' if len(missing) > 1 else ''}**" + (f" ({sizes})" if sizes else "")
+            if all(f["downloadable"] for f in missing):
+                fetchable.append(entry["name"])
+        lines.append(f"- `{entry['name']}` — {entry['summary']} · {state}")
+    return "\n".join(lines), fetchable
 
 
 # --- studies ----------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 """Set-up panel 5 · Scorers: which scorers, their weights and options, how scores are averaged, and
-whether each scorer finds what it needs."""
+whether each scorer finds what it needs; what each measures, and downloading their weights."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import gradio as gr
 
+from ...errors import ConfigError
+from ...scoring import ScorerError
+from ...scoring.download import download_scorer
+from .. import catalog as cat
 from .. import compat
 from .. import form as fm
 from .context import TabContext, elem, scorer_text
@@ -41,9 +46,24 @@ def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
                                          label=fm.control_label("models_dir",
                                                                 help=f"empty: {ctx.models_dir() or 'none'}"))
         parts["toggle_manual"] = gr.Button("Rating by hand on / off (key M)", elem_id=elem("toggle_manual"))
+        parts.update(_downloads(ctx, form["models_dir"]))
         parts["scorer_status"] = gr.Markdown(scorer_text(ctx, form["scorers"], form["scorer_use"],
                                                          form["models_dir"]), elem_id=elem("scorer_status"))
         parts.update(problems_markdown("scorers"))
+    return parts
+
+
+def _downloads(ctx: TabContext, models_dir: str) -> Components:
+    """What each scorer measures and whether its files are there; Download for those missing."""
+    guide, fetchable = cat.scorer_guide(models_dir or ctx.models_dir())
+    parts: Components = {}
+    with gr.Accordion("What each scorer measures · download weights", open=False, elem_id=elem("scorer_guide_panel")):
+        parts["scorer_guide"] = gr.Markdown(guide, elem_id=elem("scorer_guide"))
+        with gr.Row():
+            parts["download_scorer"] = gr.Dropdown(fetchable, value=fetchable[0] if fetchable else None,
+                                                   label="Scorer whose files to download", elem_id=elem("download_scorer"))
+            parts["download"] = gr.Button("Download", elem_id=elem("download"))
+        parts["download_status"] = gr.Markdown("", elem_id=elem("download_status"))
     return parts
 
 
@@ -69,10 +89,56 @@ def on_toggle_manual(table: Any, ticked: list[str] | None) -> dict[str, Any]:
             "scorer_use": gr.update(choices=fm.scorer_names(rows), value=ticked)}
 
 
+def on_models_dir(ctx: TabContext, models_dir: str) -> dict[str, Any]:
+    """The scorer guide for the folder now named (and what can be downloaded into it)."""
+    guide, fetchable = cat.scorer_guide(models_dir or ctx.models_dir())
+    return {"scorer_guide": guide,
+            "download_scorer": gr.update(choices=fetchable, value=fetchable[0] if fetchable else None)}
+
+
+def on_download(ctx: TabContext, name: str | None, models_dir: str, table: Any, ticked: list[str] | None):
+    """The files of scorer ``name`` fetched into the scorer models folder, the progress shown as it
+    goes; then the guide and the ticked scorers' readiness again."""
+    folder = models_dir or ctx.models_dir()
+    if not name:
+        yield {"download_status": "Nothing to download: every scorer has its files."}
+        return
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=_fetch, args=(name, folder, done), daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(PROGRESS_EVERY)
+        if "progress" in done:
+            file, got, total = done["progress"]
+            shown = f"{got / total:.0%} of {total / 1e6:.1f} MB" if total else f"{got / 1e6:.1f} MB"
+            yield {"download_status": f"Downloading {name}: {file} {shown}…"}
+    status = f"⚠ {done['error']}" if "error" in done else \
+        f"Downloaded {name}: " + (", ".join(f"`{p}`" for p in done["paths"]) or "no files needed")
+    yield {"download_status": status, **on_models_dir(ctx, models_dir),
+           **on_scorers(ctx, table, ticked, models_dir)}
+
+
+PROGRESS_EVERY = 0.5  # seconds between progress updates
+
+
+def _fetch(name: str, folder: str, done: dict[str, Any]) -> None:
+    """Run in a thread: ``done`` gets ``progress`` as it goes, then ``paths`` or ``error``."""
+    try:
+        paths = download_scorer(name, folder, progress=lambda *p: done.__setitem__("progress", p))
+        done["paths"] = [str(p) for p in paths]
+    except (ScorerError, ConfigError, OSError) as e:
+        done["error"] = "; ".join(e.problems) if isinstance(e, ConfigError) else str(e)
+
+
 def wire_scorers(components: Components, ctx: TabContext) -> None:
     watched = ["scorers", "scorer_use", "models_dir"]
     connect(components, "scorers", "change", bound(on_scorer_rows, ctx), watched, ["scorer_use", "scorer_status"])
     connect(components, "scorer_use", "change", bound(on_scorers, ctx), watched, ["scorer_status"])
     connect(components, "models_dir", "change", bound(on_scorers, ctx), watched, ["scorer_status"])
+    connect(components, "models_dir", "change", bound(on_models_dir, ctx), ["models_dir"],
+            ["scorer_guide", "download_scorer"])
+    connect(components, "download", "click", bound(on_download, ctx),
+            ["download_scorer", "models_dir", "scorers", "scorer_use"],
+            ["download_status", "scorer_guide", "download_scorer", "scorer_status"])
     connect(components, "toggle_manual", "click", on_toggle_manual, ["scorers", "scorer_use"],
             ["scorers", "scorer_use"])
