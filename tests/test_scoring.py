@@ -566,3 +566,31 @@ def test_laion_explicit_missing_clip_path_is_reported(tiny, tmp_path):
     scorer = build("laion_aesthetic", {"clip": str(missing), "head": str(tiny["head_path"])})
     problems = scorer.check_ready()
     assert len(problems) == 1 and str(missing) in problems[0]
+
+
+# --- clip_score on the tiny CLIP ---------------------------------------------------------------
+
+
+def test_clip_score_is_the_image_prompt_cosine_and_shares_the_backbone(tiny):
+    import open_clip
+
+    cache = BackboneCache()
+    clip = {"clip": str(tiny["bin"]), "clip_arch": tiny["arch"]}
+    scorer = build("clip_score", clip, backbones=cache)
+    batch = [ImageToScore(image=im, prompt=p, negative_prompt="", seed=0, payload="p", index=i)
+             for i, (im, p) in enumerate(zip(tiny["images"], ["a cat", "a dog", "a cat", "a red fox"]))]
+    scores = scorer.score(batch, CTX)
+    with torch.no_grad():
+        pictures = F.normalize(tiny["clip"].encode_image(
+            torch.stack([scorer._backbone.preprocess(im) for im in tiny["images"]])), dim=-1)
+        texts = F.normalize(tiny["clip"].encode_text(
+            open_clip.get_tokenizer(tiny["arch"])([b.prompt for b in batch])), dim=-1)
+    expected = (100 * (pictures * texts).sum(-1)).clamp(min=0).tolist()
+    assert scores == pytest.approx(expected, abs=1e-3) and all(0 <= s <= 100 for s in scores)
+    alone = [scorer.score([b], CTX)[0] for b in batch]
+    assert alone == pytest.approx(scores, abs=1e-4)  # batched = one by one
+    assert scorer.normalize(20.0) == 0.5 and scorer.normalize(80.0) == 1.0
+    # LAION aesthetic on the same CLIP file: one load, one image forward for both
+    laion = build("laion_aesthetic", {**clip, "head": str(tiny["head_path"])}, backbones=cache)
+    laion.load()
+    assert list(cache.loads.values()) == [1] and laion._backbone is scorer._backbone

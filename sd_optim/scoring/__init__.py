@@ -3,7 +3,7 @@
 Importing this package registers the built-in scorers. Weights load lazily, from local files.
 """
 
-from . import degenerate, image_stats, laion_aesthetic, manual, noise, reference  # noqa: F401  (registers the built-ins)
+from . import clip_score, degenerate, image_stats, laion_aesthetic, manual, noise, reference  # noqa: F401  (registers)
 from .base import (
     BackboneCache,
     ImageToScore,

@@ -41,6 +41,7 @@ CLIP_VIT_L_14 = "clip-vit-l-14"
 
 # Bounds memory on small GPUs; a trial's batch is usually smaller than this anyway.
 _ENCODE_CHUNK = 16
+_TEXT_CACHE = 1024  # prompts whose text embedding a backbone keeps
 
 
 @dataclass
@@ -51,8 +52,10 @@ class ClipBackbone:
     preprocess: Callable[[Any], torch.Tensor]
     device: torch.device
     dtype: torch.dtype
+    tokenizer: Callable[[list[str]], torch.Tensor] | None = None
     _last_images: tuple = field(default=(), repr=False)
     _last_features: torch.Tensor | None = field(default=None, repr=False)
+    _texts: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def embed_dim(self) -> int:
@@ -85,6 +88,24 @@ class ClipBackbone:
         )
         self._last_images, self._last_features = images, features
         return features
+
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw float32 text embeddings, (N, embed_dim), on ``device``. A prompt is encoded once
+        per backbone (trials repeat their prompts); the cache holds up to ``_TEXT_CACHE`` texts."""
+        if self.tokenizer is None:
+            raise ScorerError("this CLIP has no text tower loaded")
+        new = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if new:
+            with torch.inference_mode():
+                tokens = self.tokenizer(new).to(self.device)
+                encoded = self.model.encode_text(tokens).float()
+            if len(self._texts) + len(new) > _TEXT_CACHE:
+                self._texts.clear()
+            self._texts.update(zip(new, encoded))
+        if not texts:
+            return torch.zeros(0, self.embed_dim, device=self.device)
+        return torch.stack([self._texts[t] for t in texts])
 
 
 def is_torchscript_archive(path: Path) -> bool:
@@ -141,7 +162,10 @@ def load_open_clip_backbone(
     # convolution's dtype is what the pixels must match.
     first_layer = getattr(model.visual, "conv1", None)
     dtype = first_layer.weight.dtype if first_layer is not None else next(model.parameters()).dtype
-    return ClipBackbone(model=model, preprocess=preprocess, device=device, dtype=dtype)
+    context = int(getattr(model, "context_length", 77) or 77)
+    tokenizer = open_clip.get_tokenizer(arch) if open_clip.get_model_config(arch) else open_clip.tokenize
+    return ClipBackbone(model=model, preprocess=preprocess, device=device, dtype=dtype,
+                        tokenizer=lambda texts: tokenizer(texts, context_length=context))
 
 
 def safe_torch_load(path: Path) -> Any:

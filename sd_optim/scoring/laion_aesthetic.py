@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .backbones import CLIP_VIT_L_14, ClipBackbone, load_open_clip_backbone
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, ScorerError, register_scorer
+from .clip_score import CLIP_FILE, ClipScorer
 from .files import WeightFile
 
 HEAD_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
@@ -38,13 +38,6 @@ HEAD_FILE = WeightFile(
     option="head", path=f"laion_aesthetic/{HEAD_FILENAME}", about="the aesthetic MLP head (a state dict)",
     url=f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{HEAD_FILENAME}",
     approx_size="3.7 MB")
-CLIP_FILENAME = "ViT-L-14.pt"
-CLIP_FILE = WeightFile(
-    option="clip", path="clip/ViT-L-14-openai.safetensors", about="OpenAI CLIP ViT-L/14 (open_clip weights)",
-    hf_repo="timm/vit_large_patch14_clip_224.openai", hf_file="open_clip_model.safetensors",
-    approx_size="1.7 GB",
-    note="OpenAI's own ViT-L-14.pt (what clip.load('ViT-L/14') keeps in ~/.cache/clip) works too")
-
 _HEAD_KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
 
@@ -96,55 +89,34 @@ def load_aesthetic_head(path: Path) -> nn.Sequential:
 
 
 @register_scorer
-class LaionAestheticScorer(Scorer):
+class LaionAestheticScorer(ClipScorer):
     name = "laion_aesthetic"
-    backbone = CLIP_VIT_L_14
-    option_defaults: ClassVar[Mapping[str, Any]] = {
-        "head": None,
-        "clip": None,
-        "clip_arch": "ViT-L-14",
-        "clip_quick_gelu": True,
-    }
     summary = "LAION improved aesthetic predictor v2: how beautiful (about 1-10), on CLIP ViT-L/14"
+    option_defaults: ClassVar[Mapping[str, Any]] = {"head": None, **ClipScorer.option_defaults}
     files = (HEAD_FILE, CLIP_FILE)
     native_range = (1.0, 10.0)
-    # OpenAI's TorchScript file, where a user may already have it
-    fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "clip": (f"clip/{CLIP_FILENAME}", f"~/.cache/clip/{CLIP_FILENAME}"),
-    }
 
     def __init__(self, options, *, models_dir, device, backbones) -> None:
         super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        if not self.options["clip_arch"]:
-            raise self.option_error(
-                "clip_arch", self.options["clip_arch"], "must name an open_clip model"
-            )
         self._head: nn.Sequential | None = None
-        self._backbone: ClipBackbone | None = None
 
     def load(self) -> None:
         if self._head is not None:
             return
-        head_path, clip_path = self.file_path("head"), self.file_path("clip")
+        head_path = self.file_path("head")
+        self.file_path("clip")  # both files are there before either is read
         head = load_aesthetic_head(head_path)
-
-        arch, quick_gelu = self.options["clip_arch"], self.options["clip_quick_gelu"]
-        key = (CLIP_VIT_L_14, arch, str(clip_path.resolve()), quick_gelu, str(self.device))
-        backbone = self.backbones.get(
-            key,
-            lambda: load_open_clip_backbone(arch, clip_path, self.device, quick_gelu=quick_gelu),
-        )
+        backbone = self.clip_backbone()
         if head[0].in_features != backbone.embed_dim:
             raise ScorerError(
-                f"laion_aesthetic: the head {head_path} expects {head[0].in_features}-dim "
-                f"embeddings but CLIP {clip_path} gives {backbone.embed_dim}"
+                f"{self.name}: the head {head_path} expects {head[0].in_features}-dim "
+                f"embeddings but CLIP {self.file_path('clip')} gives {backbone.embed_dim}"
             )
         self._head = head.to(self.device)
-        self._backbone = backbone
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         self.load()
-        features = self._backbone.encode_images([item.image for item in images])
+        features = self.clip_backbone().encode_images([item.image for item in images])
         # As the reference inference does: a zero embedding is left as it is, not divided by 0.
         norms = features.norm(dim=-1, keepdim=True)
         norms = torch.where(norms == 0, torch.ones_like(norms), norms)
