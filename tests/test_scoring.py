@@ -594,3 +594,46 @@ def test_clip_score_is_the_image_prompt_cosine_and_shares_the_backbone(tiny):
     laion = build("laion_aesthetic", {**clip, "head": str(tiny["head_path"])}, backbones=cache)
     laion.load()
     assert list(cache.loads.values()) == [1] and laion._backbone is scorer._backbone
+
+
+def test_reference_ssim_is_one_for_the_same_picture_and_falls_with_noise_and_blur(tmp_path):
+    reference = _scene(64)
+    reference.save(tmp_path / "0.png")
+    scorer = build("reference", {"folder": str(tmp_path), "measure": "ssim"})
+    noisy = [_with_noise(reference, s) for s in (0, 4, 12, 30)]
+    scores = [scorer.score(items([im]), CTX)[0] for im in noisy]
+    assert scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert all(a > b for a, b in itertools.pairwise(scores)), scores
+    blurred = scorer.score(items([_checkerboard(64).filter(ImageFilter.GaussianBlur(2))]), CTX)[0]
+    assert blurred < scores[1]
+    with pytest.raises(ScorerError, match="'measure' = 'psnr' must be one of pyramid, ssim"):
+        build("reference", {"folder": str(tmp_path), "measure": "psnr"})
+
+
+def test_reference_clip_finds_the_picture_most_similar_to_itself(tiny, tmp_path):
+    for i, image in enumerate(tiny["images"][:3]):
+        image.save(tmp_path / f"{i}.png")
+    cache = BackboneCache()
+    clip = {"clip": str(tiny["bin"]), "clip_arch": tiny["arch"]}
+    scorer = build("reference_clip", {**clip, "folder": str(tmp_path)}, backbones=cache)
+    assert scorer.check_ready() == []
+    same = scorer.score(items(tiny["images"][:3]), CTX)
+    assert same == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    swapped = scorer.score(items([tiny["images"][1], tiny["images"][0]]), CTX)
+    assert max(swapped) < 0.9999
+    # the trial's batch stays the one other scorers on the backbone reuse
+    batch = tiny["images"][:3]
+    scorer.clip_backbone().encode_images(batch)
+    scorer.score(items(batch), CTX)
+    assert scorer.clip_backbone()._last_images == tuple(batch)
+    missing = build("reference_clip", {**clip, "folder": str(tmp_path / "none")}).check_ready()
+    assert "reference_clip: the folder" in missing[0]
+
+
+def test_consistency_is_one_for_identical_images_and_lower_for_different_ones(tiny):
+    scorer = build("consistency", {"clip": str(tiny["bin"]), "clip_arch": tiny["arch"]})
+    image = tiny["images"][0]
+    assert scorer.score(items([image, image.copy(), image.copy()]), CTX) == pytest.approx([1.0] * 3, abs=1e-4)
+    mixed = scorer.score(items(tiny["images"]), CTX)
+    assert all(s < 0.9999 for s in mixed) and len(mixed) == len(tiny["images"])
+    assert scorer.score(items([image]), CTX) == [1.0]  # nothing to compare with

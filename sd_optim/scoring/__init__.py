@@ -3,7 +3,16 @@
 Importing this package registers the built-in scorers. Weights load lazily, from local files.
 """
 
-from . import clip_score, degenerate, image_stats, laion_aesthetic, manual, noise, reference  # noqa: F401  (registers)
+from . import (  # noqa: F401  (importing them registers the built-in scorers)
+    clip_score,
+    degenerate,
+    image_stats,
+    laion_aesthetic,
+    manual,
+    noise,
+    reference,
+    similarity,
+)
 from .base import (
     BackboneCache,
     ImageToScore,

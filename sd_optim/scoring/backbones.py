@@ -61,12 +61,13 @@ class ClipBackbone:
     def embed_dim(self) -> int:
         return int(self.model.visual.output_dim)
 
-    def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
+    def encode_images(self, images: Sequence[Any], *, remember: bool = True) -> torch.Tensor:
         """Raw (not normalised) float32 image embeddings, (N, embed_dim), on ``device``.
 
-        The last batch is remembered by object identity; the references it keeps make sure an
-        id cannot be reused by a different image while it is cached. The returned tensor may be
-        shared with other scorers: never modify it in place.
+        The last batch is remembered by object identity (unless ``remember`` is false: a side
+        batch, such as reference pictures, must not evict the trial's); the references it keeps
+        make sure an id cannot be reused by a different image while it is cached. The returned
+        tensor may be shared with other scorers: never modify it in place.
         """
         images = tuple(images)
         if (
@@ -86,7 +87,8 @@ class ClipBackbone:
         features = (
             torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=self.device)
         )
-        self._last_images, self._last_features = images, features
+        if remember:
+            self._last_images, self._last_features = images, features
         return features
 
 
