@@ -637,3 +637,45 @@ def test_consistency_is_one_for_identical_images_and_lower_for_different_ones(ti
     mixed = scorer.score(items(tiny["images"]), CTX)
     assert all(s < 0.9999 for s in mixed) and len(mixed) == len(tiny["images"])
     assert scorer.score(items([image]), CTX) == [1.0]  # nothing to compare with
+
+
+# --- laion_chad and wd_aesthetic on tiny weights in the real files' formats ---------------------
+
+
+def test_laion_chad_is_the_laion_head_from_its_own_file(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(LaionAestheticScorer, "fallbacks", {"clip": ()})
+    (tmp_path / "laion_chad").mkdir()
+    (tmp_path / "laion_chad" / "chadscorer.pth").write_bytes(tiny["head_path"].read_bytes())
+    scorer = build("laion_chad", {"clip": str(tiny["bin"]), "clip_arch": tiny["arch"]}, models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    assert scorer.score(items(tiny["images"]), CTX) == pytest.approx(expected_scores(tiny, tiny["images"]), abs=1e-5)
+    missing = build("laion_chad", models_dir=tmp_path / "empty").check_ready()
+    assert "chadscorer.pth" in missing[0] and "github.com/grexzen/SD-Chad" in missing[0]
+
+
+def _wd_head(tmp_path, seed=3):
+    torch.manual_seed(seed)
+    layers = {"fc1": torch.nn.Linear(TINY_EMBED_DIM, 12), "fc2": torch.nn.Linear(12, 6), "fc3": torch.nn.Linear(6, 1)}
+    path = tmp_path / "aes-B32-v0.pth"
+    torch.save({f"{n}.{k}": v for n, layer in layers.items() for k, v in layer.state_dict().items()}, path)
+    return path, layers
+
+
+def test_wd_aesthetic_is_the_classifier_on_normalised_clip_embeddings(tiny, tmp_path):
+    path, layers = _wd_head(tmp_path)
+    scorer = build("wd_aesthetic", {"head": str(path), "clip": str(tiny["bin"]), "clip_arch": tiny["arch"]})
+    scores = scorer.score(items(tiny["images"]), CTX)
+    with torch.no_grad():
+        x = F.normalize(tiny["clip"].encode_image(
+            torch.stack([scorer._backbone.preprocess(im) for im in tiny["images"]])), dim=-1)
+        expected = torch.sigmoid(layers["fc3"](F.relu(layers["fc2"](F.relu(layers["fc1"](x)))))).squeeze(-1)
+    assert scores == pytest.approx(expected.tolist(), abs=1e-5) and all(0 < s < 1 for s in scores)
+    assert [scorer.score(items([im]), CTX)[0] for im in tiny["images"]] == pytest.approx(scores, abs=1e-5)
+    torch.save({"layers.0.weight": torch.zeros(1, TINY_EMBED_DIM)}, tmp_path / "other.pth")
+    wrong = build("wd_aesthetic", {"head": str(tmp_path / "other.pth"), "clip": str(tiny["bin"]),
+                                   "clip_arch": tiny["arch"]})
+    with pytest.raises(ScorerError, match="is not the WD classifier"):
+        wrong.load()
+    missing = build("wd_aesthetic", models_dir=tmp_path / "empty").check_ready()
+    assert "huggingface.co/hakurei/waifu-diffusion-v1-4 (models/aes-B32-v0.pth)" in missing[0]
+    assert "ViT-B-32-openai.safetensors" in missing[1]

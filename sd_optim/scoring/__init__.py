@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (importing them registers the built-in scorers)
     noise,
     reference,
     similarity,
+    wd_aesthetic,
 )
 from .base import (
     BackboneCache,

@@ -36,31 +36,37 @@ from .files import WeightFile
 HEAD_FILENAME = "sac+logos+ava1-l14-linearMSE.pth"
 HEAD_FILE = WeightFile(
     option="head", path=f"laion_aesthetic/{HEAD_FILENAME}", about="the aesthetic MLP head (a state dict)",
-    url=f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{HEAD_FILENAME}",
-    approx_size="3.7 MB")
+    url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth",
+    size=3714759, sha256="21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0", approx_size="3.7 MB")
+# the same head architecture trained again on 200K generations people rated 1-10 (grexzen/SD-Chad)
+CHAD_HEAD_FILE = WeightFile(
+    option="head", path="laion_chad/chadscorer.pth", about="the Chad aesthetic MLP head (a state dict)",
+    url="https://github.com/grexzen/SD-Chad/raw/main/chadscorer.pth",
+    size=3714759, sha256="ba265592f419d88ad66216257d54c57eae08ae2fde0b8be167bbe7ddc09206bd", approx_size="3.7 MB")
 _HEAD_KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
 
-def load_aesthetic_head(path: Path) -> nn.Sequential:
-    """The MLP head in ``path``, layer sizes read from the state dict."""
+def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic") -> nn.Sequential:
+    """The MLP head in ``path``, layer sizes read from the state dict (``scorer`` names the
+    scorer in the errors)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ScorerError(
-            f"laion_aesthetic: could not read the head {path}: {type(error).__name__}: {error}"
+            f"{scorer}: could not read the head {path}: {type(error).__name__}: {error}"
         ) from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:
-        raise ScorerError(f"laion_aesthetic: the head {path} holds no state dict")
+        raise ScorerError(f"{scorer}: the head {path} holds no state dict")
 
     layers: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
         match = _HEAD_KEY.match(str(key))
         if match is None or not isinstance(tensor, torch.Tensor):
             raise ScorerError(
-                f"laion_aesthetic: unexpected entry {key!r} in the head {path}; expected only "
-                f"'layers.N.weight' / 'layers.N.bias' (is this {HEAD_FILENAME}?)"
+                f"{scorer}: unexpected entry {key!r} in the head {path}; expected only "
+                f"'layers.N.weight' / 'layers.N.bias' (is this the {scorer} head?)"
             )
         layers.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
 
@@ -70,18 +76,18 @@ def load_aesthetic_head(path: Path) -> nn.Sequential:
         weight, bias = layers[index].get("weight"), layers[index].get("bias")
         if weight is None or bias is None or weight.ndim != 2 or bias.shape != weight.shape[:1]:
             raise ScorerError(
-                f"laion_aesthetic: layer {index} of the head {path} is not a linear layer"
+                f"{scorer}: layer {index} of the head {path} is not a linear layer"
             )
         out_features, in_features = weight.shape
         if previous_out is not None and in_features != previous_out:
             raise ScorerError(
-                f"laion_aesthetic: layer {index} of the head {path} takes {in_features} inputs "
+                f"{scorer}: layer {index} of the head {path} takes {in_features} inputs "
                 f"but the layer before gives {previous_out}"
             )
         modules[index] = nn.Linear(in_features, out_features)
         previous_out = out_features
     if previous_out != 1:
-        raise ScorerError(f"laion_aesthetic: the head {path} ends in {previous_out} outputs, not 1")
+        raise ScorerError(f"{scorer}: the head {path} ends in {previous_out} outputs, not 1")
 
     head = nn.Sequential(*modules)
     head.load_state_dict({key[len("layers.") :]: tensor.float() for key, tensor in state.items()})
@@ -105,7 +111,7 @@ class LaionAestheticScorer(ClipScorer):
             return
         head_path = self.file_path("head")
         self.file_path("clip")  # both files are there before either is read
-        head = load_aesthetic_head(head_path)
+        head = load_aesthetic_head(head_path, self.name)
         backbone = self.clip_backbone()
         if head[0].in_features != backbone.embed_dim:
             raise ScorerError(
@@ -123,8 +129,13 @@ class LaionAestheticScorer(ClipScorer):
         with torch.inference_mode():
             scores = self._head(features / norms).squeeze(-1).tolist()
         if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(
-                f"laion_aesthetic: non-finite scores {scores}; are the weights broken?"
-            )
+            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
         return scores
+
+
+@register_scorer
+class LaionChadScorer(LaionAestheticScorer):
+    name = "laion_chad"
+    summary = "the Chad aesthetic head (LAION's, retrained on people's 1-10 ratings of generations), on CLIP ViT-L/14"
+    files = (CHAD_HEAD_FILE, CLIP_FILE)
 
