@@ -679,3 +679,38 @@ def test_wd_aesthetic_is_the_classifier_on_normalised_clip_embeddings(tiny, tmp_
     missing = build("wd_aesthetic", models_dir=tmp_path / "empty").check_ready()
     assert "huggingface.co/hakurei/waifu-diffusion-v1-4 (models/aes-B32-v0.pth)" in missing[0]
     assert "ViT-B-32-openai.safetensors" in missing[1]
+
+
+# --- HPS v2 / v2.1 on a tiny open_clip checkpoint in its {'state_dict': ...} wrapper -------------
+
+
+def test_hps_pads_to_a_square_and_scores_the_image_prompt_cosine(tiny, tmp_path):
+    import open_clip
+
+    from sd_optim.scoring.hps import OPENAI_MEAN, OPENAI_STD, pad_to_square
+
+    wide = Image.new("RGB", (64, 32), (255, 255, 255))
+    pixels = pad_to_square(32)(wide)
+    black = [-m / s for m, s in zip(OPENAI_MEAN, OPENAI_STD)]
+    white = [(1 - m) / s for m, s in zip(OPENAI_MEAN, OPENAI_STD)]
+    assert pixels.shape == (3, 32, 32)
+    assert pixels[:, :8].flatten(1).mean(1).tolist() == pytest.approx(black, abs=1e-5)  # padded above
+    assert pixels[:, 12:20].flatten(1).mean(1).tolist() == pytest.approx(white, abs=1e-3)  # the picture
+
+    torch.manual_seed(7)
+    model = open_clip.create_model(tiny["arch"]).eval()  # plain GELU, as LAION's ViT-H-14
+    (tmp_path / "hps").mkdir()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "hps" / "HPS_v2.1_compressed.pt")
+    scorer = build("hpsv2_1", {"clip_arch": tiny["arch"]}, models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    prompts = ["a cat", "a dog", "a cat", "a red fox"]
+    batch = [ImageToScore(image=im, prompt=p, negative_prompt="", seed=0, payload="p", index=i)
+             for i, (im, p) in enumerate(zip(tiny["images"], prompts))]
+    scores = scorer.score(batch, CTX)
+    with torch.no_grad():
+        x = F.normalize(model.encode_image(torch.stack([pad_to_square(32)(im) for im in tiny["images"]])), dim=-1)
+        t = F.normalize(model.encode_text(open_clip.get_tokenizer(tiny["arch"])(prompts)), dim=-1)
+    assert scores == pytest.approx((x * t).sum(-1).tolist(), abs=1e-4)
+    assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
+    missing = build("hpsv2", models_dir=tmp_path).check_ready()
+    assert "HPS_v2_compressed.pt" in missing[0] and "huggingface.co/xswu/HPSv2" in missing[0]

@@ -58,12 +58,18 @@ class ClipScorer(Scorer):
     def clip_backbone(self) -> ClipBackbone:
         """The shared backbone, loaded the first time any scorer on it asks."""
         if self._backbone is None:
-            clip_path = self.file_path("clip")
-            arch, quick_gelu = self.options["clip_arch"], self.options["clip_quick_gelu"]
-            key = (CLIP_VIT_L_14, arch, str(clip_path.resolve()), quick_gelu, str(self.device))
-            self._backbone = self.backbones.get(
-                key, lambda: load_open_clip_backbone(arch, clip_path, self.device, quick_gelu=quick_gelu))
+            clip_path = self.file_path(self.clip_option)
+            arch, quick_gelu = self.options["clip_arch"], self.options.get("clip_quick_gelu", False)
+            key = (CLIP_VIT_L_14, arch, str(clip_path.resolve()), quick_gelu, str(self.device), self.preprocessing)
+            self._backbone = self.backbones.get(key, lambda: self.load_backbone(arch, clip_path, quick_gelu))
         return self._backbone
+
+    # what the pictures go through before CLIP: part of what decides whether a backbone is shared
+    preprocessing: ClassVar[str] = "resize and centre crop"
+    clip_option: ClassVar[str] = "clip"  # the option (and file) that holds the CLIP weights
+
+    def load_backbone(self, arch: str, clip_path, quick_gelu: bool) -> ClipBackbone:
+        return load_open_clip_backbone(arch, clip_path, self.device, quick_gelu=quick_gelu)
 
 
 @register_scorer
