@@ -5,8 +5,8 @@ Importing this package registers the built-in scorers. Weights load lazily, from
 
 from . import (  # noqa: F401  (importing them registers the built-in scorers)
     clip_score,
-    hps,
     degenerate,
+    hps,
     image_stats,
     laion_aesthetic,
     manual,
