@@ -113,3 +113,31 @@ def save_head(head: nn.Sequential, path: Path) -> Path:
 def random_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def save_tiny_hf_clip(folder: Path, seed: int = 0, *, safetensors: bool = False, image_size: int = 32):
+    """A tiny transformers CLIPModel saved as a Hugging Face CLIP repo is laid out: ``config.json``
+    (the whole CLIPConfig), ``preprocessor_config.json``, and the weights of the whole model
+    (``pytorch_model.bin``, or ``model.safetensors``). Returns the model."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=TINY_EMBED_DIM)
+    model = CLIPModel(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(folder))
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(str(folder))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(state, str(folder / "model.safetensors"))
+    else:
+        torch.save(state, folder / "pytorch_model.bin")
+    return model

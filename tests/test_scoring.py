@@ -21,6 +21,7 @@ from scoring_fixtures import (
     save_openai_archive,
     save_safetensors,
     save_state_dict,
+    save_tiny_hf_clip,
 )
 
 from sd_optim.scoring import (
@@ -714,3 +715,81 @@ def test_hps_pads_to_a_square_and_scores_the_image_prompt_cosine(tiny, tmp_path)
     assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
     missing = build("hpsv2", models_dir=tmp_path).check_ready()
     assert "HPS_v2_compressed.pt" in missing[0] and "huggingface.co/xswu/HPSv2" in missing[0]
+
+
+# --- city_aesthetics on a tiny CLIP repo folder and a tiny predictor ------------------------------
+
+
+def test_city_aesthetics_scores_the_predictor_on_the_clip_image_embeds(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor
+
+    from sd_optim.scoring.city_aesthetics import CityPredictor
+
+    clip = save_tiny_hf_clip(tmp_path / "clip-vit-large-patch14-336")
+    torch.manual_seed(4)
+    predictor = CityPredictor({"up.0": (TINY_EMBED_DIM, 24), "down.0": (24, 12), "down.1": (12, 8),
+                               "down.4": (8, 4), "down.5": (4, 1)}).eval()
+    (tmp_path / "city_aesthetics").mkdir()
+    save_file(predictor.state_dict(), str(tmp_path / "city_aesthetics" / "CityAesthetics-Anime-v1.8.safetensors"))
+    scorer = build("city_aesthetics", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    images = [random_image(seed) for seed in range(3)] + [_checkerboard(48)]
+    scores = scorer.score(items(images), CTX)
+    pixels = CLIPImageProcessor.from_pretrained(str(tmp_path / "clip-vit-large-patch14-336"))(
+        images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        embeds = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
+        expected = predictor(embeds).squeeze(-1).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5) and all(0 < s < 1 for s in scores)
+    assert [scorer.score(items([im]), CTX)[0] for im in images] == pytest.approx(scores, abs=1e-5)
+    # a folder named in the options, with model.safetensors instead of pytorch_model.bin
+    save_tiny_hf_clip(tmp_path / "mine", safetensors=True)
+    mine = build("city_aesthetics", {"vision_model": str(tmp_path / "mine")}, models_dir=tmp_path)
+    assert mine.check_ready() == [] and len(mine.score(items(images[:1]), CTX)) == 1
+    missing = build("city_aesthetics", models_dir=tmp_path / "empty").check_ready()
+    assert len(missing) == 4 and "huggingface.co/openai/clip-vit-large-patch14-336 (pytorch_model.bin)" in missing[3]
+    assert str(tmp_path / "empty" / "clip-vit-large-patch14-336" / "model.safetensors") in missing[3]
+
+
+# --- aesthetic_v2_5 on a tiny SigLIP repo folder and a tiny bf16 head -----------------------------
+
+
+def test_aesthetic_v2_5_scores_the_head_on_normalised_siglip_pooling_or_says_why_not(tmp_path):
+    import transformers
+
+    if not hasattr(transformers, "SiglipModel"):  # the A1111 environment's transformers 4.30
+        problems = build("aesthetic_v2_5", models_dir=tmp_path).check_ready()
+        assert problems[0].startswith("aesthetic_v2_5: unavailable here: needs SiglipVisionModel "
+                                      "(transformers 4.37 or newer)")
+        return
+    from safetensors.torch import save_file
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    torch.manual_seed(5)
+    folder = tmp_path / "siglip-so400m-patch14-384"
+    config = SiglipConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                                       "num_attention_heads": 4, "vocab_size": 100},
+                          vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                         "num_attention_heads": 4, "image_size": 32, "patch_size": 8})
+    siglip = SiglipModel(config).eval()
+    config.save_pretrained(str(folder))
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    save_file({k: v.contiguous() for k, v in siglip.state_dict().items()}, str(folder / "model.safetensors"))
+    head = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.Dropout(), torch.nn.Linear(16, 8), torch.nn.Dropout(),
+                               torch.nn.Linear(8, 4), torch.nn.Dropout(), torch.nn.Linear(4, 2), torch.nn.Dropout(),
+                               torch.nn.Linear(2, 1)).eval()
+    (tmp_path / "aesthetic_v2_5").mkdir()
+    torch.save({f"scoring_head.{k}": v.to(torch.bfloat16) for k, v in head.state_dict().items()},
+               tmp_path / "aesthetic_v2_5" / "aesthetic_predictor_v2_5.pth")
+    scorer = build("aesthetic_v2_5", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    images = [random_image(seed) for seed in range(3)]
+    scores = scorer.score(items(images), CTX)
+    pixels = SiglipImageProcessor.from_pretrained(str(folder))(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        pooled = F.normalize(siglip.vision_model(pixel_values=pixels).pooler_output, dim=-1)
+        bf16 = torch.nn.Sequential(*head).to(torch.bfloat16).float()  # the weights as the file holds them
+        expected = bf16(pooled).squeeze(-1).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert [scorer.score(items([im]), CTX)[0] for im in images] == pytest.approx(scores, abs=1e-5)

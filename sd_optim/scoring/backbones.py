@@ -142,7 +142,7 @@ def load_open_clip_backbone(
                     f"set the scorer's architecture option to an open_clip model name"
                 )
             # never ``pretrained=path``: open_clip would unpickle it without weights_only
-            state_dict = _read_state_dict(path)
+            state_dict = read_state_dict(path)
             model = open_clip.create_model(
                 arch, precision=precision, device=device, force_quick_gelu=quick_gelu
             )
@@ -188,7 +188,7 @@ def safe_torch_load(path: Path) -> Any:
         ) from None
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a weights-only pickle, unwrapped the way open_clip's
     own ``load_state_dict`` does (a ``state_dict`` entry; DDP's ``module.`` key prefix)."""
     if path.suffix == ".safetensors":

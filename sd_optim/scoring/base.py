@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import torch
 
 from ..errors import Problem
-from .files import WeightFile, first_file
+from .files import WeightFile, first_file, with_alternatives
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -119,10 +119,18 @@ class Scorer(abc.ABC):
         self.backbones = backbones
         self.options = self._resolve_options(options or {})
 
+    @classmethod
+    def unavailable(cls) -> str:
+        """Why this scorer cannot run in this environment whatever files it gets (a library too
+        old or missing); "" when it can."""
+        return ""
+
     def check_ready(self) -> list[str]:
-        """Problems that would stop :meth:`load`: each missing file, where it was looked for, where
-        it comes from and the command that downloads it."""
-        problems = []
+        """Problems that would stop :meth:`load`: the environment lacking what it needs, each
+        missing file, where it was looked for, where it comes from and the command that
+        downloads it."""
+        reason = self.unavailable()
+        problems = [Problem(self.name, f"unavailable here: {reason}")] if reason else []
         for file in self.files:
             candidates = self.file_candidates(file)
             if first_file(candidates) is not None:
@@ -137,8 +145,9 @@ class Scorer(abc.ABC):
 
     def file_candidates(self, file: WeightFile) -> list[Path]:
         """Where ``file`` is looked for: the file its option names, else :meth:`places`."""
-        if self.options.get(file.option) is not None:
-            return [self.options[file.option]]
+        chosen = self.options.get(file.option)
+        if chosen is not None:
+            return with_alternatives(file, [chosen / file.name]) if file.in_option_folder else [chosen]
         return self.places(file, self.models_dir)
 
     @classmethod
@@ -152,15 +161,18 @@ class Scorer(abc.ABC):
                 places.append(path)
             elif models_dir is not None:
                 places.append(models_dir / path)
-        return places
+        return with_alternatives(file, places)
 
     def file_path(self, option: str) -> Path:
-        """The file found for ``option`` (:meth:`check_ready` passed)."""
+        """The file found for ``option`` (for a folder option, the folder), once every file of
+        the scorer is there (:meth:`check_ready`)."""
+        problems = self.check_ready()
+        if problems:
+            raise ScorerError("; ".join(problems))
         file = next(f for f in self.files if f.option == option)
         found = first_file(self.file_candidates(file))
-        if found is None:
-            raise ScorerError("; ".join(self.check_ready()))
-        return found
+        assert found is not None  # check_ready found it
+        return found.parent if file.in_option_folder else found
 
     def load(self) -> None:
         """Load weights; calling it again does nothing."""

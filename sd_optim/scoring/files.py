@@ -36,6 +36,9 @@ class WeightFile:
     sha256: str = ""
     approx_size: str = ""  # for people: "3.7 MB"
     note: str = ""  # another way to get it, or what else works in its place
+    # the option names a folder holding this file (and the option's other files), not the file
+    in_option_folder: bool = False
+    also: tuple[str, ...] = ()  # other file names accepted in its place, in the same folder
 
     @property
     def name(self) -> str:
@@ -57,6 +60,11 @@ class WeightFile:
         return {"option": self.option, "path": self.path, "about": self.about, "source": self.source,
                 "downloadable": self.downloadable, "size": self.size, "approx_size": self.approx_size,
                 "sha256": self.sha256 or None, "found": str(found) if found is not None else None}
+
+
+def with_alternatives(file: WeightFile, places: Iterable[Path]) -> list[Path]:
+    """``places``, each followed by the same place under the file's other accepted names."""
+    return [p for place in places for p in (place, *(place.with_name(name) for name in file.also))]
 
 
 def first_file(candidates: Iterable[Path]) -> Path | None:

@@ -24,7 +24,8 @@ def inventory(models_dir: Path | str | None) -> list[dict[str, Any]]:
             entry["looked_for"] = [str(p) for p in places]
             files.append(entry)
         out.append({"name": name, "summary": cls.summary, "needs_person": cls.needs_person,
-                    "installed": all(f["found"] for f in files), "files": files})
+                    "installed": all(f["found"] for f in files), "files": files,
+                    "unavailable": cls.unavailable() or None})
     return out
 
 
@@ -34,6 +35,8 @@ def inventory_text(entries: list[dict[str, Any]]) -> list[str]:
     for entry in entries:
         missing = [f for f in entry["files"] if not f["found"]]
         state = "ready" if not missing else f"missing {len(missing)} of {len(entry['files'])} files"
+        if entry["unavailable"]:
+            state = f"unavailable here ({entry['unavailable']})"
         lines.append(f"{entry['name']}: {state} · {entry['summary']}")
         for f in missing:
             size = f" ({f['approx_size']})" if f["approx_size"] else ""

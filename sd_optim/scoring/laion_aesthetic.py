@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .backbones import safe_torch_load
 from .base import ImageToScore, ScoreContext, ScorerError, register_scorer
 from .clip_score import CLIP_FILE, ClipScorer
 from .files import WeightFile
@@ -43,14 +44,16 @@ CHAD_HEAD_FILE = WeightFile(
     option="head", path="laion_chad/chadscorer.pth", about="the Chad aesthetic MLP head (a state dict)",
     url="https://github.com/grexzen/SD-Chad/raw/main/chadscorer.pth",
     size=3714759, sha256="ba265592f419d88ad66216257d54c57eae08ae2fde0b8be167bbe7ddc09206bd", approx_size="3.7 MB")
-_HEAD_KEY = re.compile(r"^layers\.(\d+)\.(weight|bias)$")
 
 
-def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic") -> nn.Sequential:
-    """The MLP head in ``path``, layer sizes read from the state dict (``scorer`` names the
-    scorer in the errors)."""
+def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic", prefix: str = "layers") -> nn.Sequential:
+    """The MLP head in ``path``: linear layers ``<prefix>.N`` (identity in the gaps, where the
+    original has dropout), sizes read from the state dict; ``scorer`` names the scorer in errors."""
+    head_key = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(weight|bias)$")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)
+    except ScorerError:
+        raise
     except Exception as error:
         raise ScorerError(
             f"{scorer}: could not read the head {path}: {type(error).__name__}: {error}"
@@ -62,11 +65,11 @@ def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic") -> nn.Seque
 
     layers: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
-        match = _HEAD_KEY.match(str(key))
+        match = head_key.match(str(key))
         if match is None or not isinstance(tensor, torch.Tensor):
             raise ScorerError(
                 f"{scorer}: unexpected entry {key!r} in the head {path}; expected only "
-                f"'layers.N.weight' / 'layers.N.bias' (is this the {scorer} head?)"
+                f"'{prefix}.N.weight' / '{prefix}.N.bias' (is this the {scorer} head?)"
             )
         layers.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
 
@@ -90,7 +93,7 @@ def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic") -> nn.Seque
         raise ScorerError(f"{scorer}: the head {path} ends in {previous_out} outputs, not 1")
 
     head = nn.Sequential(*modules)
-    head.load_state_dict({key[len("layers.") :]: tensor.float() for key, tensor in state.items()})
+    head.load_state_dict({key[len(prefix) + 1:]: tensor.float() for key, tensor in state.items()})
     return head.eval()
 
 

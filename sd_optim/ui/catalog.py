@@ -168,11 +168,14 @@ def scorer_guide(models_dir: str) -> tuple[str, list[str]]:
     lines, fetchable = [], []
     for entry in inventory(models_dir or None):
         missing = [f for f in entry["files"] if not f["found"]]
-        if not missing:
+        if entry["unavailable"]:
+            state = f"unavailable here: {entry['unavailable']}"
+        elif not missing:
             state = "ready" if entry["files"] else "no files needed"
         else:
             sizes = ", ".join(f["approx_size"] for f in missing if f["approx_size"])
-            state = f"**missing {len(missing)} file{'s' if len(missing) > 1 else ''}**" + (f" ({sizes})" if sizes else "")
+            plural = "s" if len(missing) > 1 else ""
+            state = f"**missing {len(missing)} file{plural}**" + (f" ({sizes})" if sizes else "")
             if all(f["downloadable"] for f in missing):
                 fetchable.append(entry["name"])
         lines.append(f"- `{entry['name']}` — {entry['summary']} · {state}")

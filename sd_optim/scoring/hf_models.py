@@ -1,0 +1,81 @@
+"""Hugging Face transformers models for scorers, built from a local folder and never from the hub.
+
+A folder holds the model's ``config.json`` and its weights (``model.safetensors``, or a
+``pytorch_model.bin`` read with ``weights_only=True``); the model is built from the config and
+the weights loaded into it here, not by ``from_pretrained``, which in the transformers the
+WebUIs ship (4.30) unpickles ``.bin`` files without ``weights_only``. A model class this
+transformers lacks (SigLIP before 4.37) is named with the version that has it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbones import read_state_dict
+from .base import ScorerError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def transformers_class(name: str, scorer: str, since: str = "") -> Any:
+    """``transformers.<name>``, or a ScorerError saying which transformers has it."""
+    import transformers
+
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        needs = f" (transformers {since} or newer)" if since else ""
+        raise ScorerError(f"{scorer}: needs {name}{needs}, which transformers {transformers.__version__} "
+                          "here does not have")
+    return cls
+
+
+def missing_class(name: str, since: str = "") -> str:
+    """Why a scorer needing ``transformers.<name>`` cannot run here; "" when it can."""
+    try:
+        transformers_class(name, "", since)
+    except ScorerError as error:
+        return str(error).lstrip(": ")
+    return ""
+
+
+def weights_in(folder: Path) -> Path | None:
+    return next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+
+
+def load_model(class_name: str, folder: Path, device: torch.device, scorer: str, since: str = "") -> Any:
+    """The model ``transformers.<class_name>`` in ``folder`` (its config and weights), in eval
+    mode on ``device``. Keys of other parts of a larger checkpoint (the text tower of a CLIP,
+    for a vision model) are left aside; a key the model needs and the file lacks is an error."""
+    cls = transformers_class(class_name, scorer, since)
+    weights = weights_in(folder)
+    if weights is None:
+        raise ScorerError(f"{scorer}: no {' or '.join(WEIGHT_FILES)} in {folder}")
+    try:
+        config = cls.config_class.from_pretrained(str(folder), local_files_only=True)
+        # a vision (or text) model read from a whole CLIP's config: the projection is the CLIP's
+        top = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if "projection_dim" in top and hasattr(config, "projection_dim"):
+            config.projection_dim = top["projection_dim"]
+        model = cls(config)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ScorerError(f"{scorer}: could not build {class_name} from {folder / 'config.json'}: {error}") from error
+    state = read_state_dict(weights)
+    missing, _unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.endswith("position_ids")]  # a buffer, not a weight
+    if missing:
+        raise ScorerError(f"{scorer}: {weights} lacks {len(missing)} weights {class_name} needs, e.g. "
+                          f"{', '.join(missing[:4])}; is it the right model?")
+    return model.to(device).eval()
+
+
+def load_processor(class_name: str, folder: Path, scorer: str, since: str = "") -> Any:
+    """``transformers.<class_name>`` (an image processor or tokenizer) from the files in ``folder``."""
+    cls = transformers_class(class_name, scorer, since)
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ScorerError(f"{scorer}: could not read {class_name} from {folder}: {error}") from error
