@@ -141,3 +141,24 @@ def save_tiny_hf_clip(folder: Path, seed: int = 0, *, safetensors: bool = False,
     else:
         torch.save(state, folder / "pytorch_model.bin")
     return model
+
+
+def write_clip_tokenizer(folder: Path) -> Path:
+    """A Hugging Face CLIP tokenizer's ``vocab.json`` and ``merges.txt``, built from the BPE
+    vocabulary open_clip ships (the same 49408 tokens OpenAI's and LAION's CLIPs use)."""
+    import gzip
+
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(bpe) as handle:
+        lines = handle.read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                       encoding="utf-8")
+    return folder

@@ -22,6 +22,7 @@ from scoring_fixtures import (
     save_safetensors,
     save_state_dict,
     save_tiny_hf_clip,
+    write_clip_tokenizer,
 )
 
 from sd_optim.scoring import (
@@ -793,3 +794,37 @@ def test_aesthetic_v2_5_scores_the_head_on_normalised_siglip_pooling_or_says_why
         expected = bf16(pooled).squeeze(-1).tolist()
     assert scores == pytest.approx(expected, abs=1e-5)
     assert [scorer.score(items([im]), CTX)[0] for im in images] == pytest.approx(scores, abs=1e-5)
+
+
+# --- pickscore on a tiny CLIPModel folder and a processor folder ---------------------------------
+
+
+def test_pickscore_is_the_scaled_image_prompt_cosine_of_the_fine_tuned_clip(tmp_path):
+    import open_clip
+    from transformers import CLIPTokenizer
+
+    model = save_tiny_hf_clip(tmp_path / "PickScore_v1", safetensors=True)
+    (tmp_path / "PickScore_v1" / "preprocessor_config.json").rename(tmp_path / "preprocessor_config.json")
+    processor = write_clip_tokenizer(tmp_path / "CLIP-ViT-H-14-laion2B-s32B-b79K")
+    (tmp_path / "preprocessor_config.json").rename(processor / "preprocessor_config.json")
+    tokenizer = CLIPTokenizer.from_pretrained(str(processor))
+    assert tokenizer("a red fox").input_ids == [i for i in open_clip.tokenize(["a red fox"])[0].tolist() if i]
+    scorer = build("pickscore", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    prompts = ["a cat", "a dog", "a cat"]
+    images = [random_image(seed) for seed in range(3)]
+    batch = [ImageToScore(image=im, prompt=p, negative_prompt="", seed=0, payload="p", index=i)
+             for i, (im, p) in enumerate(zip(images, prompts))]
+    scores = scorer.score(batch, CTX)
+    from transformers import CLIPImageProcessor
+
+    pixels = CLIPImageProcessor.from_pretrained(str(processor))(images=images, return_tensors="pt")["pixel_values"]
+    text = tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        txt = F.normalize(model.text_projection(model.text_model(**text).pooler_output), dim=-1)
+        expected = (model.logit_scale.exp() * (img * txt).sum(-1)).tolist()
+    assert scores == pytest.approx(expected, abs=1e-4)
+    assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
+    missing = build("pickscore", models_dir=tmp_path / "empty").check_ready()
+    assert len(missing) == 5 and "huggingface.co/yuvalkirstain/PickScore_v1 (model.safetensors)" in missing[1]

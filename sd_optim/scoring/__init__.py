@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (importing them registers the built-in scorers)
     laion_aesthetic,
     manual,
     noise,
+    pickscore,
     reference,
     similarity,
     wd_aesthetic,

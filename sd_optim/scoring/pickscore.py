@@ -1,0 +1,77 @@
+"""``pickscore``: PickScore (yuvalkirstain/PickScore), how much people would prefer each image for
+its prompt, learned from the Pick-a-Pic preference pairs.
+
+A CLIP ViT-H/14 fine-tuned on those pairs (transformers' ``CLIPModel``, the Hugging Face repo
+``yuvalkirstain/PickScore_v1``), with the processor of the CLIP it started from
+(``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``: image preprocessing and tokenizer, prompts cut at 77
+tokens). Score = ``logit_scale.exp() * cos(image embedding, prompt embedding)``, as the authors
+compute it before the softmax over a prompt's images. Typical values lie around 18–23; it is
+normalised to 0–1 as (score − 15) / 10, clamped (an approximation: the scale is not published).
+
+Options: ``model`` (a folder with ``config.json`` and ``model.safetensors``; default
+``<models_dir>/PickScore_v1``), ``processor`` (a folder with ``preprocessor_config.json``,
+``vocab.json`` and ``merges.txt``; default ``<models_dir>/CLIP-ViT-H-14-laion2B-s32B-b79K``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .files import WeightFile
+from .hf_models import load_model, load_processor
+
+MODEL_REPO, PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+MODEL_FILES = tuple(
+    WeightFile(option="model", path=f"PickScore_v1/{name}", about=f"PickScore v1 ({about})", hf_repo=MODEL_REPO,
+               hf_file=name, in_option_folder=True, approx_size=size)
+    for name, about, size in (("config.json", "config", ""), ("model.safetensors", "weights", "3.9 GB")))
+PROCESSOR_FILES = tuple(
+    WeightFile(option="processor", path=f"CLIP-ViT-H-14-laion2B-s32B-b79K/{name}", about=f"CLIP-H processor ({name})",
+               hf_repo=PROCESSOR_REPO, hf_file=name, in_option_folder=True)
+    for name in ("preprocessor_config.json", "vocab.json", "merges.txt"))
+CONTEXT = 77  # tokens a prompt is cut to
+
+
+@register_scorer
+class PickScoreScorer(Scorer):
+    name = "pickscore"
+    summary = "PickScore: how much people would prefer the image for its prompt (Pick-a-Pic, CLIP-H)"
+    option_defaults: ClassVar[Mapping[str, Any]] = {"model": None, "processor": None}
+    files = (*MODEL_FILES, *PROCESSOR_FILES)
+    native_range = (15.0, 25.0)
+
+    def __init__(self, options, *, models_dir, device, backbones) -> None:
+        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
+        self._parts: tuple[Any, Any, Any] | None = None
+
+    def load(self) -> None:
+        if self._parts is not None:
+            return
+        folder, processor = self.file_path("model"), self.file_path("processor")
+        key = ("PickScore", str(folder.resolve()), str(processor.resolve()), str(self.device))
+        self._parts = self.backbones.get(key, lambda: (
+            load_model("CLIPModel", folder, self.device, self.name),
+            load_processor("CLIPImageProcessor", processor, self.name),
+            load_processor("CLIPTokenizer", processor, self.name)))
+
+    def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
+        self.load()
+        model, image_processor, tokenizer = self._parts
+        pixels = image_processor(images=[item.image.convert("RGB") for item in images],
+                                 return_tensors="pt")["pixel_values"]
+        text = tokenizer([item.prompt for item in images], padding=True, truncation=True, max_length=CONTEXT,
+                         return_tensors="pt")
+        with torch.inference_mode():
+            out = model(input_ids=text["input_ids"].to(self.device),
+                        attention_mask=text["attention_mask"].to(self.device),
+                        pixel_values=pixels.to(self.device, next(model.parameters()).dtype))
+            cosine = (out.image_embeds.float() * out.text_embeds.float()).sum(dim=-1)
+            scores = (model.logit_scale.exp().float() * cosine).tolist()
+        if not all(math.isfinite(value) for value in scores):
+            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
+        return scores
