@@ -828,3 +828,44 @@ def test_pickscore_is_the_scaled_image_prompt_cosine_of_the_fine_tuned_clip(tmp_
     assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
     missing = build("pickscore", models_dir=tmp_path / "empty").check_ready()
     assert len(missing) == 5 and "huggingface.co/yuvalkirstain/PickScore_v1 (model.safetensors)" in missing[1]
+
+
+# --- blip_itm on a tiny BLIP retrieval model folder ----------------------------------------------
+
+
+def test_blip_itm_is_the_match_probability_of_the_itm_head(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
+
+    folder = tmp_path / "blip-itm-large-coco"
+    folder.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "fox", "on", "the", "hill"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    torch.manual_seed(6)
+    config = BlipConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                     "num_attention_heads": 4, "vocab_size": len(words), "encoder_hidden_size": 32},
+                        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    model = BlipForImageTextRetrieval(config).eval()
+    config.save_pretrained(str(folder))
+    BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    scorer = build("blip_itm", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    prompts = ["a cat", "a red fox on the hill", "a dog"]
+    images = [random_image(seed) for seed in range(3)]
+    batch = [ImageToScore(image=im, prompt=p, negative_prompt="", seed=0, payload="p", index=i)
+             for i, (im, p) in enumerate(zip(images, prompts))]
+    scores = scorer.score(batch, CTX)
+    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    pixels = BlipImageProcessor.from_pretrained(str(folder))(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        expected = []
+        for i, prompt in enumerate(prompts):
+            ids = tokenizer([prompt], return_tensors="pt")
+            out = model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"],
+                        pixel_values=pixels[i:i + 1], use_itm_head=True)
+            expected.append(torch.softmax(out.itm_score, dim=-1)[0, 1].item())
+    assert scores == pytest.approx(expected, abs=1e-4) and all(0 < s < 1 for s in scores)

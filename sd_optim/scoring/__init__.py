@@ -5,6 +5,7 @@ Importing this package registers the built-in scorers. Weights load lazily, from
 
 from . import (  # noqa: F401  (importing them registers the built-in scorers)
     aesthetic_v2_5,
+    blip,
     city_aesthetics,
     clip_score,
     degenerate,
