@@ -869,3 +869,81 @@ def test_blip_itm_is_the_match_probability_of_the_itm_head(tmp_path):
                         pixel_values=pixels[i:i + 1], use_itm_head=True)
             expected.append(torch.softmax(out.itm_score, dim=-1)[0, 1].item())
     assert scores == pytest.approx(expected, abs=1e-4) and all(0 < s < 1 for s in scores)
+
+
+# --- image_reward on a tiny checkpoint in ImageReward.pt's own key layout ------------------------
+
+_ORIGINAL_VISION_KEYS = [  # transformers' BlipVisionModel keys -> the original BLIP ViT's
+    (r"^embeddings\.class_embedding$", "cls_token"), (r"^embeddings\.position_embedding$", "pos_embed"),
+    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."), (r"^encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."), (r"^post_layernorm\.", "norm."),
+]
+
+
+def _original_vision_key(key):
+    import re
+
+    for pattern, replacement in _ORIGINAL_VISION_KEYS:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key)
+    raise AssertionError(key)
+
+
+def test_image_reward_maps_the_original_checkpoint_onto_blip_and_z_scores_the_reward(tmp_path):
+    import json
+
+    import torchvision.transforms as T
+    from transformers import BertTokenizer, BlipTextConfig, BlipVisionConfig, BlipVisionModel
+    from transformers.models.blip.modeling_blip_text import BlipTextModel
+
+    from sd_optim.scoring.image_reward import REWARD_MEAN, REWARD_STD
+
+    torch.manual_seed(8)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "fox", "on", "the", "hill"]
+    med = {"vocab_size": len(words) + 2, "hidden_size": 32, "encoder_width": 64, "intermediate_size": 37,
+           "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 40,
+           "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+    vision = BlipVisionModel(BlipVisionConfig(hidden_size=64, intermediate_size=37, num_hidden_layers=2,
+                                              num_attention_heads=1, image_size=32, patch_size=8,
+                                              layer_norm_eps=1e-6)).eval()
+    text = BlipTextModel(BlipTextConfig(vocab_size=med["vocab_size"], hidden_size=32, encoder_hidden_size=64,
+                                        intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                        max_position_embeddings=40), add_pooling_layer=False).eval()
+    mlp = make_tiny_head(32, seed=9, hidden=(16, 8, 4, 2))
+    state = {f"blip.visual_encoder.{_original_vision_key(k)}": v for k, v in vision.state_dict().items()}
+    state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items()})
+    state.update({f"mlp.layers.{k}": v for k, v in mlp.state_dict().items()})
+    state["blip.vision_proj.weight"] = torch.zeros(4, 64)  # parts the reward does not use
+    (tmp_path / "ImageReward").mkdir()
+    torch.save(state, tmp_path / "ImageReward" / "ImageReward.pt")
+    (tmp_path / "ImageReward" / "med_config.json").write_text(json.dumps(med), encoding="utf-8")
+    (tmp_path / "bert-base-uncased").mkdir()
+    (tmp_path / "bert-base-uncased" / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+
+    scorer = build("image_reward", models_dir=tmp_path)
+    assert scorer.check_ready() == []
+    prompts = ["a cat", "a red fox on the hill", "a dog"]
+    images = [random_image(seed) for seed in range(3)]
+    batch = [ImageToScore(image=im, prompt=p, negative_prompt="", seed=0, payload="p", index=i)
+             for i, (im, p) in enumerate(zip(images, prompts))]
+    scores = scorer.score(batch, CTX)
+
+    tokenizer = BertTokenizer(str(tmp_path / "bert-base-uncased" / "vocab.txt"))
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    preprocess = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                            T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    with torch.no_grad():
+        tokens = tokenizer(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+        image_tokens = vision(pixel_values=torch.stack([preprocess(im) for im in images])).last_hidden_state
+        out = text(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+                   encoder_hidden_states=image_tokens, encoder_attention_mask=torch.ones(image_tokens.shape[:-1]))
+        expected = ((mlp(out.last_hidden_state[:, 0]).squeeze(-1) - REWARD_MEAN) / REWARD_STD).tolist()
+    assert scores == pytest.approx(expected, abs=1e-4)
+    assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
+    torch.save({"mlp.layers.0.weight": torch.zeros(1, 32)}, tmp_path / "other.pt")
+    with pytest.raises(ScorerError, match="is not an ImageReward checkpoint"):
+        build("image_reward", {"checkpoint": str(tmp_path / "other.pt")}, models_dir=tmp_path).load()

@@ -49,7 +49,6 @@ CHAD_HEAD_FILE = WeightFile(
 def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic", prefix: str = "layers") -> nn.Sequential:
     """The MLP head in ``path``: linear layers ``<prefix>.N`` (identity in the gaps, where the
     original has dropout), sizes read from the state dict; ``scorer`` names the scorer in errors."""
-    head_key = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(weight|bias)$")
     try:
         state = safe_torch_load(path)
     except ScorerError:
@@ -60,6 +59,12 @@ def load_aesthetic_head(path: Path, scorer: str = "laion_aesthetic", prefix: str
         ) from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    return head_from_state(state, path, scorer, prefix)
+
+
+def head_from_state(state: Any, path: Path, scorer: str, prefix: str = "layers") -> nn.Sequential:
+    """The linear-stack head of a state dict read from ``path`` (see :func:`load_aesthetic_head`)."""
+    head_key = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(weight|bias)$")
     if not isinstance(state, dict) or not state:
         raise ScorerError(f"{scorer}: the head {path} holds no state dict")
 
