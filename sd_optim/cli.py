@@ -23,6 +23,7 @@ from .run.exporting import export_trial
 from .run.runner import RunControl, Runner, RunOptions
 from .run.study import existing_studies, read_studies, storage_url
 from .scoring import ScorerError
+from .scoring.bench import bench_scorers, bench_text
 from .scoring.download import download_scorer
 from .scoring.files import DEFAULT_MODELS_DIR
 from .scoring.inventory import inventory, inventory_text
@@ -237,6 +238,16 @@ def cmd_scorers(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    names = [n.strip() for n in (args.scorers or "").split(",") if n.strip()] or None
+    result = bench_scorers(args.device, args.models_dir, names, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(bench_text(result)))
+    return 0
+
+
 def _print_progress(name: str, done: int, total: int | None) -> None:
     shown = f"{done / total:6.1%}" if total else f"{done / 1e6:.1f} MB"
     end = "\n" if total and done >= total else "\r"
@@ -331,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"the scorer models folder (default: {DEFAULT_MODELS_DIR})")
     sc.add_argument("--json", action="store_true", help="last stdout line is JSON")
     sc.set_defaults(fn=cmd_scorers)
+
+    b = sub.add_parser("bench", help="time the scorers: load, per image at batch 1 and 8, a shared backbone")
+    b.add_argument("what", choices=["scorers"])
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    b.add_argument("--models-dir", metavar="DIR", help="time the real files there (default: tiny random weights)")
+    b.add_argument("--scorers", metavar="A,B", help="only these scorers")
+    b.add_argument("--repeats", type=_positive_int, default=3, help="timings per figure, the median kept")
+    b.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    b.set_defaults(fn=cmd_bench)
 
     for name, fn, helptext in (("studies", cmd_studies, "list the studies in the output folder"),
                                ("export", cmd_export, "export a trial as .mecha or .safetensors")):

@@ -105,3 +105,15 @@ def test_the_scorers_command_refuses_unknown_names_and_no_folder(tiny_scorer, ca
     assert "tiny_weights" in capsys.readouterr().err  # the nearest name
     assert main(["scorers", "download", "tiny_weights", "--models-dir", ""]) == 2
     assert "models_dir: is empty" in capsys.readouterr().err
+
+
+def test_bench_scorers_times_tiny_weights_and_the_shared_backbone(capsys):
+    assert main(["bench", "scorers", "--scorers", "laion_aesthetic,clip_score,image_stats", "--repeats", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["name"] for r in result["scorers"]] == ["laion_aesthetic", "clip_score"]
+    assert all(r["load_s"] > 0 and r["batch1_s_per_image"] > 0 and r["batch8_s_per_image"] > 0 for r in result["scorers"])
+    assert result["shared_backbone"]["scorers"] == ["laion_aesthetic", "clip_score"]
+    assert result["shared_backbone"]["backbone_loads_shared"] == 1 and result["not_run"] == ["image_stats"]
+    assert main(["bench", "scorers", "--scorers", "nope"]) == 2
+    assert "--scorers: unknown scorer(s)" in capsys.readouterr().err

@@ -827,7 +827,7 @@ def test_pickscore_is_the_scaled_image_prompt_cosine_of_the_fine_tuned_clip(tmp_
     assert scores == pytest.approx(expected, abs=1e-4)
     assert [scorer.score([b], CTX)[0] for b in batch] == pytest.approx(scores, abs=1e-4)
     missing = build("pickscore", models_dir=tmp_path / "empty").check_ready()
-    assert len(missing) == 5 and "huggingface.co/yuvalkirstain/PickScore_v1 (model.safetensors)" in missing[1]
+    assert len(missing) == 6 and "huggingface.co/yuvalkirstain/PickScore_v1 (model.safetensors)" in missing[1]
 
 
 # --- blip_itm on a tiny BLIP retrieval model folder ----------------------------------------------
@@ -873,25 +873,6 @@ def test_blip_itm_is_the_match_probability_of_the_itm_head(tmp_path):
 
 # --- image_reward on a tiny checkpoint in ImageReward.pt's own key layout ------------------------
 
-_ORIGINAL_VISION_KEYS = [  # transformers' BlipVisionModel keys -> the original BLIP ViT's
-    (r"^embeddings\.class_embedding$", "cls_token"), (r"^embeddings\.position_embedding$", "pos_embed"),
-    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."), (r"^encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.norm2."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."), (r"^post_layernorm\.", "norm."),
-]
-
-
-def _original_vision_key(key):
-    import re
-
-    for pattern, replacement in _ORIGINAL_VISION_KEYS:
-        if re.match(pattern, key):
-            return re.sub(pattern, replacement, key)
-    raise AssertionError(key)
-
-
 def test_image_reward_maps_the_original_checkpoint_onto_blip_and_z_scores_the_reward(tmp_path):
     import json
 
@@ -900,6 +881,7 @@ def test_image_reward_maps_the_original_checkpoint_onto_blip_and_z_scores_the_re
     from transformers.models.blip.modeling_blip_text import BlipTextModel
 
     from sd_optim.scoring.image_reward import REWARD_MEAN, REWARD_STD
+    from sd_optim.scoring.tiny import original_vision_key
 
     torch.manual_seed(8)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red", "fox", "on", "the", "hill"]
@@ -913,7 +895,7 @@ def test_image_reward_maps_the_original_checkpoint_onto_blip_and_z_scores_the_re
                                         intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                                         max_position_embeddings=40), add_pooling_layer=False).eval()
     mlp = make_tiny_head(32, seed=9, hidden=(16, 8, 4, 2))
-    state = {f"blip.visual_encoder.{_original_vision_key(k)}": v for k, v in vision.state_dict().items()}
+    state = {f"blip.visual_encoder.{original_vision_key(k)}": v for k, v in vision.state_dict().items()}
     state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items()})
     state.update({f"mlp.layers.{k}": v for k, v in mlp.state_dict().items()})
     state["blip.vision_proj.weight"] = torch.zeros(4, 64)  # parts the reward does not use

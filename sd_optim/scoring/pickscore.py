@@ -10,7 +10,7 @@ normalised to 0–1 as (score − 15) / 10, clamped (an approximation: the scale
 
 Options: ``model`` (a folder with ``config.json`` and ``model.safetensors``; default
 ``<models_dir>/PickScore_v1``), ``processor`` (a folder with ``preprocessor_config.json``,
-``vocab.json`` and ``merges.txt``; default ``<models_dir>/CLIP-ViT-H-14-laion2B-s32B-b79K``).
+``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``; default ``<models_dir>/CLIP-ViT-H-14-laion2B-s32B-b79K``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MODEL_FILES = tuple(
 PROCESSOR_FILES = tuple(
     WeightFile(option="processor", path=f"CLIP-ViT-H-14-laion2B-s32B-b79K/{name}", about=f"CLIP-H processor ({name})",
                hf_repo=PROCESSOR_REPO, hf_file=name, in_option_folder=True)
-    for name in ("preprocessor_config.json", "vocab.json", "merges.txt"))
+    for name in ("preprocessor_config.json", "vocab.json", "merges.txt", "tokenizer_config.json"))
 CONTEXT = 77  # tokens a prompt is cut to
 
 
