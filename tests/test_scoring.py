@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import math
 from dataclasses import dataclass, field
 
@@ -929,3 +930,14 @@ def test_image_reward_maps_the_original_checkpoint_onto_blip_and_z_scores_the_re
     torch.save({"mlp.layers.0.weight": torch.zeros(1, 32)}, tmp_path / "other.pt")
     with pytest.raises(ScorerError, match="is not an ImageReward checkpoint"):
         build("image_reward", {"checkpoint": str(tmp_path / "other.pt")}, models_dir=tmp_path).load()
+
+
+@pytest.mark.parametrize("which", ["head", "clip"])
+def test_a_truncated_weight_file_is_named_with_what_to_do(tiny, tmp_path, which):
+    files = {"head": tiny["head_path"], "clip": tiny["safetensors"]}
+    cut = tmp_path / files[which].name
+    cut.write_bytes(files[which].read_bytes()[: files[which].stat().st_size // 2])
+    options = {"head": str(tiny["head_path"]), "clip": str(tiny["safetensors"]), "clip_arch": tiny["arch"], which: str(cut)}
+    with pytest.raises(ScorerError, match=rf"could not read {re.escape(str(cut))} .*incomplete or damaged: delete it "
+                                          r"and download it again"):
+        build("laion_aesthetic", options).load()

@@ -180,6 +180,8 @@ def safe_torch_load(path: Path) -> Any:
         )
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise damaged(path, error) from None
     except pickle.UnpicklingError as error:
         raise ScorerError(
             f"{path} holds more than tensors (Python objects a pickle would run), so it is not "
@@ -188,13 +190,23 @@ def safe_torch_load(path: Path) -> Any:
         ) from None
 
 
+def damaged(path: Path, error: BaseException) -> ScorerError:
+    """A weight file that cannot be read: cut short by a download, or damaged."""
+    return ScorerError(f"could not read {path} ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                       "the file is incomplete or damaged: delete it and download it again "
+                       "(python -m sd_optim scorers download NAME), or put a good copy there")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a weights-only pickle, unwrapped the way open_clip's
     own ``load_state_dict`` does (a ``state_dict`` entry; DDP's ``module.`` key prefix)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state_dict: Any = load_file(str(path))
+        try:
+            state_dict: Any = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors' error type differs between versions
+            raise damaged(path, error) from None
     else:
         state_dict = safe_torch_load(path)
         if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
