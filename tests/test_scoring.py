@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import re
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
