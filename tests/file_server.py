@@ -16,9 +16,11 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 class Server:
     """A loopback file server; ``cut_at`` bytes into the next ``cuts`` responses the connection is
-    closed, ``corrupt`` serves other bytes than the announced checksum."""
+    closed, ``corrupt`` serves other bytes than the announced checksum. ``hub`` maps
+    ``<repo>/<file>`` to the bytes the hub serves for it (by default every file is PAYLOAD)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: dict[str, bytes] | None = None) -> None:
+        self.hub = hub or {}
         self.requests: list[dict[str, str]] = []
         self.cuts, self.cut_at, self.corrupt = 0, len(PAYLOAD) // 2, False
         server = self
@@ -32,20 +34,28 @@ class Server:
                                         "auth": self.headers.get("Authorization", ""),
                                         "host": self.headers.get("Host", "")})
                 if "/resolve/main/" in self.path:
+                    name = self.path[1:].replace("/resolve/main/", "/")
+                    body = server.hub.get(name, PAYLOAD) if not server.hub or name in server.hub else None
+                    if body is None:
+                        self.send_error(404)
+                        return
                     self.send_response(302)
                     # the file itself is served from another host name (a CDN)
-                    self.send_header("Location", f"http://localhost:{server.port}/cdn/w.bin")
-                    self.send_header("X-Linked-Etag", f'"{SHA}"')
-                    self.send_header("X-Linked-Size", str(len(PAYLOAD)))
+                    self.send_header("Location", f"http://localhost:{server.port}/cdn/{name}" if server.hub
+                                     else f"http://localhost:{server.port}/cdn/w.bin")
+                    self.send_header("X-Linked-Etag", f'"{hashlib.sha256(body).hexdigest()}"')
+                    self.send_header("X-Linked-Size", str(len(body)))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 elif self.path in ("/cdn/w.bin", "/plain/w.bin"):
-                    self.send_file()
+                    self.send_file(PAYLOAD)
+                elif self.path.startswith("/cdn/") and self.path[5:] in server.hub:
+                    self.send_file(server.hub[self.path[5:]])
                 else:
                     self.send_error(404)
 
-            def send_file(self):
-                body = bytes(reversed(PAYLOAD)) if server.corrupt else PAYLOAD
+            def send_file(self, payload: bytes):
+                body = bytes(reversed(payload)) if server.corrupt else payload
                 start = int(self.headers["Range"][6:].split("-")[0]) if self.headers.get("Range") else 0
                 self.send_response(206 if start else 200)
                 if start:

@@ -86,12 +86,13 @@ def covered_by(ui: GradioPage, elem_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def demo_app(tmp_path: Path):
-    """The demo app served, and a page showing it: (the page helper, its URL)."""
+def demo_app(tmp_path: Path, env: dict[str, str] | None = None):
+    """The demo app served (``env`` added to its environment), and a page showing it: (the page
+    helper, its URL)."""
     port = free_port()
     argv = [sys.executable, "-m", "sd_optim", "app", "--demo", "--out", str(tmp_path / "demo"),
             "--port", str(port)]
-    with serve(argv, port=port, timeout=240) as url, browser_page(tmp_path) as page:
+    with serve(argv, port=port, timeout=240, env=env) as url, browser_page(tmp_path) as page:
         ui = GradioPage(page)
         ui.goto(url)
         yield ui, url
@@ -327,3 +328,46 @@ def test_rating_by_hand_with_buttons_and_keys_and_stop_while_waiting(tmp_path):
         values = {ui.cell("sd_optim_trials_table", r, 0): ui.cell("sd_optim_trials_table", r, 2) for r in range(3)}
         assert float(values["0"]) == pytest.approx(0.8, abs=1e-3)  # cat (9 + 7) / 2 / 10, house 8 / 10
         assert float(values["1"]) == pytest.approx(0.575, abs=1e-3)  # (3 + 10) / 2 / 10 and 5 / 10
+
+
+def test_a_scorer_downloaded_in_the_tab_scores_a_run_beside_another(tmp_path):
+    import json
+
+    from file_server import Server
+
+    from sd_optim.scoring.blip import FILES
+    from sd_optim.scoring.tiny import write_tiny_blip_itm
+
+    made = tmp_path / "made" / "blip-itm-large-coco"
+    write_tiny_blip_itm(made)
+    hub = {f"Salesforce/blip-itm-large-coco/{f.hf_file}": (made / f.hf_file).read_bytes() for f in FILES}
+    server = Server(hub)  # Hugging Face's layout on a loopback port
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.port}", "HF_HUB_OFFLINE": "0"}
+    try:
+        with demo_app(tmp_path, env) as (ui, _url):
+            ui.open_accordion("5 · Scorers")
+            ui.fill("sd_optim_models_dir", str(tmp_path / "scorer-models"))
+            ui.open_accordion("What each scorer measures · download weights")
+            ui.wait_for(lambda: "blip_itm" in ui.selected("sd_optim_download_scorer") or
+                        "missing 6 files" in ui.text("sd_optim_scorer_guide"), timeout=30, message="blip_itm missing")
+            ui.pick("sd_optim_download_scorer", "blip_itm")
+            ui.click("sd_optim_download")
+            ui.wait_for(lambda: "Downloaded blip_itm" in ui.text("sd_optim_download_status"), timeout=90,
+                        message="the download finished")
+            assert (tmp_path / "scorer-models" / "blip-itm-large-coco" / "model.safetensors").is_file()
+            ui.tick("sd_optim_scorer_use", "blip_itm")
+            ui.wait_for(lambda: "blip_itm: ready" in ui.text("sd_optim_scorer_status"), timeout=30,
+                        message="blip_itm ticked and ready")
+            assert set(ui.ticked("sd_optim_scorer_use")) == {"reference", "blip_itm"}
+            ui.open_accordion("6 · Optimizer")
+            ui.fill("sd_optim_trials", "2")
+            ui.click("sd_optim_start")
+            ui.wait_for(lambda: "finished (completed), 2 trials" in ui.text("sd_optim_status"), timeout=240,
+                        message="the run with two scorers ends")
+        rows = [json.loads(line) for path in (tmp_path / "demo").rglob("trials.jsonl")
+                for line in path.read_text(encoding="utf-8").splitlines()]
+        trials = [r for r in rows if r.get("kind") == "trial"]
+        assert len(trials) == 2 and all(set(r["scores"]["cat"]) == {"reference", "blip_itm"} for r in trials)
+    finally:
+        server.close()
+

@@ -48,7 +48,7 @@ def weights_in(folder: Path) -> Path | None:
 
 def load_model(class_name: str, folder: Path, device: torch.device, scorer: str, since: str = "") -> Any:
     """The model ``transformers.<class_name>`` in ``folder`` (its config and weights), in eval
-    mode on ``device``. Keys of other parts of a larger checkpoint (the text tower of a CLIP,
+    mode on ``device`` (half precision on CUDA). Keys of other parts of a larger checkpoint (the text tower of a CLIP,
     for a vision model) are left aside; a key the model needs and the file lacks is an error."""
     cls = transformers_class(class_name, scorer, since)
     weights = weights_in(folder)
@@ -69,7 +69,14 @@ def load_model(class_name: str, folder: Path, device: torch.device, scorer: str,
     if missing:
         raise ScorerError(f"{scorer}: {weights} lacks {len(missing)} weights {class_name} needs, e.g. "
                           f"{', '.join(missing[:4])}; is it the right model?")
-    return model.to(device).eval()
+    return on_device(model, device)
+
+
+def on_device(model: Any, device: torch.device) -> Any:
+    """``model`` in eval mode on ``device``, in half precision on CUDA (as the scorers' authors
+    run them on GPUs; the small heads after it stay in float32)."""
+    model = model.to(device).eval()
+    return model.half() if device.type == "cuda" else model
 
 
 def load_processor(class_name: str, folder: Path, scorer: str, since: str = "") -> Any:

@@ -30,7 +30,7 @@ import torchvision.transforms as T
 from .backbones import safe_torch_load
 from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import transformers_class
+from .hf_models import on_device, transformers_class
 from .hps import OPENAI_MEAN, OPENAI_STD
 from .laion_aesthetic import head_from_state
 
@@ -103,7 +103,7 @@ def build_reward_model(checkpoint: Path, med_config: Path, device: torch.device,
         if missing:
             raise ScorerError(f"{scorer}: the {name} in {checkpoint} lacks {', '.join(missing[:4])}")
     head = head_from_state(mlp_state, checkpoint, scorer)
-    return vision.to(device).eval(), text.to(device).eval(), head.to(device)
+    return on_device(vision, device), on_device(text, device), head.to(device)
 
 
 @register_scorer
@@ -136,6 +136,7 @@ class ImageRewardScorer(Scorer):
                            max_length=MAX_TOKENS, return_tensors="pt")
         with torch.inference_mode():
             image_tokens = vision(pixel_values=pixels.to(next(vision.parameters()).dtype)).last_hidden_state
+            image_tokens = image_tokens.to(next(text.parameters()).dtype)
             out = text(input_ids=tokens["input_ids"].to(self.device),
                        attention_mask=tokens["attention_mask"].to(self.device), encoder_hidden_states=image_tokens,
                        encoder_attention_mask=torch.ones(image_tokens.shape[:-1], dtype=torch.long, device=self.device))

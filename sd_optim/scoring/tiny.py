@@ -231,7 +231,7 @@ def _write_tiny_hf_scorers(folder: Path) -> dict[str, dict[str, object]]:
     save_tiny_hf_clip(folder / "PickScore_v1", safetensors=True)
     processor = write_clip_tokenizer(folder / "CLIP-ViT-H-14-laion2B-s32B-b79K")
     (folder / "PickScore_v1" / "preprocessor_config.json").replace(processor / "preprocessor_config.json")
-    _write_tiny_blip_itm(folder / "blip-itm-large-coco")
+    write_tiny_blip_itm(folder / "blip-itm-large-coco")
     _write_tiny_image_reward(folder)
     options: dict[str, dict[str, object]] = {"city_aesthetics": {}, "pickscore": {}, "blip_itm": {},
                                              "image_reward": {}}
@@ -261,7 +261,7 @@ _WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "red"
           "photo", "of", "house", "by", "lake"]
 
 
-def _write_tiny_blip_itm(folder: Path) -> None:
+def write_tiny_blip_itm(folder: Path) -> None:
     from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
