@@ -15,7 +15,6 @@ Options: ``head`` (default ``<models_dir>/aesthetic_v2_5/aesthetic_predictor_v2_
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor, missing_class
+from .hf_models import load_model, load_processor, missing_class, pixel_batch
 from .laion_aesthetic import load_aesthetic_head
 
 SIGLIP_SINCE = "4.37"
@@ -73,10 +72,7 @@ class AestheticV25Scorer(Scorer):
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         self.load()
         vision, processor, head = self._parts
-        pixels = processor(images=[item.image.convert("RGB") for item in images], return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
-            pooled = vision(pixel_values=pixels.to(self.device, next(vision.parameters()).dtype)).pooler_output
+            pooled = vision(pixel_values=pixel_batch(images, processor, vision)).pooler_output
             scores = head(F.normalize(pooled.float(), dim=-1)).squeeze(-1).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)

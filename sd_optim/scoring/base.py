@@ -181,6 +181,12 @@ class Scorer(abc.ABC):
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         """One finite float per image, in order, for the whole batch."""
 
+    def finite(self, scores: list[float]) -> list[float]:
+        """``scores`` when every one is a finite number; else a ScorerError (broken weights)."""
+        if not all(math.isfinite(value) for value in scores):
+            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
+        return scores
+
     def normalize(self, value: float) -> float:
         """``value`` on the common 0–1 scale: :attr:`native_range` mapped linearly, clamped."""
         low, high = self.native_range

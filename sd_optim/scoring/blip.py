@@ -14,15 +14,14 @@ Options: ``model`` (a folder with the Hugging Face repo ``Salesforce/blip-itm-la
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, Scorer, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor
+from .hf_models import image_text_batch, load_model, load_processor
 
 REPO, FOLDER = "Salesforce/blip-itm-large-coco", "blip-itm-large-coco"
 FILES = tuple(
@@ -61,16 +60,9 @@ class BlipItmScorer(Scorer):
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         self.load()
         model, image_processor, tokenizer = self._parts
-        pixels = image_processor(images=[item.image.convert("RGB") for item in images],
-                                 return_tensors="pt")["pixel_values"]
-        text = tokenizer([item.prompt for item in images], padding=True, truncation=True, max_length=MAX_TOKENS,
-                         return_tensors="pt")
+        inputs = image_text_batch(images, image_processor, tokenizer, model, MAX_TOKENS)
         with torch.inference_mode():
-            out = model(input_ids=text["input_ids"].to(self.device),
-                        attention_mask=text["attention_mask"].to(self.device),
-                        pixel_values=pixels.to(self.device, next(model.parameters()).dtype), use_itm_head=True)
+            out = model(**inputs, use_itm_head=True)
             logits = out.itm_score if hasattr(out, "itm_score") else out[0]
             scores = torch.softmax(logits.float(), dim=-1)[:, 1].tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)

@@ -14,7 +14,6 @@ weights; default ``<models_dir>/clip-vit-large-patch14-336``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +24,7 @@ from torch import nn
 from .backbones import read_state_dict
 from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor
+from .hf_models import load_model, load_processor, pixel_batch
 
 HEAD_FILE = WeightFile(
     option="head", path="city_aesthetics/CityAesthetics-Anime-v1.8.safetensors", about="the CityAesthetics predictor",
@@ -107,10 +106,7 @@ class CityAestheticsScorer(Scorer):
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         self.load()
         vision, processor, predictor = self._parts
-        pixels = processor(images=[item.image.convert("RGB") for item in images], return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
-            embeds = vision(pixel_values=pixels.to(self.device, next(vision.parameters()).dtype)).image_embeds
+            embeds = vision(pixel_values=pixel_batch(images, processor, vision)).image_embeds
             scores = predictor(embeds.float()).squeeze(-1).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"city_aesthetics: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)

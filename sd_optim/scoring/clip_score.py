@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from .backbones import CLIP_VIT_L_14, ClipBackbone, load_open_clip_backbone
@@ -82,7 +83,11 @@ class ClipScoreScorer(ClipScorer):
         self.clip_backbone()
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        backbone = self.clip_backbone()
-        pictures = F.normalize(backbone.encode_images([item.image for item in images]), dim=-1)
-        prompts = F.normalize(backbone.encode_texts([item.prompt for item in images]), dim=-1)
-        return (100.0 * (pictures * prompts).sum(dim=-1).clamp(min=0.0)).tolist()
+        return (100.0 * image_prompt_cosine(self.clip_backbone(), images).clamp(min=0.0)).tolist()
+
+
+def image_prompt_cosine(backbone: ClipBackbone, images: list[ImageToScore]) -> torch.Tensor:
+    """The cosine of each image's CLIP embedding and its own prompt's."""
+    pictures = F.normalize(backbone.encode_images([item.image for item in images]), dim=-1)
+    prompts = F.normalize(backbone.encode_texts([item.prompt for item in images]), dim=-1)
+    return (pictures * prompts).sum(dim=-1)

@@ -79,6 +79,23 @@ def on_device(model: Any, device: torch.device) -> Any:
     return model.half() if device.type == "cuda" else model
 
 
+def pixel_batch(images: list[Any], processor: Any, model: Any) -> torch.Tensor:
+    """The images (``ImageToScore``) through an image processor, on the model's device and dtype."""
+    pixels = processor(images=[item.image.convert("RGB") for item in images], return_tensors="pt")["pixel_values"]
+    weight = next(model.parameters())
+    return pixels.to(weight.device, weight.dtype)
+
+
+def image_text_batch(images: list[Any], processor: Any, tokenizer: Any, model: Any, max_length: int) -> dict:
+    """The model's inputs for the images and their prompts: ``pixel_values``, ``input_ids`` and
+    ``attention_mask`` (prompts padded to the longest, cut at ``max_length`` tokens)."""
+    text = tokenizer([item.prompt for item in images], padding=True, truncation=True, max_length=max_length,
+                     return_tensors="pt")
+    device = next(model.parameters()).device
+    return {"pixel_values": pixel_batch(images, processor, model), "input_ids": text["input_ids"].to(device),
+            "attention_mask": text["attention_mask"].to(device)}
+
+
 def load_processor(class_name: str, folder: Path, scorer: str, since: str = "") -> Any:
     """``transformers.<class_name>`` (an image processor or tokenizer) from the files in ``folder``."""
     cls = transformers_class(class_name, scorer, since)

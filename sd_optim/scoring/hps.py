@@ -26,7 +26,7 @@ from PIL import Image
 
 from .backbones import ClipBackbone, load_open_clip_backbone
 from .base import ImageToScore, ScoreContext, register_scorer
-from .clip_score import ClipScorer
+from .clip_score import ClipScorer, image_prompt_cosine
 from .files import WeightFile
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -77,10 +77,7 @@ class HpsScorer(ClipScorer):
         self.clip_backbone()
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        backbone = self.clip_backbone()
-        pictures = F.normalize(backbone.encode_images([item.image for item in images]), dim=-1)
-        prompts = F.normalize(backbone.encode_texts([item.prompt for item in images]), dim=-1)
-        return (pictures * prompts).sum(dim=-1).tolist()
+        return image_prompt_cosine(self.clip_backbone(), images).tolist()
 
 
 @register_scorer

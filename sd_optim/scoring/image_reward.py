@@ -142,9 +142,7 @@ class ImageRewardScorer(Scorer):
                        encoder_attention_mask=torch.ones(image_tokens.shape[:-1], dtype=torch.long, device=self.device))
             rewards = head(out.last_hidden_state[:, 0, :].float()).squeeze(-1)
             scores = ((rewards - REWARD_MEAN) / REWARD_STD).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)
 
 
 def _load_parts(checkpoint: Path, med_config: Path, folder: Path, device: torch.device, scorer: str):

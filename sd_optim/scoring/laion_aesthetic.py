@@ -10,17 +10,12 @@ Options:
 
 - ``head``: the head file.
   Default ``<models_dir>/laion_aesthetic/sac+logos+ava1-l14-linearMSE.pth``.
-- ``clip``: the CLIP weights (see :mod:`.backbones` for the accepted files). Default
-  ``<models_dir>/clip/ViT-L-14-openai.safetensors`` (what ``scorers download`` fetches), then
-  OpenAI's ``<models_dir>/clip/ViT-L-14.pt`` and ``~/.cache/clip/ViT-L-14.pt``, where OpenAI's
-  ``clip`` package (and A1111's CLIP interrogator) keeps it.
-- ``clip_arch``: the open_clip model name for a state-dict file, default ``ViT-L-14``.
-- ``clip_quick_gelu``: build that model with QuickGELU, as OpenAI trained it; default true.
+- ``clip``, ``clip_arch``, ``clip_quick_gelu``: the shared CLIP, as for ``clip_score``
+  (:mod:`.clip_score`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,9 +131,7 @@ class LaionAestheticScorer(ClipScorer):
         norms = torch.where(norms == 0, torch.ones_like(norms), norms)
         with torch.inference_mode():
             scores = self._head(features / norms).squeeze(-1).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)
 
 
 @register_scorer

@@ -15,15 +15,14 @@ Options: ``model`` (a folder with ``config.json`` and ``model.safetensors``; def
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, Scorer, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor
+from .hf_models import image_text_batch, load_model, load_processor
 
 MODEL_REPO, PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 MODEL_FILES = tuple(
@@ -62,16 +61,8 @@ class PickScoreScorer(Scorer):
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
         self.load()
         model, image_processor, tokenizer = self._parts
-        pixels = image_processor(images=[item.image.convert("RGB") for item in images],
-                                 return_tensors="pt")["pixel_values"]
-        text = tokenizer([item.prompt for item in images], padding=True, truncation=True, max_length=CONTEXT,
-                         return_tensors="pt")
         with torch.inference_mode():
-            out = model(input_ids=text["input_ids"].to(self.device),
-                        attention_mask=text["attention_mask"].to(self.device),
-                        pixel_values=pixels.to(self.device, next(model.parameters()).dtype))
+            out = model(**image_text_batch(images, image_processor, tokenizer, model, CONTEXT))
             cosine = (out.image_embeds.float() * out.text_embeds.float()).sum(dim=-1)
             scores = (model.logit_scale.exp().float() * cosine).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"{self.name}: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)

@@ -15,7 +15,6 @@ then OpenAI's ``ViT-B-32.pt`` in ``<models_dir>/clip`` or ``~/.cache/clip``), ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -96,6 +95,4 @@ class WdAestheticScorer(ClipScorer):
         features = F.normalize(self.clip_backbone().encode_images([item.image for item in images]), dim=-1)
         with torch.inference_mode():
             scores = self._head(features).squeeze(-1).tolist()
-        if not all(math.isfinite(value) for value in scores):
-            raise ScorerError(f"wd_aesthetic: non-finite scores {scores}; are the weights broken?")
-        return scores
+        return self.finite(scores)
