@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor, missing_class, pixel_batch
+from .hf_models import ModelScorer, load_model, load_processor, missing_class, pixel_batch
 from .laion_aesthetic import load_aesthetic_head
 
 SIGLIP_SINCE = "4.37"
@@ -40,7 +40,7 @@ VISION_FILES = tuple(
 
 
 @register_scorer
-class AestheticV25Scorer(Scorer):
+class AestheticV25Scorer(ModelScorer):
     name = "aesthetic_v2_5"
     summary = "Aesthetic Predictor V2.5: how beautiful (about 1-10, 5.5+ great), photos and illustrations, on SigLIP"
     option_defaults: ClassVar[Mapping[str, Any]] = {"head": None, "vision_model": None}
@@ -51,27 +51,19 @@ class AestheticV25Scorer(Scorer):
     def unavailable(cls) -> str:
         return missing_class("SiglipVisionModel", SIGLIP_SINCE)
 
-    def __init__(self, options, *, models_dir, device, backbones) -> None:
-        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        self._parts: tuple[Any, Any, torch.nn.Module] | None = None
+    model_options = ("head", "vision_model")
 
-    def load(self) -> None:
-        if self._parts is not None:
-            return
+    def build(self) -> tuple[Any, ...]:
         head_path, folder = self.file_path("head"), self.file_path("vision_model")
         head = load_aesthetic_head(head_path, self.name, prefix="scoring_head")
-        key = ("SiglipVisionModel", str(folder.resolve()), str(self.device))
-        vision, processor = self.backbones.get(key, lambda: (
-            load_model("SiglipVisionModel", folder, self.device, self.name, SIGLIP_SINCE),
-            load_processor("SiglipImageProcessor", folder, self.name, SIGLIP_SINCE)))
+        vision = load_model("SiglipVisionModel", folder, self.device, self.name, SIGLIP_SINCE)
         if vision.config.hidden_size != head[0].in_features:
             raise ScorerError(f"{self.name}: the head {head_path} expects {head[0].in_features}-dim embeddings but "
                               f"SigLIP in {folder} gives {vision.config.hidden_size}")
-        self._parts = (vision, processor, head.to(self.device))
+        return vision, load_processor("SiglipImageProcessor", folder, self.name, SIGLIP_SINCE), head.to(self.device)
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        self.load()
-        vision, processor, head = self._parts
+        vision, processor, head = self.parts()
         with torch.inference_mode():
             pooled = vision(pixel_values=pixel_batch(images, processor, vision)).pooler_output
             scores = head(F.normalize(pooled.float(), dim=-1)).squeeze(-1).tolist()

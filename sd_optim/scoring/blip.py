@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import ImageToScore, ScoreContext, Scorer, register_scorer
+from .base import ImageToScore, ScoreContext, register_scorer
 from .files import WeightFile
-from .hf_models import image_text_batch, load_model, load_processor
+from .hf_models import ModelScorer, image_text_batch, load_model, load_processor
 
 REPO, FOLDER = "Salesforce/blip-itm-large-coco", "blip-itm-large-coco"
 FILES = tuple(
@@ -37,29 +37,21 @@ MAX_TOKENS = 35
 
 
 @register_scorer
-class BlipItmScorer(Scorer):
+class BlipItmScorer(ModelScorer):
     name = "blip_itm"
     summary = "BLIP image-text matching: the probability that the image shows what its prompt says (0-1)"
     option_defaults: ClassVar[Mapping[str, Any]] = {"model": None}
     files = FILES
+    model_options = ("model",)
 
-    def __init__(self, options, *, models_dir, device, backbones) -> None:
-        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        self._parts: tuple[Any, Any, Any] | None = None
-
-    def load(self) -> None:
-        if self._parts is not None:
-            return
+    def build(self) -> tuple[Any, ...]:
         folder = self.file_path("model")
-        key = ("BlipForImageTextRetrieval", str(folder.resolve()), str(self.device))
-        self._parts = self.backbones.get(key, lambda: (
-            load_model("BlipForImageTextRetrieval", folder, self.device, self.name),
-            load_processor("BlipImageProcessor", folder, self.name),
-            load_processor("BertTokenizer", folder, self.name)))
+        return (load_model("BlipForImageTextRetrieval", folder, self.device, self.name),
+                load_processor("BlipImageProcessor", folder, self.name),
+                load_processor("BertTokenizer", folder, self.name))
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        self.load()
-        model, image_processor, tokenizer = self._parts
+        model, image_processor, tokenizer = self.parts()
         inputs = image_text_batch(images, image_processor, tokenizer, model, MAX_TOKENS)
         with torch.inference_mode():
             out = model(**inputs, use_itm_head=True)

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from .backbones import read_state_dict
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import load_model, load_processor, pixel_batch
+from .hf_models import ModelScorer, load_model, load_processor, pixel_batch
 
 HEAD_FILE = WeightFile(
     option="head", path="city_aesthetics/CityAesthetics-Anime-v1.8.safetensors", about="the CityAesthetics predictor",
@@ -79,33 +79,24 @@ def load_city_predictor(path: Path) -> CityPredictor:
 
 
 @register_scorer
-class CityAestheticsScorer(Scorer):
+class CityAestheticsScorer(ModelScorer):
     name = "city_aesthetics"
     summary = "CityAesthetics: anime aesthetic score (0-1) on CLIP ViT-L/14 at 336 px"
     option_defaults: ClassVar[Mapping[str, Any]] = {"head": None, "vision_model": None}
     files = (HEAD_FILE, *VISION_FILES)
+    model_options = ("head", "vision_model")
 
-    def __init__(self, options, *, models_dir, device, backbones) -> None:
-        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        self._parts: tuple[Any, Any, CityPredictor] | None = None
-
-    def load(self) -> None:
-        if self._parts is not None:
-            return
+    def build(self) -> tuple[Any, ...]:
         head, folder = self.file_path("head"), self.file_path("vision_model")
         predictor = load_city_predictor(head)
-        key = ("CLIPVisionModelWithProjection", str(folder.resolve()), str(self.device))
-        vision, processor = self.backbones.get(key, lambda: (
-            load_model("CLIPVisionModelWithProjection", folder, self.device, self.name),
-            load_processor("CLIPImageProcessor", folder, self.name)))
+        vision = load_model("CLIPVisionModelWithProjection", folder, self.device, self.name)
         if vision.config.projection_dim != predictor.up[0].in_features:
             raise ScorerError(f"city_aesthetics: {head} expects {predictor.up[0].in_features}-dim embeddings but "
                               f"the CLIP in {folder} gives {vision.config.projection_dim}")
-        self._parts = (vision, processor, predictor.to(self.device))
+        return vision, load_processor("CLIPImageProcessor", folder, self.name), predictor.to(self.device)
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        self.load()
-        vision, processor, predictor = self._parts
+        vision, processor, predictor = self.parts()
         with torch.inference_mode():
             embeds = vision(pixel_values=pixel_batch(images, processor, vision)).image_embeds
             scores = predictor(embeds.float()).squeeze(-1).tolist()

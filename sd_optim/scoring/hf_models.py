@@ -11,14 +11,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .backbones import read_state_dict
-from .base import ScorerError
+from .base import Scorer, ScorerError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class ModelScorer(Scorer):
+    """A scorer whose models load once per (files, device) into the scorers' shared cache: a
+    subclass names the options whose files they come from and builds them in :meth:`build`."""
+
+    model_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options, *, models_dir, device, backbones) -> None:
+        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
+        self._parts: tuple[Any, ...] | None = None
+
+    def build(self) -> tuple[Any, ...]:
+        """The models (and processors) the scorer runs, from its files."""
+        raise NotImplementedError
+
+    def parts(self) -> tuple[Any, ...]:
+        if self._parts is None:
+            files = [str(self.file_path(option).resolve()) for option in self.model_options]
+            self._parts = self.backbones.get((self.name, *files, str(self.device)), self.build)
+        return self._parts
+
+    def load(self) -> None:
+        self.parts()
 
 
 def transformers_class(name: str, scorer: str, since: str = "") -> Any:

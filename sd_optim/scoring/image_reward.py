@@ -28,9 +28,9 @@ import torch
 import torchvision.transforms as T
 
 from .backbones import safe_torch_load
-from .base import ImageToScore, ScoreContext, Scorer, ScorerError, register_scorer
+from .base import ImageToScore, ScoreContext, ScorerError, register_scorer
 from .files import WeightFile
-from .hf_models import on_device, transformers_class
+from .hf_models import ModelScorer, on_device, transformers_class
 from .hps import OPENAI_MEAN, OPENAI_STD
 from .laion_aesthetic import head_from_state
 
@@ -107,30 +107,20 @@ def build_reward_model(checkpoint: Path, med_config: Path, device: torch.device,
 
 
 @register_scorer
-class ImageRewardScorer(Scorer):
+class ImageRewardScorer(ModelScorer):
     name = "image_reward"
     summary = "ImageReward: people's preference for the image given its prompt (a z-score; BLIP)"
     option_defaults: ClassVar[Mapping[str, Any]] = {"checkpoint": None, "med_config": None, "tokenizer": None}
     files = FILES
     native_range = (-2.0, 2.0)
+    model_options = ("checkpoint", "med_config", "tokenizer")
 
-    def __init__(self, options, *, models_dir, device, backbones) -> None:
-        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        self._parts: tuple[Any, Any, Any, Any, Any] | None = None
-
-    def load(self) -> None:
-        if self._parts is not None:
-            return
-        checkpoint, med_config = self.file_path("checkpoint"), self.file_path("med_config")
-        folder = self.file_path("tokenizer")
-        key = ("ImageReward", str(checkpoint.resolve()), str(med_config.resolve()), str(folder.resolve()),
-               str(self.device))
-        self._parts = self.backbones.get(key, lambda: _load_parts(checkpoint, med_config, folder, self.device,
-                                                                   self.name))
+    def build(self) -> tuple[Any, ...]:
+        return _load_parts(self.file_path("checkpoint"), self.file_path("med_config"), self.file_path("tokenizer"),
+                           self.device, self.name)
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        self.load()
-        vision, text, head, tokenizer, preprocess = self._parts
+        vision, text, head, tokenizer, preprocess = self.parts()
         pixels = torch.stack([preprocess(item.image.convert("RGB")) for item in images]).to(self.device)
         tokens = tokenizer([item.prompt for item in images], padding="max_length", truncation=True,
                            max_length=MAX_TOKENS, return_tensors="pt")

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import ImageToScore, ScoreContext, Scorer, register_scorer
+from .base import ImageToScore, ScoreContext, register_scorer
 from .files import WeightFile
-from .hf_models import image_text_batch, load_model, load_processor
+from .hf_models import ModelScorer, image_text_batch, load_model, load_processor
 
 MODEL_REPO, PROCESSOR_REPO = "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 MODEL_FILES = tuple(
@@ -37,30 +37,22 @@ CONTEXT = 77  # tokens a prompt is cut to
 
 
 @register_scorer
-class PickScoreScorer(Scorer):
+class PickScoreScorer(ModelScorer):
     name = "pickscore"
     summary = "PickScore: how much people would prefer the image for its prompt (Pick-a-Pic, CLIP-H)"
     option_defaults: ClassVar[Mapping[str, Any]] = {"model": None, "processor": None}
     files = (*MODEL_FILES, *PROCESSOR_FILES)
     native_range = (15.0, 25.0)
+    model_options = ("model", "processor")
 
-    def __init__(self, options, *, models_dir, device, backbones) -> None:
-        super().__init__(options, models_dir=models_dir, device=device, backbones=backbones)
-        self._parts: tuple[Any, Any, Any] | None = None
-
-    def load(self) -> None:
-        if self._parts is not None:
-            return
-        folder, processor = self.file_path("model"), self.file_path("processor")
-        key = ("PickScore", str(folder.resolve()), str(processor.resolve()), str(self.device))
-        self._parts = self.backbones.get(key, lambda: (
-            load_model("CLIPModel", folder, self.device, self.name),
-            load_processor("CLIPImageProcessor", processor, self.name),
-            load_processor("CLIPTokenizer", processor, self.name)))
+    def build(self) -> tuple[Any, ...]:
+        processor = self.file_path("processor")
+        return (load_model("CLIPModel", self.file_path("model"), self.device, self.name),
+                load_processor("CLIPImageProcessor", processor, self.name),
+                load_processor("CLIPTokenizer", processor, self.name))
 
     def score(self, images: list[ImageToScore], ctx: ScoreContext) -> list[float]:
-        self.load()
-        model, image_processor, tokenizer = self._parts
+        model, image_processor, tokenizer = self.parts()
         with torch.inference_mode():
             out = model(**image_text_batch(images, image_processor, tokenizer, model, CONTEXT))
             cosine = (out.image_embeds.float() * out.text_embeds.float()).sum(dim=-1)
