@@ -463,3 +463,30 @@ def test_scores_are_combined_on_one_scale_and_kept_raw(sd1_host, cfg, percent_sc
     assert trial["value"] == pytest.approx((0.4 + stats) / 2 if normalize else (40.0 + stats) / 2)
     ref = next(r for r in rows if r["kind"] == "reference")  # the input models' rows alike
     assert ref["value"] < 1.0 if normalize else ref["value"] > 20.0
+
+
+def test_scorers_over_their_memory_bound_wait_off_the_device_between_trials(sd1_host, cfg, tmp_path, monkeypatch):
+    from sd_optim.scoring.base import BackboneCache
+    from sd_optim.scoring.tiny import write_tiny_scorers
+
+    offloads, restores = [], []
+    offload, restore = BackboneCache.offload, BackboneCache.restore
+    monkeypatch.setattr(BackboneCache, "offload", lambda self: offloads.append(1) or offload(self))
+    monkeypatch.setattr(BackboneCache, "restore",
+                        lambda self, device: restores.append(self.offloaded) or restore(self, device))
+
+    options = write_tiny_scorers(tmp_path / "scorer-models")
+    scorers = [{"name": "clip_score", "options": options["clip_score"]},
+               {"name": "laion_aesthetic", "options": options["laion_aesthetic"]}]
+
+    def run_with(budget):
+        config = cfg(scorers=scorers, models_dir=str(tmp_path / "scorer-models"),
+                     scoring={"vram_gb": budget}, optimizer={"trials": 2, "study": f"vram-{budget}"})
+        final = run_to_end(Runner(config, sd1_host))
+        return [r["scores"] for r in read_rows(final.run_dir) if r["kind"] == "trial"]
+
+    unbounded = run_with(0.0)
+    assert offloads == [] and restores == [False, False]
+    bounded = run_with(1e-9)  # any model is over it: offloaded after every trial, back before the next
+    assert len(offloads) == 2 and restores[2:] == [False, True]
+    assert bounded == unbounded  # the same scores either way

@@ -114,6 +114,8 @@ class ScoringSettings:
     payload_mean: str = _shown("Average over prompt sets", default="arithmetic")
     normalize: bool = _shown("Scores on one scale", "each scorer's score mapped to 0–1 before averaging",
                              default=True)
+    vram_gb: float = _shown("Scorer GPU memory between trials (GB)",
+                            "above it the scorers' models wait on the CPU between trials; 0: no bound", default=0.0)
 
 
 @dataclass

@@ -405,11 +405,12 @@ class ConfigReader:
                              f"must name a configured scorer ({', '.join(names)})", s)
 
     def scoring(self, value: Any) -> ScoringSettings:
-        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean", "normalize"))
+        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean", "normalize", "vram_gb"))
         return ScoringSettings(
             scorer_mean=self.str_("scoring.scorer_mean", d.get("scorer_mean"), "arithmetic", MEANS),
             payload_mean=self.str_("scoring.payload_mean", d.get("payload_mean"), "arithmetic", MEANS),
             normalize=self.bool_("scoring.normalize", d.get("normalize"), True),
+            vram_gb=self.num("scoring.vram_gb", d.get("vram_gb"), 0.0, minimum=0.0),
         )
 
     def optimizer(self, value: Any) -> OptimizerSettings:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from ..config import Payload, RunConfig
 from ..errors import ConfigError, Problem
@@ -639,6 +640,9 @@ class Runner:
         per_payload: dict[str, dict[str, list[float]]] = {}
         ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop, ratings=self.control.ratings,
                            trial=number)
+        cache = run.scorers[0].backbones if run.scorers else None
+        if cache is not None:
+            cache.restore(self.host.device)  # back from the CPU, where the last trial left them
         for payload, job in run.jobs:
             t0 = time.perf_counter()
             images = []
@@ -661,7 +665,18 @@ class Runner:
                 yield self._emit(ev.ImageScored(
                     number, payload.name, i, g.image, g.seed, g.prompt, g.negative_prompt,
                     g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
+        if cache is not None:
+            self._scorers_within_budget(cache)
         return per_payload
+
+    def _scorers_within_budget(self, cache) -> None:
+        """With ``scoring.vram_gb``, the scorers' models wait on the CPU until the next trial when
+        they hold more of the scoring device's memory than that."""
+        budget = self.config.scoring.vram_gb
+        if budget > 0 and cache.device_bytes(self.host.device) > budget * 1e9:
+            cache.offload()
+            if self.host.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def _score_inputs(self, run: RunState):
         """Each input model scored once as a reference row (not an Optuna trial). A row that fails

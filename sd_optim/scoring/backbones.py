@@ -92,6 +92,11 @@ class ClipBackbone:
         return features
 
 
+    def forget(self) -> None:
+        """Drop the remembered batch and prompt embeddings (before the model leaves the device)."""
+        self._last_images, self._last_features = (), None
+        self._texts.clear()
+
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw float32 text embeddings, (N, embed_dim), on ``device``. A prompt is encoded once
         per backbone (trials repeat their prompts); the cache holds up to ``_TEXT_CACHE`` texts."""

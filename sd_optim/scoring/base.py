@@ -71,6 +71,8 @@ class BackboneCache:
     def __init__(self) -> None:
         self._items: dict[Hashable, Any] = {}
         self.loads: Counter[Hashable] = Counter()
+        self.offloaded = False  # the models were moved to the CPU between trials
+        self.offloads = 0
 
     def get(self, key: Hashable, loader: Callable[[], Any]) -> Any:
         if key not in self._items:
@@ -84,6 +86,46 @@ class BackboneCache:
     def clear(self) -> None:
         """Drop every loaded backbone (at the end of a run, to give the memory back)."""
         self._items.clear()
+
+    def models(self) -> list[torch.nn.Module]:
+        """The torch modules the cached objects hold: a backbone's ``model``, a tuple's modules."""
+        found: list[torch.nn.Module] = []
+
+        def visit(value: Any) -> None:
+            if isinstance(value, torch.nn.Module):
+                found.append(value)
+            elif isinstance(value, (tuple, list)):
+                for item in value:
+                    visit(item)
+            elif isinstance(getattr(value, "model", None), torch.nn.Module):
+                found.append(value.model)
+
+        for value in self._items.values():
+            visit(value)
+        return found
+
+    def device_bytes(self, device: torch.device) -> int:
+        """Bytes of the cached models' weights and buffers on ``device``."""
+        return sum(t.numel() * t.element_size() for m in self.models() for t in (*m.parameters(), *m.buffers())
+                   if t.device == device)
+
+    def offload(self) -> None:
+        """Every cached model moved to the CPU, and what the backbones remember (the last batch's
+        embeddings, prompts') dropped: the GPU memory goes back to the WebUI between trials."""
+        for value in self._items.values():
+            forget = getattr(value, "forget", None)
+            if callable(forget):
+                forget()
+        for model in self.models():
+            model.to("cpu")
+        self.offloaded, self.offloads = True, self.offloads + 1
+
+    def restore(self, device: torch.device) -> None:
+        """The models back on ``device`` after :meth:`offload` (nothing to do otherwise)."""
+        if self.offloaded:
+            for model in self.models():
+                model.to(device)
+            self.offloaded = False
 
 
 class Scorer(abc.ABC):

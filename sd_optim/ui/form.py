@@ -69,7 +69,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "payloads": [], "wildcards_dir": "",
     # scorers
     "scorers": [], "scorer_use": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
-    "normalize": _SCORING.normalize,
+    "normalize": _SCORING.normalize, "vram_gb": _SCORING.vram_gb,
     # optimizer
     "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
     "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
@@ -90,7 +90,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "recipe_path": (RecipeSettings, "path"), "recipe_include": (Guide, "recipe_include"),
     "recipe_exclude": (Guide, "recipe_exclude"), "blocks": (Guide, "blocks"),
     "wildcards_dir": (RunConfig, "wildcards_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
-    "normalize": (ScoringSettings, "normalize"),
+    "normalize": (ScoringSettings, "normalize"), "vram_gb": (ScoringSettings, "vram_gb"),
     "payload_mean": (ScoringSettings, "payload_mean"), "models_dir": (RunConfig, "models_dir"),
     "sampler": (OptimizerSettings, "sampler"), "sampler_options": (OptimizerSettings, "sampler_options"),
     "trials": (OptimizerSettings, "trials"), "seed": (OptimizerSettings, "seed"),
@@ -300,6 +300,8 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
     data["scorers"] = [_scorer(row) for row in filled_rows(f["scorers"]) if scorer_name(row) in ticked]
     data["scoring"] = {"scorer_mean": f["scorer_mean"], "payload_mean": f["payload_mean"],
                        "normalize": bool(f["normalize"])}
+    if not _blank(f["vram_gb"]):
+        data["scoring"]["vram_gb"] = _number(f["vram_gb"])
     data["optimizer"] = _optimizer_data(f)
     data["after_run"] = {"keep_best": bool(f["keep_best"]), "save_best": bool(f["save_best"])}
     if not _blank(f["save_name"]):
@@ -512,7 +514,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     f["scorers"] = [[s.name, s.weight, _fmt_mapping(s.options)] for s in cfg.scorers]
     f["scorer_use"] = list(dict.fromkeys(s.name for s in cfg.scorers))
     f["scorer_mean"], f["payload_mean"] = cfg.scoring.scorer_mean, cfg.scoring.payload_mean
-    f["normalize"] = cfg.scoring.normalize
+    f["normalize"], f["vram_gb"] = cfg.scoring.normalize, cfg.scoring.vram_gb
     o = cfg.optimizer
     f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,
              seed="" if o.seed is None else o.seed, patience=o.early_stopping.patience,

@@ -40,8 +40,10 @@ def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
                                                label=fm.control_label("scorer_mean"), elem_id=elem("scorer_mean"))
             parts["payload_mean"] = gr.Dropdown(list(_means()), value=form["payload_mean"],
                                                 label=fm.control_label("payload_mean"), elem_id=elem("payload_mean"))
-        parts["normalize"] = gr.Checkbox(form["normalize"], label=fm.control_label("normalize"),
-                                         elem_id=elem("normalize"))
+        with gr.Row():
+            parts["normalize"] = gr.Checkbox(form["normalize"], label=fm.control_label("normalize"),
+                                             elem_id=elem("normalize"))
+            parts["vram_gb"] = gr.Number(form["vram_gb"], label=fm.control_label("vram_gb"), elem_id=elem("vram_gb"))
         parts["models_dir"] = gr.Textbox(form["models_dir"], elem_id=elem("models_dir"),
                                          label=fm.control_label("models_dir",
                                                                 help=f"empty: {ctx.models_dir() or 'none'}"))
