@@ -156,6 +156,9 @@ def test_resume_continues_numbering_and_refuses_other_models(sd1_host, cfg, tiny
         run(other, sd1_host, resume="s")
     with pytest.raises(StudyMismatchError, match="space: study has"):
         run(cfg(guide={"diffuser": ["single"], "clip_l": ["none"]}), sd1_host, resume="s")
+    with pytest.raises(StudyMismatchError, match="scoring: study has"):  # raw scores: other values
+        run(cfg(scoring={"normalize": False}), sd1_host, resume="s")
+    assert run(cfg(scoring={"vram_gb": 4}), sd1_host, resume="s", trials=1).trials == 1  # a memory bound: the same
     with pytest.raises(ConfigError, match="already exists"):
         run(cfg(), sd1_host)
 

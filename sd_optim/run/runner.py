@@ -272,7 +272,9 @@ class Runner:
             "space": planner.space.fingerprint(),
             "payloads": [_payload_fp(p, job) for p, job in jobs],
             "scorers": [[s.name, s.weight, s.options] for s in cfg.absolute().scorers],
-            "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean],
+            # raw scores combined: a different value; (normalised, the default, adds nothing, so
+            # studies made before normalising existed still resume)
+            "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean, *([] if cfg.scoring.normalize else ["raw"])],
         }
 
     def _open_study(self, planner: Planner, model_config: str, jobs):

@@ -8,6 +8,7 @@ and a dict of WebUI settings, so the tests drive it directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -394,6 +395,8 @@ _COMPARABLE = ("mode", "models", "loras", "base_model", "merge", "recipe", "guid
 def incomparable_changes(old: RunConfig, new: RunConfig) -> list[str]:
     """The config fields whose change would make a study's trials incomparable."""
     a, b = old.absolute(), new.absolute()
+    # the scorers' memory bound changes no value
+    a.scoring, b.scoring = (dataclasses.replace(x.scoring, vram_gb=0.0) for x in (a, b))
     return [name for name in _COMPARABLE if getattr(a, name) != getattr(b, name)]
 
 
