@@ -231,6 +231,8 @@ class Scorer(abc.ABC):
 
     def normalize(self, value: float) -> float:
         """``value`` on the common 0–1 scale: :attr:`native_range` mapped linearly, clamped."""
+        if not math.isfinite(value):
+            return value  # left for the combination to refuse, naming the scorer
         low, high = self.native_range
         return min(1.0, max(0.0, (value - low) / (high - low)))
 
