@@ -175,7 +175,7 @@ def cmd_app(args) -> int:
         demo_folder = tempfile.mkdtemp(prefix="sd-optim-app-demo-")
         output_dir = args.output_dir or str(Path(demo_folder) / "runs")
     serve(host=args.host, port=args.port, models_dir=args.models_dir, output_dir=output_dir,
-          demo=args.demo, demo_folder=demo_folder)
+          demo=args.demo, demo_folder=demo_folder, scorer_models=str(Path(args.scorer_models_dir).expanduser().absolute()))
     return 0
 
 
@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "recursively)")
     a.add_argument("--output-dir", metavar="DIR", help="the run folders (default: runs, or OUT/runs)")
     a.add_argument("--out", metavar="DIR", help="--demo: folder for its models and runs (default: a temp folder)")
+    a.add_argument("--scorer-models-dir", default=DEFAULT_MODELS_DIR, metavar="DIR",
+                   help=f"where scorer weights are looked for and downloaded to (default: {DEFAULT_MODELS_DIR})")
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     a.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
     a.set_defaults(fn=cmd_app)

@@ -71,8 +71,10 @@ def demo_setup(folder: Path, trials: int = 8) -> dict[str, Any]:
     return data
 
 
-def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, demo_folder: str | None = None):
-    """(the gradio Blocks, its RunManager)."""
+def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, demo_folder: str | None = None,
+              scorer_models: str = ""):
+    """(the gradio Blocks, its RunManager); ``scorer_models``: the scorer models folder a set-up
+    that names none uses."""
     initial: dict[str, Any] = {}
     if demo:
         folder = Path(demo_folder or tempfile.mkdtemp(prefix="sd-optim-app-demo-"))
@@ -85,12 +87,13 @@ def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, de
         initial["device"] = "cpu"
     else:
         catalog = ModelCatalog(folder=models_dir)
-    manager = RunManager(defaults=Defaults(output_dir=output_dir), host_for=StandaloneHosts())
+    manager = RunManager(defaults=Defaults(output_dir=output_dir, models_dir=scorer_models), host_for=StandaloneHosts())
     samplers, schedulers = list(diffusers_host._SAMPLERS), list(diffusers_host._SCHEDULES)
     ctx = TabContext(catalog=catalog, samplers=lambda: samplers, schedulers=lambda: schedulers,
                      sampler_problems=lambda sampler, scheduler: name_problems(sampler, scheduler, samplers,
                                                                               schedulers),
-                     output_dir=lambda: output_dir, standalone=True, initial=initial)
+                     output_dir=lambda: output_dir, models_dir=lambda: scorer_models, standalone=True,
+                     initial=initial)
     css, js = injected_assets()
     with gr.Blocks(css=css, title="sd-optim · Optimize Merge", analytics_enabled=False) as app:
         gr.Markdown("## sd-optim · Optimize Merge" + (" · demo (tiny generated models)" if demo else ""),
@@ -102,10 +105,11 @@ def build_app(*, models_dir: str | None, output_dir: str, demo: bool = False, de
 
 
 def serve(*, host: str, port: int | None, models_dir: str | None, output_dir: str, demo: bool,
-          demo_folder: str | None = None) -> None:
+          demo_folder: str | None = None, scorer_models: str = "") -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app, manager = build_app(models_dir=models_dir, output_dir=output_dir, demo=demo, demo_folder=demo_folder)
+    app, manager = build_app(models_dir=models_dir, output_dir=output_dir, demo=demo, demo_folder=demo_folder,
+                             scorer_models=scorer_models)
     try:
         app.launch(server_name=host, server_port=port, inbrowser=False, show_api=False)
     finally:
