@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -87,8 +88,16 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
+_ONE_AT_A_TIME = threading.Lock()  # two tabs fetching the same file must not share its .part
+
+
 def download_file(file: WeightFile, models_dir: Path, *, progress: Progress | None = None) -> Path:
     """``file`` in its place under ``models_dir`` (fetched when it is not there yet)."""
+    with _ONE_AT_A_TIME:
+        return _download_file(file, models_dir, progress)
+
+
+def _download_file(file: WeightFile, models_dir: Path, progress: Progress | None) -> Path:
     target = inside(models_dir, Path(models_dir) / file.path, "models_dir")
     if target.is_file():
         return target
