@@ -941,3 +941,20 @@ def test_a_truncated_weight_file_is_named_with_what_to_do(tiny, tmp_path, which)
     with pytest.raises(ScorerError, match=rf"could not read {re.escape(str(cut))} .*incomplete or damaged: delete it "
                                           r"and download it again"):
         build("laion_aesthetic", options).load()
+
+
+def test_the_backbone_cache_finds_its_models_counts_their_memory_and_offloads_them(tiny):
+    cache = BackboneCache()
+    clip = build("clip_score", {"clip": str(tiny["bin"]), "clip_arch": tiny["arch"]}, backbones=cache)
+    backbone = clip.clip_backbone()
+    head = cache.get("head", lambda: (torch.nn.Linear(4, 1), "a processor"))[0]
+    assert cache.models() == [backbone.model, head]
+    size = sum(t.numel() * t.element_size() for m in cache.models() for t in (*m.parameters(), *m.buffers()))
+    assert cache.device_bytes(torch.device("cpu")) == size and cache.device_bytes(torch.device("cuda")) == 0
+    backbone.encode_images(tiny["images"])
+    backbone.encode_texts(["a cat"])
+    cache.offload()  # what the backbone remembers goes first
+    assert cache.offloaded and backbone._last_features is None and backbone._texts == {}
+    cache.restore(torch.device("cpu"))
+    assert not cache.offloaded
+    assert len(clip.score(items(tiny["images"][:1]), CTX)) == 1

@@ -105,9 +105,15 @@ class BackboneCache:
         return found
 
     def device_bytes(self, device: torch.device) -> int:
-        """Bytes of the cached models' weights and buffers on ``device``."""
+        """Bytes of the cached models' weights and buffers on ``device`` (``cuda`` counts every
+        CUDA device, ``cuda:1`` only that one)."""
+        device = torch.device(device)
+
+        def on(t: torch.Tensor) -> bool:
+            return t.device.type == device.type and device.index in (None, t.device.index)
+
         return sum(t.numel() * t.element_size() for m in self.models() for t in (*m.parameters(), *m.buffers())
-                   if t.device == device)
+                   if on(t))
 
     def offload(self) -> None:
         """Every cached model moved to the CPU, and what the backbones remember (the last batch's
