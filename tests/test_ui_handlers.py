@@ -224,6 +224,9 @@ def test_a_reloaded_page_gets_the_runs_set_up_back(tiny_sd1_paths, tiny_sd1_conf
         assert value(shown["sd_optim_payloads"])[0][:2] == ["fox", "a red fox"]
         assert value(shown["sd_optim_scorer_use"]) == ["image_stats"]
         assert value(shown["sd_optim_scorers"])[0] == ["image_stats", 1, ""]
+        # opening the Trials tab sends its table again (gradio 4 may not draw one updated while hidden)
+        table = _by_elem_id(Tab(app).handler("sd_optim_tab_trials", "select").fn())["sd_optim_trials_table"]
+        assert [row[0] for row in value(table)] == [1, 0]
     finally:
         manager.shutdown()
 

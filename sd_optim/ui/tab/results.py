@@ -32,10 +32,18 @@ def build_best() -> Components:
 
 
 def build_trials() -> Components:
-    with gr.Tab("Trials", elem_id=elem("tab_trials")):
+    with gr.Tab("Trials", elem_id=elem("tab_trials")) as tab:
         table = gr.Dataframe(compat.table([], 5), headers=views.TRIAL_COLUMNS, type="array", interactive=False,
                              wrap=True, label="Trials (click one to pick it in Results)", elem_id=elem("trials_table"))
-    return {"trials_table": table}
+    return {"trials_table": table, "tab_trials": tab}
+
+
+def on_trials_tab(manager: Callable[[], RunManager]) -> dict[str, Any]:
+    """The Trials tab opened: the table sent again. gradio 4 may not draw rows a table received
+    while its tab was hidden until it is sent once more."""
+    live = manager().current
+    run = live.runner.state if live is not None else None
+    return {"trials_table": compat.table(views.trial_rows(run.study if run is not None else None), 5)}
 
 
 def build_plots() -> Components:
@@ -154,5 +162,6 @@ def wire_results(components: Components, ctx: TabContext, manager: Callable[[], 
     connect(components, "keep", "click", guarded(bound(keep_action, manager)), ["trial"], RESULT_VIEW)
     connect(components, "look", "click", bound(on_look, manager), ["trial"], ["look_gallery", "result_status"],
             **compat.unlimited())
+    connect(components, "tab_trials", "select", bound(on_trials_tab, manager), [], ["trials_table"], queue=False)
     # gradio passes the click's SelectData by the handler's annotation: bound directly, one output
     components["trials_table"].select(on_select_trial, [components["trials_table"]], [components["trial"]])
