@@ -72,7 +72,6 @@ class BackboneCache:
         self._items: dict[Hashable, Any] = {}
         self.loads: Counter[Hashable] = Counter()
         self.offloaded = False  # the models were moved to the CPU between trials
-        self.offloads = 0
 
     def get(self, key: Hashable, loader: Callable[[], Any]) -> Any:
         if key not in self._items:
@@ -124,7 +123,7 @@ class BackboneCache:
                 forget()
         for model in self.models():
             model.to("cpu")
-        self.offloaded, self.offloads = True, self.offloads + 1
+        self.offloaded = True
 
     def restore(self, device: torch.device) -> None:
         """The models back on ``device`` after :meth:`offload` (nothing to do otherwise)."""
