@@ -13,6 +13,7 @@ import yaml
 from PIL import Image, PngImagePlugin
 
 from sd_optim.tiny_models import TINY_SIZE
+from sd_optim.ui import catalog as cat
 from sd_optim.ui import form as fm
 from sd_optim.ui.app import build_app
 from sd_optim.ui.tab.payloads import NEW_SET
@@ -246,7 +247,8 @@ def test_a_strategy_is_picked_from_lists_and_added_as_a_row(tab):
 
 
 def test_the_scorer_guide_lists_every_scorer_and_download_fetches_one(tiny_scorer, server, tiny_sd1_paths,
-                                                                       tmp_path):
+                                                                       tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny_scorer, "offered_before_download", False)  # as hpsv3: offered once installed
     app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
     try:
         tab = Tab(app)
@@ -255,14 +257,17 @@ def test_the_scorer_guide_lists_every_scorer_and_download_fetches_one(tiny_score
         assert "`tiny_weights` — a test scorer with one weight file · **missing 1 file**" in shown["sd_optim_scorer_guide"]
         assert "`image_stats` — sharpness" in shown["sd_optim_scorer_guide"]
         assert "tiny_weights" in shown["sd_optim_download_scorer"]["choices"]
+        assert "tiny_weights" not in [row[0] for row in cat.scorer_rows(folder)]
         steps = list(tab.handler("sd_optim_download", "click").fn(
-            "tiny_weights", folder, [["tiny_weights", 1, ""]], ["tiny_weights"]))
+            "tiny_weights", folder, [["image_stats", 1, ""]], ["image_stats"]))
         by_id = [{b.elem_id: v for b, v in step.items()} for step in steps]
         last = by_id[-1]
         assert last["sd_optim_download_status"].startswith("Downloaded tiny_weights: ")
         assert (tmp_path / "scorer-models" / "tiny" / "w.safetensors").is_file()
         assert "`tiny_weights` — a test scorer with one weight file · ready" in last["sd_optim_scorer_guide"]
-        assert "tiny_weights: ready" in last["sd_optim_scorer_status"]
+        assert "image_stats: ready" in last["sd_optim_scorer_status"]
+        assert value(last["sd_optim_scorers"])[0] == ["image_stats", 1, ""]  # the table kept, the scorer joins it
+        assert ["tiny_weights", 1.0, ""] in value(last["sd_optim_scorers"])
         # an unreachable source says so, and nothing is placed
         (tmp_path / "scorer-models" / "tiny" / "w.safetensors").unlink()
         server.close()

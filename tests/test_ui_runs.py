@@ -165,7 +165,7 @@ def test_methods_scorers_and_studies_as_the_panels_show_them(manager, tab_form, 
     assert status[0] == "image_stats: ready"
     assert status[1].startswith("reference: ") and "nope" in status[1]
     assert "laion_aesthetic" in status[2] and str(tmp_path / "scorer-models") in status[2]
-    rows = [r[0] for r in cat.scorer_rows()]
+    rows = [r[0] for r in cat.scorer_rows(str(tmp_path / "scorer-models"))]
     assert rows == sorted(rows) and {"image_stats", "laion_aesthetic", "manual", "reference"} <= set(rows)
 
     manager.start(fm.form_to_data(tab_form), fresh_name=True)

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (importing them registers the built-in scorers)
     clip_score,
     degenerate,
     hps,
+    hpsv3,
     image_reward,
     image_stats,
     laion_aesthetic,

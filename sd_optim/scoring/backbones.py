@@ -202,14 +202,15 @@ def damaged(path: Path, error: BaseException) -> ScorerError:
                        "(python -m sd_optim scorers download NAME), or put a good copy there")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a weights-only pickle, unwrapped the way open_clip's
-    own ``load_state_dict`` does (a ``state_dict`` entry; DDP's ``module.`` key prefix)."""
+    own ``load_state_dict`` does (a ``state_dict`` entry; DDP's ``module.`` key prefix). A
+    safetensors file is read straight onto ``device`` (a large one then never sits in RAM)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            state_dict: Any = load_file(str(path))
+            state_dict: Any = load_file(str(path), device=device)
         except Exception as error:  # noqa: BLE001 - safetensors' error type differs between versions
             raise damaged(path, error) from None
     else:

@@ -145,6 +145,9 @@ class Scorer(abc.ABC):
     summary: ClassVar[str] = ""  # what it measures, in one line (the scorers list, the tab)
     backbone: ClassVar[str | None] = None
     needs_person: ClassVar[bool] = False  # it waits for ratings handed in through the tab
+    # offered in the tab's list before its files are there (False: a heavy, optional scorer,
+    # offered once they are; the scorer guide lists it with its Download either way)
+    offered_before_download: ClassVar[bool] = True
     option_defaults: ClassVar[Mapping[str, Any]] = {}
     files: ClassVar[tuple[WeightFile, ...]] = ()  # the weight files it needs (see .files)
     # the scores it gives (low, high); :meth:`normalize` maps them to 0–1 for averaging

@@ -10,6 +10,8 @@ transformers lacks (SigLIP before 4.37) is named with the version that has it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -118,6 +120,25 @@ def image_text_batch(images: list[Any], processor: Any, tokenizer: Any, model: A
     device = next(model.parameters()).device
     return {"pixel_values": pixel_batch(images, processor, model), "input_ids": text["input_ids"].to(device),
             "attention_mask": text["attention_mask"].to(device)}
+
+
+@contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device: no memory and no random
+    initialisation (seconds for a 7B model), to be replaced by the checkpoint's tensors with
+    ``load_state_dict(..., assign=True)``. Buffers (rotary frequencies) are built for real."""
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module: torch.nn.Module, name: str, param: Any) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
 def load_processor(class_name: str, folder: Path, scorer: str, since: str = "") -> Any:

@@ -12,7 +12,9 @@ from .files import first_file
 
 def inventory(models_dir: Path | str | None) -> list[dict[str, Any]]:
     """One entry per scorer: ``name``, ``summary``, ``installed`` (every file found, looked for
-    with the default options) and ``files`` (each with where it was looked for and found)."""
+    with the default options), ``files`` (each with where it was looked for and found),
+    ``unavailable`` (why this environment cannot run it, or None) and ``offered`` (whether the
+    tab offers it: it can run here and is installed or may be ticked before it is)."""
     folder = Path(models_dir).expanduser() if models_dir else None
     out = []
     for name in available_scorers():
@@ -23,9 +25,10 @@ def inventory(models_dir: Path | str | None) -> list[dict[str, Any]]:
             entry = file.as_dict(first_file(places))
             entry["looked_for"] = [str(p) for p in places]
             files.append(entry)
+        installed, unavailable = all(f["found"] for f in files), cls.unavailable() or None
         out.append({"name": name, "summary": cls.summary, "needs_person": cls.needs_person,
-                    "installed": all(f["found"] for f in files), "files": files,
-                    "unavailable": cls.unavailable() or None})
+                    "installed": installed, "files": files, "unavailable": unavailable,
+                    "offered": not unavailable and (installed or cls.offered_before_download)})
     return out
 
 

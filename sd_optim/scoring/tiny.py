@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -235,6 +236,9 @@ def _write_tiny_hf_scorers(folder: Path) -> dict[str, dict[str, object]]:
     _write_tiny_image_reward(folder)
     options: dict[str, dict[str, object]] = {"city_aesthetics": {}, "pickscore": {}, "blip_itm": {},
                                              "image_reward": {}}
+    if hasattr(transformers, "Qwen2VLForConditionalGeneration"):  # transformers 4.45 or newer
+        write_tiny_hpsv3(folder)
+        options["hpsv3"] = {}
     if hasattr(transformers, "SiglipModel"):
         _write_tiny_siglip(folder / "siglip-so400m-patch14-384")
         _save_state({k: v.to(torch.bfloat16) for k, v in
@@ -319,3 +323,61 @@ def _write_tiny_image_reward(folder: Path) -> None:
     (folder / "ImageReward" / "med_config.json").write_text(json.dumps(med), encoding="utf-8")
     (folder / "bert-base-uncased").mkdir(parents=True, exist_ok=True)
     (folder / "bert-base-uncased" / "vocab.txt").write_text("\n".join(_WORDS) + "\n", encoding="utf-8")
+
+
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+
+def write_tiny_qwen_tokenizer(folder: Path) -> Any:
+    """A byte-level BPE tokenizer (one token per byte, no merges) with Qwen2-VL's special tokens,
+    saved as Qwen's is: ``tokenizer.json`` and a ``tokenizer_config.json`` naming Qwen2Tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=_QWEN_SPECIALS[1:])
+    tokenizer.add_special_tokens({"additional_special_tokens": _QWEN_SPECIALS[1:]})
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))
+    settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    settings["tokenizer_class"] = "Qwen2Tokenizer"
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return tokenizer
+
+
+def write_tiny_hpsv3(folder: Path, seed: int = 0) -> None:
+    """``HPSv3/HPSv3.safetensors`` (a tiny Qwen2-VL with one embedding row more than the tokenizer
+    has, for ``<|Reward|>``; bf16 in transformers 4.45-4.51's flat key layout; a float32
+    ``rm_head``) and ``Qwen2-VL-7B-Instruct/`` (config, image preprocessing, tokenizer)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
+
+    base = folder / "Qwen2-VL-7B-Instruct"
+    tokenizer = write_tiny_qwen_tokenizer(base)
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in _QWEN_SPECIALS}
+    config = Qwen2VLConfig(
+        vocab_size=len(tokenizer) + 8, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+        tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"], image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        vision_config={"depth": 2, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2})
+    config.save_pretrained(str(base))  # the base model's vocabulary: more rows than the checkpoint's
+    Qwen2VLImageProcessor(min_pixels=64, max_pixels=1 << 20, patch_size=4, temporal_patch_size=2,
+                          merge_size=2).save_pretrained(str(base))
+    torch.manual_seed(seed)
+    config.vocab_size = len(tokenizer) + 1
+    if hasattr(config, "text_config"):
+        config.text_config.vocab_size = config.vocab_size
+    model = Qwen2VLForConditionalGeneration(config)
+    state = {}
+    for key, value in model.state_dict().items():  # the flat layout, whichever transformers wrote it
+        key = key.replace("model.visual.", "visual.", 1).replace("model.language_model.", "model.", 1)
+        state[key] = (value + 0.02 * torch.randn_like(value) if key.endswith("bias") else value).to(torch.bfloat16)
+    state.update({k: v.float() for k, v in _tiny_linear_stack([32, 16, 8, 2], "rm_head", [0, 3, 5]).items()})
+    _save_state(state, folder / "HPSv3" / "HPSv3.safetensors")

@@ -19,7 +19,7 @@ from ..errors import ConfigError, Problem, SpaceError
 from ..files.inputs import check_files, check_inputs, infer_model_config
 from ..hosts.base import CheckpointRef
 from ..run.study import existing_studies, storage_url
-from ..scoring import ScorerError, available_scorers, build_scorers
+from ..scoring import ScorerError, build_scorers
 from ..scoring.inventory import inventory
 from ..search.methods import method_signature, resolve_method
 from ..search.recipe_mode import RecipePlanner, find_sites
@@ -135,9 +135,11 @@ def recipe_sites(path: str) -> list[tuple[str, Any]]:
 
 # --- scorers ----------------------------------------------------------------------------------
 
-def scorer_rows() -> list[list[Any]]:
-    """One row of the scorer table per registered scorer: [name, weight, options]."""
-    return [[name, 1.0, ""] for name in available_scorers()]
+def scorer_rows(models_dir: str) -> list[list[Any]]:
+    """One row of the scorer table per scorer offered here: [name, weight, options]. Not offered:
+    a scorer this environment cannot run, and one offered only once installed (``hpsv3``) while
+    its files are missing; the scorer guide lists both, with the reason or a Download."""
+    return [[entry["name"], 1.0, ""] for entry in inventory(models_dir or None) if entry["offered"]]
 
 
 def scorer_problems(spec: dict[str, Any], models_dir: str, base_dir: str = ".") -> list[str]:

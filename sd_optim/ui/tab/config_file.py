@@ -65,7 +65,7 @@ def set_up_from(ctx: TabContext, data: dict[str, Any]) -> dict[str, Any]:
     """Every set-up control from a run config's data (a file's, or the live run's); the scorers
     not in it are listed unticked."""
     new = fm.data_to_form(data, ctx.catalog.title_for, cat.recipe_sites)
-    new["scorers"] = with_all_scorers(new["scorers"])
+    new["scorers"] = with_all_scorers(new["scorers"], new["models_dir"] or ctx.models_dir())
     out = {key: control_value(ctx, key, new[key]) for key in fm.FIELDS}
     out["scorer_use"] = gr.update(choices=fm.scorer_names(new["scorers"]), value=new["scorer_use"])
     return out

@@ -48,19 +48,19 @@ def form_of(values: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
 def initial_form(ctx: TabContext) -> dict[str, Any]:
     """The values the set-up controls start with: the config's defaults, then the host's own."""
     form = dict(fm.FORM_DEFAULTS)
-    form["scorers"] = cat.scorer_rows()
+    form["scorers"] = []
     form["strategies"] = [["diffuser", "all", "", "", "", "", ""], ["clip_l", "single", "", "", "", "", ""]]
     form["payloads"] = [fm.payload_row(fm.payload_defaults("set0", FIRST_PROMPT))]
     form.update(ctx.initial)
-    form["scorers"] = with_all_scorers(form["scorers"])
+    form["scorers"] = with_all_scorers(form["scorers"], form["models_dir"] or ctx.models_dir())
     return form
 
 
-def with_all_scorers(rows: list[list[Any]]) -> list[list[Any]]:
-    """The scorer table's rows, then a row for each registered scorer they do not name (offered
-    unticked beside the set-up's own)."""
+def with_all_scorers(rows: list[list[Any]], models_dir: str) -> list[list[Any]]:
+    """The scorer table's rows, then a row for each scorer offered here that they do not name
+    (unticked beside the set-up's own)."""
     named = set(fm.scorer_names(rows))
-    return [*rows, *(r for r in cat.scorer_rows() if r[0] not in named)]
+    return [*rows, *(r for r in cat.scorer_rows(models_dir) if r[0] not in named)]
 
 
 def model_config(ctx: TabContext, form: dict[str, Any]) -> str | None:

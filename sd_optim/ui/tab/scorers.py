@@ -14,7 +14,7 @@ from ...scoring.download import download_scorer
 from .. import catalog as cat
 from .. import compat
 from .. import form as fm
-from .context import TabContext, elem, scorer_text
+from .context import TabContext, elem, scorer_text, with_all_scorers
 from .wiring import Components, bound, connect, problems_markdown, set_up_panel
 
 
@@ -116,8 +116,11 @@ def on_download(ctx: TabContext, name: str | None, models_dir: str, table: Any, 
             yield {"download_status": f"Downloading {name}: {file} {shown}…"}
     status = f"⚠ {done['error']}" if "error" in done else \
         f"Downloaded {name}: " + (", ".join(f"`{p}`" for p in done["paths"]) or "no files needed")
+    rows = compat.table_rows(table)
+    offered = with_all_scorers(rows, folder)  # a scorer offered once installed joins the table
     yield {"download_status": status, **on_models_dir(ctx, models_dir),
-           **on_scorers(ctx, table, ticked, models_dir)}
+           **on_scorers(ctx, table, ticked, models_dir),
+           **({"scorers": compat.table(offered, 3)} if len(offered) > len(rows) else {})}
 
 
 PROGRESS_EVERY = 0.5  # seconds between progress updates
@@ -141,6 +144,6 @@ def wire_scorers(components: Components, ctx: TabContext) -> None:
             ["scorer_guide", "download_scorer"])
     connect(components, "download", "click", bound(on_download, ctx),
             ["download_scorer", "models_dir", "scorers", "scorer_use"],
-            ["download_status", "scorer_guide", "download_scorer", "scorer_status"])
+            ["download_status", "scorer_guide", "download_scorer", "scorer_status", "scorers"])
     connect(components, "toggle_manual", "click", on_toggle_manual, ["scorers", "scorer_use"],
             ["scorers", "scorer_use"])
