@@ -1,15 +1,19 @@
-"""The first merge engine: sd-mecha over cached inputs, writing through the slot.
+"""The merge engine: a trial's recipe merged from cached inputs straight into the host's slot.
 
-Each input checkpoint is read from disk once per run and kept in memory; every trial runs
-``sd_mecha.merge`` with the fast flags (no progress bar, no finite checks) straight into the
-slot. The engine keeps the interface small (``apply(recipe, slot)``) so a faster engine can
-replace it without touching the runner.
+Each input checkpoint is read from disk once per run and kept in memory. A recipe made of the
+linear methods (``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, with scalar,
+per-block or per-key hyperparameters) runs on the fast path (:mod:`._fast`): one expression per
+key, plain tensor operations, and only the keys whose expression changed since the last trial
+written again (incremental merges). Any other recipe runs through ``sd_mecha.merge`` with the
+fast flags (no progress bar, no finite checks). Both give the same tensors, bit for bit.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,9 @@ from sd_mecha.recipe_nodes import ModelRecipeNode, OpenModelRecipeNode
 
 from ..search.graph import rebuild
 from ._cached import CachedStateDict
+from ._fast import Plan, Unsupported, compile_plan, run_expression
+
+log = logging.getLogger(__name__)
 
 
 class MergeError(RuntimeError):
@@ -29,7 +36,9 @@ class MergeError(RuntimeError):
 @dataclass
 class MergeStats:
     seconds: float
-    keys_written: int
+    keys_written: int  # keys the merge gives a value (written now or unchanged since the last trial)
+    keys_computed: int = -1  # keys computed and written this time (-1: all of them, by sd-mecha)
+    path: str = "sd-mecha"  # "fast" or "sd-mecha"
 
 
 class _NoProgress:
@@ -81,16 +90,22 @@ class _SlotWriter(MutableMapping):
 
 class MergeEngine:
     def __init__(self, *, device: str | torch.device = "cpu", merge_dtype: torch.dtype = torch.float32,
-                 threads: int = 0, device_budget_bytes: int = 0):
+                 threads: int = 0, device_budget_bytes: int = 0, fast: bool = True):
         """``device_budget_bytes``: how much of the merge device's memory the cached input models
         may use (the WebUI setting "memory budget"); inputs that do not fit stay in CPU memory.
-        0 keeps every input in CPU memory."""
+        0 keeps every input in CPU memory. ``fast``: False sends every recipe to sd-mecha."""
         self.device = torch.device(device)
         self.merge_dtype = merge_dtype
         self.threads = threads
         self.device_budget_bytes = device_budget_bytes
+        self.fast = fast
         self._cache: dict[str, CachedStateDict] = {}
         self.placement: dict[str, str] = {}  # input path -> device its cached tensors live on
+        # the slot the last merge wrote (weakly: a closed slot's snapshots must go), and the
+        # expression each of its keys holds now
+        self._slot: weakref.ref | None = None
+        self._written: dict[str, tuple] = {}
+        self.last_unsupported = ""  # why the last recipe went to sd-mecha ("" when it did not)
 
     def cached(self, path: str | Path) -> CachedStateDict:
         key = str(Path(path).resolve())
@@ -107,6 +122,11 @@ class MergeEngine:
         """Drop the cached input models (their memory goes back as soon as nothing else holds them)."""
         self._cache.clear()
         self.placement.clear()
+        self.forget_slot()
+
+    def forget_slot(self) -> None:
+        """Assume nothing about what the slot holds: the next merge writes every key."""
+        self._slot, self._written = None, {}
 
     def preload(self, recipe) -> None:
         for node in recipe:
@@ -138,7 +158,15 @@ class MergeEngine:
         return expected
 
     def apply(self, recipe, slot, model_config: str) -> MergeStats:
+        """Merge ``recipe`` into ``slot`` (every key of ``model_config`` it gives a value)."""
         start = time.perf_counter()
+        plan = self._plan(recipe, model_config) if self.fast else None
+        if plan is not None:
+            computed = self._run_plan(plan, slot)
+            self._check_written(recipe, model_config, set(plan.keys))
+            slot.commit()
+            return MergeStats(time.perf_counter() - start, len(plan.keys), computed, "fast")
+        self.forget_slot()  # sd-mecha writes every key
         writer = _SlotWriter(slot)
         sd_mecha.merge(
             self._open(recipe),
@@ -156,10 +184,50 @@ class MergeEngine:
         )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        missing = self.expected_keys(recipe, model_config) - writer.written
+        self._check_written(recipe, model_config, writer.written)
+        slot.commit()
+        return MergeStats(time.perf_counter() - start, len(writer.written))
+
+    def _check_written(self, recipe, model_config: str, written: set[str]) -> None:
+        missing = self.expected_keys(recipe, model_config) - written
         if missing:
             sample = ", ".join(sorted(missing)[:5])
             raise MergeError(f"the merge produced no value for {len(missing)} keys every input has "
                              f"(e.g. {sample}); sd-mecha dropped them")
-        slot.commit()
-        return MergeStats(time.perf_counter() - start, len(writer.written))
+
+    def _plan(self, recipe, model_config: str) -> Plan | None:
+        """The recipe's per-key plan, or None when it holds something only sd-mecha runs."""
+        try:
+            plan = compile_plan(recipe, self.cached, model_config, self.merge_dtype)
+        except Unsupported as why:
+            if str(why) != self.last_unsupported:
+                log.info("merging through sd-mecha: the fast path does not run %s", why)
+            self.last_unsupported = str(why)
+            return None
+        self.last_unsupported = ""
+        return plan
+
+    def _run_plan(self, plan: Plan, slot) -> int:
+        """Write the keys whose expression differs from what the slot holds; how many."""
+        if self._slot is None or self._slot() is not slot:
+            self.forget_slot()
+            self._slot = weakref.ref(slot)
+        writable = getattr(slot, "writable", None)
+        computed = 0
+        try:
+            for key, expr in plan.keys.items():
+                if self._written.get(key) == expr:
+                    continue
+                self._written.pop(key, None)
+                out = writable(key) if writable is not None else None
+                value = run_expression(expr, plan.inputs, self.device, self.merge_dtype, out)
+                if value is not out:
+                    slot[key] = value
+                self._written[key] = expr
+                computed += 1
+        except BaseException:
+            self.forget_slot()  # a key half written: trust nothing next time
+            raise
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return computed

@@ -1,0 +1,269 @@
+"""The fast path: a recipe of linear merge methods compiled into one small expression per key and
+run with plain tensor operations, instead of sd-mecha's per-key graph walk.
+
+:func:`compile_plan` turns a recipe into a :class:`Plan`: for every key of the model config,
+an expression over the cached input tensors with its hyperparameters resolved to numbers
+(``("lerp", a, b, 0.3)``), or nothing where sd-mecha would give the key no value. It accepts
+``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, ``fallback`` (per-key
+literals with a default), ``convert_singleton`` and the block-config converters (per-block
+literals), nested in any way; anything else raises :class:`Unsupported` and the engine hands
+the recipe to sd-mecha.
+
+:func:`run_expression` computes one key the way sd-mecha does: inputs cast to the merge dtype,
+the methods' own operations in the same order (``torch.lerp``, ``addcmul``, ``-``, sequential
+``lerp`` for ``n_average``), and the methods' shortcuts (``alpha`` 0 or 1 returns an input
+untouched). The results are bit-identical to ``sd_mecha.merge`` at the same merge dtype. One
+shortcut keeps them so and skips the casts: a ``weighted_sum`` of two inputs of the same float16,
+bfloat16 or float32 dtype, at merge dtype float32, is one ``torch.lerp`` on the inputs as they
+are (half-precision lerp computes in float32 and rounds once, as the cast result is rounded when
+the slot stores it).
+
+An expression is a nested tuple, hashable and comparable: the engine keeps the one each key was
+last written with and recomputes only the keys whose expression changed (incremental merges).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sd_mecha.extensions import merge_methods, model_configs
+from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, ModelRecipeNode, RecipeNode
+
+from ..search.blocks import key_to_block
+
+Expr = tuple  # ("in", path, key) | ("lerp", x, y, w) | ("addc", x, y, w) | ("sub", x, y) | ("avg", xs)
+MISSING: Any = None  # the recipe gives the key no value (sd-mecha's StateDictKeyError)
+DIRECT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+class Unsupported(Exception):
+    """The recipe holds something the fast path does not run (the message says what)."""
+
+
+@dataclass
+class Plan:
+    """Per key of the model config, the expression that computes it (absent: no value)."""
+
+    model_config: str
+    keys: dict[str, Expr]
+    inputs: dict[str, Mapping[str, torch.Tensor]]  # path -> the cached input tensors
+
+
+def compile_plan(recipe: RecipeNode, cached: Callable[[str], Mapping[str, torch.Tensor]], model_config: str,
+                 merge_dtype: torch.dtype) -> Plan:
+    """The recipe's expression for every key of ``model_config`` (:class:`Unsupported` when it
+    holds a node the fast path does not run)."""
+    config = model_configs.resolve(model_config)
+    compiler = _Compiler(config, cached, merge_dtype)
+    keys = {}
+    for key in config.keys():  # noqa: SIM118 - a ModelConfig is not iterable
+        expr = compiler.value(recipe, key)
+        if expr is not MISSING:
+            if not isinstance(expr, tuple):
+                raise Unsupported(f"the recipe is a number ({expr!r}), not a model")
+            keys[key] = expr
+    return Plan(model_config, keys, compiler.inputs)
+
+
+class _Compiler:
+    def __init__(self, config: Any, cached: Callable[[str], Mapping[str, torch.Tensor]], merge_dtype: torch.dtype):
+        self.config = config
+        self.cached = cached
+        self.merge_dtype = merge_dtype
+        self.inputs: dict[str, Mapping[str, torch.Tensor]] = {}
+        self.aliases = config.aliases()
+        self.converters = _converters()  # read per compile: a block config may be registered later
+
+    def value(self, node: Any, key: str) -> Any:
+        """A float, an expression, or MISSING for ``key``."""
+        if isinstance(node, bool) or not isinstance(node, (int, float, RecipeNode)):
+            raise Unsupported(f"a hyperparameter of type {type(node).__name__} ({node!r})")
+        if isinstance(node, (int, float)):
+            return float(node)
+        if isinstance(node, ModelRecipeNode):
+            return self.model(node, key)
+        if isinstance(node, LiteralRecipeNode):
+            return self.literal(node, key)
+        if isinstance(node, MergeRecipeNode):
+            return self.merge(node, key)
+        raise Unsupported(f"a recipe node of type {type(node).__name__}")
+
+    def model(self, node: ModelRecipeNode, key: str) -> Any:
+        if node.model_config is None or node.model_config.identifier != self.config.identifier:
+            config = getattr(node.model_config, "identifier", None)
+            raise Unsupported(f"a model in config {config!r}, not {self.config.identifier!r}")
+        path = str(node.path)
+        tensors = self.inputs.get(path)
+        if tensors is None:
+            tensors = self.inputs[path] = self.cached(path)
+        for name in (key, *self.aliases.get(key, ())):
+            if name in tensors:
+                return ("in", path, name)
+        return MISSING
+
+    def literal(self, node: LiteralRecipeNode, key: str, lookup: str | None = None) -> Any:
+        config = getattr(node.model_config, "identifier", None)
+        if lookup is None:
+            if config not in (None, self.config.identifier):
+                raise Unsupported(f"a literal in config {config!r} outside a converter")
+            names = (key, *self.aliases.get(key, ()))
+        else:
+            names = (lookup,)
+        for name in names:
+            if name in node.value_dict:
+                return self.scalar_or_expr(node.value_dict[name], key)
+        return MISSING
+
+    def scalar_or_expr(self, value: Any, key: str) -> Any:
+        if isinstance(value, RecipeNode):
+            return self.value(value, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Unsupported(f"a literal value of type {type(value).__name__} ({value!r})")
+        return float(value)
+
+    def merge(self, node: MergeRecipeNode, key: str) -> Any:
+        method = node.merge_method.identifier
+        args = _arguments(node)
+        if method == "fallback":
+            found = self.value(args["a"], key)
+            return self.value(args["default"], key) if found is MISSING else found
+        if method == "convert_singleton":
+            literal = args["singleton"]
+            if not isinstance(literal, LiteralRecipeNode) or len(literal.value_dict) != 1:
+                raise Unsupported("convert_singleton of something other than a one-value literal")
+            return self.scalar_or_expr(next(iter(literal.value_dict.values())), key)
+        converter = self.converters.get(method)
+        if converter is not None:
+            return self.block_literal(node, *converter, key)
+        build = _METHODS.get(method)
+        if build is None:
+            raise Unsupported(f"merge method {method!r}")
+        return build(self, args, key)
+
+    def block_literal(self, node: MergeRecipeNode, source: str, target: str, key: str) -> Any:
+        (literal,) = tuple(node.bound_args.arguments.values())
+        if target != self.config.identifier or not isinstance(literal, LiteralRecipeNode):
+            raise Unsupported(f"converter {node.merge_method.identifier!r} of a model")
+        try:
+            block = key_to_block(source, target).get(key)
+        except ValueError as error:
+            raise Unsupported(str(error)) from None
+        return MISSING if block is None else self.literal(literal, key, lookup=block)
+
+    def weight(self, value: Any, name: str) -> float:
+        """A hyperparameter as sd-mecha sees it: a number in the merge dtype."""
+        if not isinstance(value, float):
+            raise Unsupported(f"{name} given as a tensor-valued recipe")
+        return torch.tensor(value, dtype=self.merge_dtype).item()
+
+    def tensor(self, value: Any) -> Any:
+        if value is not MISSING and not isinstance(value, tuple):
+            raise Unsupported(f"a number ({value!r}) where a model is expected")
+        return value
+
+
+def _converters() -> dict[str, tuple[str, str]]:
+    """sd-mecha's one-input converters by identifier: (source config, target config)."""
+    out = {}
+    for converter in merge_methods.get_all_converters():
+        inputs = [p.model_config for p in converter.get_params().args]
+        target = converter.get_return_type().data.model_config
+        if len(inputs) == 1 and inputs[0] is not None and target is not None:
+            out[converter.identifier] = (inputs[0].identifier, target.identifier)
+    return out
+
+
+def _arguments(node: MergeRecipeNode) -> dict[str, Any]:
+    """The node's arguments by name, defaults included."""
+    bound = node.bound_args
+    arguments = dict(bound.arguments)
+    for name, parameter in bound.signature.parameters.items():
+        if name not in arguments and parameter.default is not parameter.empty:
+            arguments[name] = parameter.default
+    return arguments
+
+
+# each method as sd-mecha 1.1.8 computes it (sd_mecha/extensions/builtin/merge_methods/linear.py);
+# a key any model input lacks has no value, whatever the shortcut would read
+
+
+def _weighted_sum(c: _Compiler, args: dict[str, Any], key: str) -> Any:
+    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    alpha = c.value(args["alpha"], key)
+    if MISSING in (a, b, alpha):
+        return MISSING
+    alpha = c.weight(alpha, "alpha")
+    if math.isclose(alpha, 0.0):
+        return a
+    return b if math.isclose(alpha, 1.0) else ("lerp", a, b, alpha)
+
+
+def _add_difference(c: _Compiler, args: dict[str, Any], key: str) -> Any:
+    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    alpha = c.value(args["alpha"], key)
+    if MISSING in (a, b, alpha):
+        return MISSING
+    alpha = c.weight(alpha, "alpha")
+    return a if math.isclose(alpha, 0.0) else ("addc", a, b, alpha)
+
+
+def _subtract(c: _Compiler, args: dict[str, Any], key: str) -> Any:
+    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    return MISSING if MISSING in (a, b) else ("sub", a, b)
+
+
+def _n_average(c: _Compiler, args: dict[str, Any], key: str) -> Any:
+    models = tuple(c.tensor(c.value(m, key)) for m in args["models"])
+    if not models:
+        raise Unsupported("n_average of no models")
+    return MISSING if MISSING in models else (models[0] if len(models) == 1 else ("avg", models))
+
+
+_METHODS: dict[str, Callable[[_Compiler, dict[str, Any], str], Any]] = {
+    "weighted_sum": _weighted_sum, "add_difference": _add_difference, "subtract": _subtract,
+    "n_average": _n_average}
+
+
+def run_expression(expr: Expr, inputs: Mapping[str, Mapping[str, torch.Tensor]], device: torch.device,
+                   merge_dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The value of one key; written into ``out`` (the live tensor) when given and possible,
+    else returned as a new tensor (or a cached input itself, which the slot copies)."""
+    kind = expr[0]
+    if kind == "in":
+        return inputs[expr[1]][expr[2]]
+    if kind == "lerp" and expr[1][0] == "in" and expr[2][0] == "in" and merge_dtype == torch.float32:
+        a, b = inputs[expr[1][1]][expr[1][2]], inputs[expr[2][1]][expr[2][2]]
+        if a.dtype == b.dtype and a.dtype in DIRECT_DTYPES and a.shape == b.shape:
+            a, b = a.to(device), b.to(device)
+            if out is not None and out.dtype == a.dtype and out.shape == a.shape and out.device == a.device:
+                return torch.lerp(a, b, expr[3], out=out)
+            return torch.lerp(a, b, expr[3])
+    return _emulate(expr, inputs, device, merge_dtype)
+
+
+def _emulate(expr: Expr, inputs: Mapping[str, Mapping[str, torch.Tensor]], device: torch.device,
+             dtype: torch.dtype) -> torch.Tensor:
+    """``expr`` the way sd-mecha computes it: every input cast to the merge dtype first."""
+    kind = expr[0]
+    if kind == "in":
+        return inputs[expr[1]][expr[2]].to(device=device, dtype=dtype)
+    if kind == "lerp":
+        return torch.lerp(_emulate(expr[1], inputs, device, dtype), _emulate(expr[2], inputs, device, dtype),
+                          torch.tensor(expr[3], dtype=dtype, device=device))
+    if kind == "addc":
+        b = _emulate(expr[2], inputs, device, dtype)
+        return _emulate(expr[1], inputs, device, dtype).addcmul(b, torch.tensor(expr[3], dtype=dtype, device=device))
+    if kind == "sub":
+        return _emulate(expr[1], inputs, device, dtype) - _emulate(expr[2], inputs, device, dtype)
+    if kind == "avg":
+        result = None
+        for i, model in enumerate(expr[1], start=1):
+            value = _emulate(model, inputs, device, dtype)
+            result = value if result is None else torch.lerp(result, value, 1 / i)
+        assert result is not None
+        return result
+    raise AssertionError(f"unknown expression {kind!r}")
