@@ -239,12 +239,25 @@ def cmd_scorers(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.what == "merge":
+        return _bench_merge(args)
     names = [n.strip() for n in (args.scorers or "").split(",") if n.strip()] or None
     result = bench_scorers(args.device, args.models_dir, names, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
     else:
         print("\n".join(bench_text(result)))
+    return 0
+
+
+def _bench_merge(args) -> int:
+    from .merging.bench import bench_merge, bench_merge_text, some_keys
+
+    keys = some_keys(args.config, args.keys) if args.keys else None
+    result = bench_merge(args.config, args.device, repeats=args.repeats, keys=keys)
+    print("\n".join(bench_merge_text(result)))
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -345,8 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="last stdout line is JSON")
     sc.set_defaults(fn=cmd_scorers)
 
-    b = sub.add_parser("bench", help="time the scorers: load, per image at batch 1 and 8, a shared backbone")
-    b.add_argument("what", choices=["scorers"])
+    b = sub.add_parser("bench", help="time the scorers (load, per image at batch 1 and 8, a shared backbone) "
+                                     "or the merge engine (against a plain lerp loop and sd_mecha.merge)")
+    b.add_argument("what", choices=["scorers", "merge"])
+    b.add_argument("--config", default="sd1-ldm", choices=["sd1-ldm", "sdxl-sgm"],
+                   help="merge: the model config whose keys and shapes the random weights take (default: sd1-ldm)")
+    b.add_argument("--keys", type=_positive_int, metavar="N",
+                   help="merge: about N of the keys only, a quick check (the figures need every key)")
     b.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     b.add_argument("--models-dir", metavar="DIR", help="time the real files there (default: tiny random weights)")
     b.add_argument("--scorers", metavar="A,B", help="only these scorers")

@@ -9,6 +9,7 @@ files (its output cast to the model's dtype, as a slot stores it) and the engine
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -17,9 +18,11 @@ import sd_mecha
 import torch
 from sd_mecha.extensions import merge_methods
 
+from sd_optim.cli import main
 from sd_optim.files.tensor_files import load_tensors
 from sd_optim.merging import MergeEngine, MergeError
 from sd_optim.merging._engine import _NoProgress
+from sd_optim.merging._fast import compile_plan
 from sd_optim.merging.tensor_slot import TensorSlot
 from sd_optim.search.blocks import block_names, key_to_block
 
@@ -157,6 +160,47 @@ def test_a_one_block_change_recomputes_that_blocks_keys_only(models):
     assert engine.apply(block_recipe(models, {**values, "IN04": 0.75}), slot, CONFIG).keys_computed == 0
 
 
+def literal_trials_recipe(models, per_key: dict[str, float], blocks: dict[str, float]):
+    """A per-key weighted_sum with a per-block add_difference on top: two literals to change."""
+    inner = sd_mecha.weighted_sum(model(models[0]), model(models[1]),
+                                  alpha=sd_mecha.literal(dict(per_key), config=CONFIG) | 0.4)
+    delta = merge_methods.resolve("subtract")(model(models[2]), model(models[0]))
+    alpha = sd_mecha.convert(sd_mecha.literal(dict(blocks), config=BLOCKS), CONFIG) | 0.1
+    return merge_methods.resolve("add_difference")(inner, delta, alpha=alpha)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_trials_changing_literal_values_update_the_plan_and_still_match_sd_mecha(models, seed):
+    rng = random.Random(seed)
+    k2b = key_to_block(BLOCKS, CONFIG)
+    per_key = dict.fromkeys(rng.sample(sorted(k2b), 300), 0.5)
+    blocks = dict.fromkeys(block_names(BLOCKS), 0.5)
+    engine, slot = MergeEngine(), slot_of(models[0])
+    engine.apply(literal_trials_recipe(models, per_key, blocks), slot, CONFIG)
+    for _ in range(3):
+        keys = rng.sample(sorted(per_key), 5)
+        per_key.update({k: rng.choice([0.0, 1.0, round(rng.random(), 3)]) for k in keys})
+        changed = rng.sample(block_names(BLOCKS), 2)
+        blocks.update({b: rng.choice([0.0, round(rng.random(), 3)]) for b in changed})
+        recipe = literal_trials_recipe(models, per_key, blocks)
+        stats = engine.apply(recipe, slot, CONFIG)
+        plan = engine._plans._last.plan
+        assert plan.base is not None, "the same structure: the plan is updated, not compiled again"
+        assert plan.keys == compile_plan(recipe, engine.cached, CONFIG, torch.float32).keys
+        assert stats.keys_computed <= len(set(keys) | {k for k, b in k2b.items() if b in changed})
+        assert_slot_is(slot, mecha_merge(recipe))  # bit-exact
+
+
+def test_a_recipe_of_another_structure_is_compiled_afresh(models):
+    engine, slot = MergeEngine(), slot_of(models[0])
+    engine.apply(literal_trials_recipe(models, {"model.diffusion_model.out.0.weight": 0.2}, {"IN04": 0.3}), slot,
+                 CONFIG)
+    recipe = literal_trials_recipe(models, {"model.diffusion_model.out.0.bias": 0.2}, {"IN04": 0.3})
+    engine.apply(recipe, slot, CONFIG)
+    assert engine._plans._last.plan.base is None  # another key set: compiled afresh
+    assert_slot_is(slot, mecha_merge(recipe))
+
+
 def test_a_new_slot_or_a_failed_merge_starts_from_scratch(models):
     engine, recipe = MergeEngine(), block_recipe(models, {"IN04": 0.3})
     slot = slot_of(models[0])
@@ -231,3 +275,23 @@ def test_a_merge_that_drops_keys_every_input_has_is_an_error(models, tmp_path):
     recipe = sd_mecha.weighted_sum(model(models[0]), model(models[1]), alpha=literal)
     with pytest.raises(MergeError, match="no value for"):
         MergeEngine().apply(recipe, slot_of(models[0]), CONFIG)
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+def test_bench_merge_times_the_engine_against_a_lerp_loop_and_sd_mecha(capsys):
+    """A quick run on some of SD1's keys: every figure, no difference from sd_mecha.merge, and
+    the one-block change recomputing that block's keys only."""
+    from sd_optim.merging.bench import CHANGED_BLOCK
+
+    assert main(["bench", "merge", "--config", "sd1-ldm", "--keys", "40", "--repeats", "1", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    for field in ("config", "device", "lerp_s", "mecha_s", "engine_full_s", "engine_incremental_s",
+                  "block_share", "restore_s", "max_abs_diff"):
+        assert field in result, field
+    assert result["config"] == "sd1-ldm" and result["device"] == "cpu"
+    assert result["max_abs_diff"] == 0.0
+    block = [k for k, b in key_to_block("sd1-supermerger_blocks", "sd1-ldm").items() if b == CHANGED_BLOCK]
+    assert result["keys_incremental"] == len(block) and 0 < result["block_share"] < 1
+    assert any("full merge / lerp loop" in line for line in lines)

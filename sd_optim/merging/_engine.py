@@ -24,7 +24,7 @@ from sd_mecha.recipe_nodes import ModelRecipeNode, OpenModelRecipeNode
 
 from ..search.graph import rebuild
 from ._cached import CachedStateDict
-from ._fast import Plan, Unsupported, compile_plan, run_expression
+from ._fast import Plan, PlanCache, Unsupported, run_expression
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class MergeEngine:
         # expression each of its keys holds now
         self._slot: weakref.ref | None = None
         self._written: dict[str, tuple] = {}
+        self._written_plan: int | None = None  # the serial of the plan the slot holds in full
+        self._plans = PlanCache()
         self.last_unsupported = ""  # why the last recipe went to sd-mecha ("" when it did not)
 
     def cached(self, path: str | Path) -> CachedStateDict:
@@ -122,11 +124,12 @@ class MergeEngine:
         """Drop the cached input models (their memory goes back as soon as nothing else holds them)."""
         self._cache.clear()
         self.placement.clear()
+        self._plans.clear()
         self.forget_slot()
 
     def forget_slot(self) -> None:
         """Assume nothing about what the slot holds: the next merge writes every key."""
-        self._slot, self._written = None, {}
+        self._slot, self._written, self._written_plan = None, {}, None
 
     def preload(self, recipe) -> None:
         for node in recipe:
@@ -162,8 +165,13 @@ class MergeEngine:
         start = time.perf_counter()
         plan = self._plan(recipe, model_config) if self.fast else None
         if plan is not None:
+            if plan.base is None:  # an updated plan gives the keys its base gave
+                try:
+                    self._check_written(recipe, model_config, set(plan.keys))
+                except MergeError:
+                    self._plans.clear()  # never the base of an update
+                    raise
             computed = self._run_plan(plan, slot)
-            self._check_written(recipe, model_config, set(plan.keys))
             slot.commit()
             return MergeStats(time.perf_counter() - start, len(plan.keys), computed, "fast")
         self.forget_slot()  # sd-mecha writes every key
@@ -198,7 +206,7 @@ class MergeEngine:
     def _plan(self, recipe, model_config: str) -> Plan | None:
         """The recipe's per-key plan, or None when it holds something only sd-mecha runs."""
         try:
-            plan = compile_plan(recipe, self.cached, model_config, self.merge_dtype)
+            plan = self._plans.compile(recipe, self.cached, model_config, self.merge_dtype)
         except Unsupported as why:
             if str(why) != self.last_unsupported:
                 log.info("merging through sd-mecha: the fast path does not run %s", why)
@@ -213,10 +221,16 @@ class MergeEngine:
             self.forget_slot()
             self._slot = weakref.ref(slot)
         writable = getattr(slot, "writable", None)
+        keys = plan.changed if plan.base is not None and plan.base == self._written_plan else plan.keys
+        self._written_plan = None
         computed = 0
         try:
-            for key, expr in plan.keys.items():
+            for key in keys:
+                expr = plan.keys.get(key)
                 if self._written.get(key) == expr:
+                    continue
+                if expr is None:  # no value now: what the slot holds stays (as sd-mecha leaves it)
+                    self._written.pop(key, None)
                     continue
                 self._written.pop(key, None)
                 out = writable(key) if writable is not None else None
@@ -230,4 +244,5 @@ class MergeEngine:
             raise
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self._written_plan = plan.serial
         return computed

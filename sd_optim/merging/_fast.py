@@ -20,13 +20,18 @@ the slot stores it).
 
 An expression is a nested tuple, hashable and comparable: the engine keeps the one each key was
 last written with and recomputes only the keys whose expression changed (incremental merges).
+:class:`PlanCache` keeps the cost of a trial's plan to what changed: when a recipe has the
+previous one's structure (the same nodes, models, scalar hyperparameters and literal key sets)
+and differs only in literal values, such as a per-block or per-key ``alpha``, only the keys
+that read a changed value are compiled again.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +43,7 @@ from ..search.blocks import key_to_block
 Expr = tuple  # ("in", path, key) | ("lerp", x, y, w) | ("addc", x, y, w) | ("sub", x, y) | ("avg", xs)
 MISSING: Any = None  # the recipe gives the key no value (sd-mecha's StateDictKeyError)
 DIRECT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_serials = itertools.count(1)
 
 
 class Unsupported(Exception):
@@ -51,32 +57,125 @@ class Plan:
     model_config: str
     keys: dict[str, Expr]
     inputs: dict[str, Mapping[str, torch.Tensor]]  # path -> the cached input tensors
+    serial: int = field(default_factory=lambda: next(_serials))
+    base: int | None = None  # the serial of the plan this one updates; None: compiled afresh
+    changed: frozenset[str] = frozenset()  # with a base: the only keys whose expression may differ
 
 
 def compile_plan(recipe: RecipeNode, cached: Callable[[str], Mapping[str, torch.Tensor]], model_config: str,
-                 merge_dtype: torch.dtype) -> Plan:
+                 merge_dtype: torch.dtype, literal_index: dict[int, int] | None = None,
+                 deps: dict[tuple[int, str], list[str]] | None = None) -> Plan:
     """The recipe's expression for every key of ``model_config`` (:class:`Unsupported` when it
-    holds a node the fast path does not run)."""
+    holds a node the fast path does not run). With ``literal_index`` (a literal node's id -> its
+    number), ``deps`` receives, per (literal, name) read, the keys that read it."""
     config = model_configs.resolve(model_config)
-    compiler = _Compiler(config, cached, merge_dtype)
+    compiler = _Compiler(config, cached, merge_dtype, literal_index, deps)
     keys = {}
     for key in config.keys():  # noqa: SIM118 - a ModelConfig is not iterable
-        expr = compiler.value(recipe, key)
+        expr = compiler.key(recipe, key)
         if expr is not MISSING:
-            if not isinstance(expr, tuple):
-                raise Unsupported(f"the recipe is a number ({expr!r}), not a model")
             keys[key] = expr
     return Plan(model_config, keys, compiler.inputs)
 
 
+@dataclass
+class _Compiled:
+    shape: tuple  # the recipe's structure (see recipe_shape), with the model config and merge dtype
+    values: list[dict[str, Any]]  # each literal's values, in the order recipe_shape met them
+    plan: Plan
+    deps: dict[tuple[int, str], list[str]]  # (literal number, name) -> the keys that read it
+
+
+class PlanCache:
+    """The last trial's plan, updated rather than compiled again when only literal values changed."""
+
+    def __init__(self) -> None:
+        self._last: _Compiled | None = None
+
+    def clear(self) -> None:
+        self._last = None
+
+    def compile(self, recipe: RecipeNode, cached: Callable[[str], Mapping[str, torch.Tensor]], model_config: str,
+                merge_dtype: torch.dtype) -> Plan:
+        literals: list[LiteralRecipeNode] = []
+        shape = (model_config, str(merge_dtype), recipe_shape(recipe, literals))
+        index = {id(node): i for i, node in enumerate(literals)}
+        last, self._last = self._last, None  # nothing stale is kept if compiling fails
+        if last is not None and last.shape == shape:
+            plan = _update(last, recipe, literals, index, merge_dtype)
+            deps = last.deps
+        else:
+            deps = {}
+            plan = compile_plan(recipe, cached, model_config, merge_dtype, index, deps)
+        self._last = _Compiled(shape, [dict(node.value_dict) for node in literals], plan, deps)
+        return plan
+
+
+def _update(last: _Compiled, recipe: RecipeNode, literals: list[LiteralRecipeNode], index: dict[int, int],
+            merge_dtype: torch.dtype) -> Plan:
+    """``last.plan`` with the keys that read a changed literal value compiled again."""
+    changed: set[str] = set()
+    for i, (old, node) in enumerate(zip(last.values, literals)):
+        for name, value in node.value_dict.items():
+            if old[name] != value:
+                changed.update(last.deps.get((i, name), ()))
+    base = last.plan
+    compiler = _Compiler(model_configs.resolve(base.model_config), None, merge_dtype, index, None)
+    compiler.inputs = base.inputs
+    keys = dict(base.keys)
+    for key in changed:
+        expr = compiler.key(recipe, key)
+        if expr is MISSING:  # a structure that reads the same names has the same keys; kept safe
+            keys.pop(key, None)
+        else:
+            keys[key] = expr
+    return Plan(base.model_config, keys, base.inputs, base=base.serial, changed=frozenset(changed))
+
+
+def recipe_shape(node: Any, literals: list[LiteralRecipeNode]) -> Any:
+    """What two recipes must share for one's plan to update the other's: the nodes, models,
+    methods, scalar values and each literal's key names (appended to ``literals`` in order)."""
+    if isinstance(node, ModelRecipeNode):
+        config = getattr(node.model_config, "identifier", None)
+        return ("model", str(node.path), config, getattr(node.merge_space, "identifier", None))
+    if isinstance(node, LiteralRecipeNode):
+        literals.append(node)
+        if any(isinstance(v, RecipeNode) for v in node.value_dict.values()):
+            return ("opaque", next(_serials))  # a recipe inside a literal: compiled afresh each time
+        return ("literal", getattr(node.model_config, "identifier", None), tuple(node.value_dict))
+    if isinstance(node, MergeRecipeNode):
+        args = tuple((name, recipe_shape(value, literals)) for name, value in _arguments(node).items())
+        return ("merge", node.merge_method.identifier, args)
+    if isinstance(node, (tuple, list)):
+        return ("seq", tuple(recipe_shape(value, literals) for value in node))
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return ("value", type(node).__name__, node)
+    return ("opaque", next(_serials))  # a tensor, say: never the same shape twice
+
+
 class _Compiler:
-    def __init__(self, config: Any, cached: Callable[[str], Mapping[str, torch.Tensor]], merge_dtype: torch.dtype):
+    def __init__(self, config: Any, cached: Callable[[str], Mapping[str, torch.Tensor]] | None,
+                 merge_dtype: torch.dtype, literal_index: dict[int, int] | None = None,
+                 deps: dict[tuple[int, str], list[str]] | None = None):
         self.config = config
         self.cached = cached
         self.merge_dtype = merge_dtype
         self.inputs: dict[str, Mapping[str, torch.Tensor]] = {}
         self.aliases = config.aliases()
         self.converters = _converters()  # read per compile: a block config may be registered later
+        self.literal_index = literal_index or {}
+        self.deps = deps
+        self.current = ""  # the key being compiled
+        self._arguments: dict[int, dict[str, Any]] = {}
+        self._rounded: dict[float, float] = {}
+
+    def key(self, recipe: RecipeNode, key: str) -> Any:
+        """The expression of ``key``, or MISSING."""
+        self.current = key
+        expr = self.value(recipe, key)
+        if expr is not MISSING and not isinstance(expr, tuple):
+            raise Unsupported(f"the recipe is a number ({expr!r}), not a model")
+        return expr
 
     def value(self, node: Any, key: str) -> Any:
         """A float, an expression, or MISSING for ``key``."""
@@ -115,8 +214,14 @@ class _Compiler:
             names = (lookup,)
         for name in names:
             if name in node.value_dict:
+                self.read(node, name)
                 return self.scalar_or_expr(node.value_dict[name], key)
         return MISSING
+
+    def read(self, node: LiteralRecipeNode, name: str) -> None:
+        """Note that the key being compiled depends on the literal's value ``name``."""
+        if self.deps is not None and id(node) in self.literal_index:
+            self.deps.setdefault((self.literal_index[id(node)], name), []).append(self.current)
 
     def scalar_or_expr(self, value: Any, key: str) -> Any:
         if isinstance(value, RecipeNode):
@@ -127,7 +232,9 @@ class _Compiler:
 
     def merge(self, node: MergeRecipeNode, key: str) -> Any:
         method = node.merge_method.identifier
-        args = _arguments(node)
+        args = self._arguments.get(id(node))
+        if args is None:
+            args = self._arguments[id(node)] = _arguments(node)
         if method == "fallback":
             found = self.value(args["a"], key)
             return self.value(args["default"], key) if found is MISSING else found
@@ -135,7 +242,9 @@ class _Compiler:
             literal = args["singleton"]
             if not isinstance(literal, LiteralRecipeNode) or len(literal.value_dict) != 1:
                 raise Unsupported("convert_singleton of something other than a one-value literal")
-            return self.scalar_or_expr(next(iter(literal.value_dict.values())), key)
+            ((name, value),) = literal.value_dict.items()
+            self.read(literal, name)
+            return self.scalar_or_expr(value, key)
         converter = self.converters.get(method)
         if converter is not None:
             return self.block_literal(node, *converter, key)
@@ -158,7 +267,10 @@ class _Compiler:
         """A hyperparameter as sd-mecha sees it: a number in the merge dtype."""
         if not isinstance(value, float):
             raise Unsupported(f"{name} given as a tensor-valued recipe")
-        return torch.tensor(value, dtype=self.merge_dtype).item()
+        rounded = self._rounded.get(value)
+        if rounded is None:
+            rounded = self._rounded[value] = torch.tensor(value, dtype=self.merge_dtype).item()
+        return rounded
 
     def tensor(self, value: Any) -> Any:
         if value is not MISSING and not isinstance(value, tuple):
