@@ -44,6 +44,7 @@ def test_minimal_config_gets_defaults():
      "payloads[0].scorers[0]: must name a configured scorer (image_stats), got 'nope'"),
     (with_(models=["a.safetensors"]), "models: merge mode needs at least two checkpoints; given: a.safetensors"),
     (with_(mode="blend"), "mode: must be one of merge, recipe, got 'blend'"),
+    (with_(merge_precision="fp8"), "merge_precision: must be one of fp32, fp16, bf16, got 'fp8'"),
     (with_(scoring={"normalize": "yes"}), "scoring.normalize: must be true or false, got 'yes'"),
     (with_(optimizer={"sampler": "annealing"}), "optimizer.sampler: must be one of"),
     (with_(optimizer={"trials": 0}), "optimizer.trials: must be >= 1, got 0"),

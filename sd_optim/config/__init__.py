@@ -9,6 +9,7 @@ from .model import (  # noqa: F401  (the config's public names)
     BASELINES,
     ITEM_KINDS,
     MEANS,
+    MERGE_PRECISIONS,
     MODES,
     ON_ERROR,
     SAMPLERS,

@@ -18,6 +18,7 @@ SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")
 MEANS = ("arithmetic", "geometric", "quadratic")
 BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
+MERGE_PRECISIONS = ("fp32", "fp16", "bf16")  # the dtype merges compute in (sd-mecha's merge_dtype)
 SCORER_PATH_OPTIONS = ("folder", "head", "clip")  # scorer options that name files: relative to the config
 
 
@@ -171,6 +172,8 @@ class RunConfig:
     output_dir: str = _shown("Run folder", default="runs")
     models_dir: str = _shown("Scorer models folder", default="")  # scorer weights
     device: str = _shown("Device", "empty: auto", default="auto")
+    merge_precision: str = _shown("Merge precision", "fp32 as sd-mecha; fp16 / bf16 faster, a little less exact",
+                                  default="fp32")
     base_dir: str = "."  # relative paths resolve against this (the config file's folder)
 
     def resolve_path(self, p: str) -> Path:

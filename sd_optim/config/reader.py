@@ -21,6 +21,7 @@ from .model import (
     BASELINES,
     ITEM_KINDS,
     MEANS,
+    MERGE_PRECISIONS,
     MODES,
     ON_ERROR,
     SAMPLERS,
@@ -168,6 +169,7 @@ class ConfigReader:
             output_dir=self.str_("output_dir", top.get("output_dir"), "runs"),
             models_dir=self.str_("models_dir", top.get("models_dir")),
             device=self.device(top.get("device")),
+            merge_precision=self.str_("merge_precision", top.get("merge_precision"), "fp32", MERGE_PRECISIONS),
             base_dir=base_dir,
         )
         if top.get("name") is not None:

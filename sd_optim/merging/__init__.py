@@ -1,6 +1,6 @@
 """Merge engines: write a recipe's merged weights into a host's slot."""
 
 from ._cached import CachedStateDict
-from ._engine import MergeEngine, MergeError, MergeStats
+from ._engine import MERGE_DTYPES, MergeEngine, MergeError, MergeStats
 
-__all__ = ["CachedStateDict", "MergeEngine", "MergeError", "MergeStats"]
+__all__ = ["MERGE_DTYPES", "CachedStateDict", "MergeEngine", "MergeError", "MergeStats"]

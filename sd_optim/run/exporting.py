@@ -54,6 +54,8 @@ def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, 
     import sd_mecha
     import torch
 
+    from ..merging import MERGE_DTYPES
+
     if out.is_symlink():  # dangling or not: writing would create or replace its target elsewhere
         raise ConfigError([Problem("--out", "is a symbolic link; give the real path", str(out))])
     if out.exists():
@@ -68,5 +70,6 @@ def export_trial(output_dir: Path, study: str, *, trial: int | None, out: Path, 
             tmp.write_text(recipe_text(recipe), encoding="utf-8")
         else:
             sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
+                           merge_dtype=MERGE_DTYPES[config.merge_precision],
                            check_finite_output=False, omit_non_finite_inputs=False)
     return out

@@ -14,7 +14,7 @@ import optuna
 
 from ..errors import ConfigError, Problem
 from ..hosts.base import GeneratedImage, KeptMerge
-from ..merging import MergeEngine
+from ..merging import MERGE_DTYPES, MergeEngine
 from .runner import Runner, RunState, trial_infotext
 
 
@@ -58,7 +58,7 @@ class TrialTools:
         """Merge the trial in again and render every prompt set; the original comes back after."""
         t = self.trial(number)
         host = self.runner.host
-        engine = MergeEngine(device=host.device)
+        engine = MergeEngine(device=host.device, merge_dtype=MERGE_DTYPES[self.run.config.merge_precision])
         try:
             with host.open_slot() as slot:
                 engine.apply(self.run.planner.recipe(t.params), slot, self.run.model_config)
@@ -76,7 +76,7 @@ class TrialTools:
         host = self.runner.host
         kept = KeptMerge(self.run.study.study_name, number, float(t.value), self.run.planner.recipe_text(t.params),
                          str(self.recipe_file(number)))
-        engine = MergeEngine(device=host.device)
+        engine = MergeEngine(device=host.device, merge_dtype=MERGE_DTYPES[self.run.config.merge_precision])
         try:
             with host.open_slot() as slot:
                 engine.apply(self.run.planner.recipe(t.params), slot, self.run.model_config)

@@ -61,7 +61,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "models": [], "model_names": {}, "base_model": "", "host_model": "", "diffusers_config": "",
     "loras": [],
     # mode
-    "mode": RunConfig.mode, "method": _MERGE.method, "fixed": [], "recipe_path": "", "recipe_sites": [],
+    "mode": RunConfig.mode, "merge_precision": RunConfig.merge_precision, "method": _MERGE.method, "fixed": [], "recipe_path": "", "recipe_sites": [],
     "recipe_include": " ".join(_GUIDE.recipe_include), "recipe_exclude": " ".join(_GUIDE.recipe_exclude),
     # guide
     "strategies": [], "bounds": [], "blocks": _GUIDE.blocks,
@@ -86,7 +86,8 @@ FORM_DEFAULTS: dict[str, Any] = {
 CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "loras": (RunConfig, "loras"), "base_model": (RunConfig, "base_model"),
     "host_model": (RunConfig, "host_model"), "diffusers_config": (RunConfig, "diffusers_config"),
-    "mode": (RunConfig, "mode"), "method": (MergeSettings, "method"), "fixed": (MergeSettings, "fixed"),
+    "mode": (RunConfig, "mode"), "merge_precision": (RunConfig, "merge_precision"),
+    "method": (MergeSettings, "method"), "fixed": (MergeSettings, "fixed"),
     "recipe_path": (RecipeSettings, "path"), "recipe_include": (Guide, "recipe_include"),
     "recipe_exclude": (Guide, "recipe_exclude"), "blocks": (Guide, "blocks"),
     "wildcards_dir": (RunConfig, "wildcards_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
@@ -266,7 +267,7 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
     """The run config's YAML data from the control values; ``path_for`` turns a checkpoint
     choice (the WebUI's title) into its file path."""
     f = {**FORM_DEFAULTS, **form}
-    data: dict[str, Any] = {"mode": f["mode"]}
+    data: dict[str, Any] = {"mode": f["mode"], "merge_precision": f["merge_precision"]}
     names = dict(f["model_names"] or {})
     models, used = [], set()
     for choice in f["models"] or []:
@@ -527,6 +528,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     f["output_dir"] = cfg.output_dir if "output_dir" in raw else ""
     f["models_dir"] = cfg.models_dir
     f["device"] = cfg.device if cfg.device != "auto" else ""
+    f["merge_precision"] = cfg.merge_precision
     return f
 
 
@@ -564,7 +566,7 @@ _PANEL_OF = {
     "diffusers_config": "models", "mode": "mode", "merge": "mode", "recipe": "mode",
     "guide": "guide", "payloads": "payloads", "wildcards_dir": "payloads", "scorers": "scorers",
     "scoring": "scorers", "optimizer": "optimizer", "after_run": "optimizer", "name": "optimizer",
-    "output_dir": "optimizer", "models_dir": "scorers", "device": "optimizer",
+    "output_dir": "optimizer", "models_dir": "scorers", "device": "optimizer", "merge_precision": "mode",
 }
 
 

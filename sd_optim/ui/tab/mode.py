@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from ...config import MERGE_PRECISIONS
 from .. import catalog as cat
 from .. import compat
 from .. import form as fm
@@ -26,8 +27,12 @@ def build_mode(ctx: TabContext, form: dict[str, Any]) -> Components:
     rows, text = method_info(form["method"])
     parts: Components = {}
     with set_up_panel(parts, "mode", open=True):
-        parts["mode"] = gr.Radio(["merge", "recipe"], value=form["mode"], label=fm.control_label("mode"),
-                                 elem_id=elem("mode"))
+        with gr.Row():
+            parts["mode"] = gr.Radio(["merge", "recipe"], value=form["mode"], label=fm.control_label("mode"),
+                                     elem_id=elem("mode"))
+            parts["merge_precision"] = gr.Radio(list(MERGE_PRECISIONS), value=form["merge_precision"],
+                                                label=fm.control_label("merge_precision"),
+                                                elem_id=elem("merge_precision"))
         with gr.Group(visible=form["mode"] == "merge") as parts["merge_group"]:
             parts["method"] = gr.Dropdown(_methods(), value=form["method"], label=fm.control_label("method"),
                                           elem_id=elem("method"))
