@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .hosts.standalone import make_host
 from .merging import MergeEngine
 from .run.runner import Runner
@@ -59,7 +57,6 @@ def render_references(config, host, params: dict[str, float], folder: Path) -> N
 def demo_data(folder: Path, trials: int, study: str) -> dict[str, Any]:
     """The tiny models in ``folder`` and the demo's config data (``study`` empty: the config names
     none, so the tab picks a fresh name). The references are rendered by :func:`ensure_references`."""
-    torch.set_num_threads(1)  # tiny tensors: intra-op threads only cost time on 2 cores
     models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
     config_dir = tiny_diffusers_config("sd1", folder / "diffusers-config")
     data = demo_config(folder, models, config_dir, trials, references_folder(folder), study)

@@ -254,3 +254,25 @@ def test_sd_mecha_merges_straight_into_the_slot(sd1_host, tiny_sd1_paths, sd1_fi
             assert torch.allclose(slot[k], torch.lerp(a[k], b[k], 0.3), atol=1e-6), k
     for k, v in sd1_file.items():
         assert torch.equal(sd1_host._read(k), v), k
+
+
+def test_threads_are_picked_by_model_size_in_one_place(tiny_sd1_paths, tiny_sd1_config_dir):
+    """make_host (run, demo, app) sets torch's threads: one for tiny models, torch's default for
+    real ones."""
+    import torch
+
+    from sd_optim.config import config_from_dict
+    from sd_optim.hosts import standalone
+
+    assert standalone.cpu_threads_for(10 * 2**20) == 1
+    assert standalone.cpu_threads_for(2 * 2**30) == standalone._DEFAULT_THREADS
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        config = config_from_dict({"models": [str(p) for p in tiny_sd1_paths[:2]], "payloads": [{"prompt": "x"}],
+                                   "scorers": ["image_stats"], "diffusers_config": str(tiny_sd1_config_dir),
+                                   "device": "cpu"})
+        standalone.make_host(config)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

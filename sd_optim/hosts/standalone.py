@@ -1,5 +1,6 @@
 """The standalone host a run config asks for (the command line, the demo and the standalone app
-build it here): a diffusers pipeline from ``host_model`` on the device ``device`` names."""
+build it here): a diffusers pipeline from ``host_model`` on the device ``device`` names, and
+torch's CPU thread count for it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from ..config import RunConfig
 from ..errors import ConfigError, Problem
 from ..files.inputs import check_files
 from .diffusers_host import DiffusersHost
+
+SMALL_MODEL_BYTES = 256 * 2**20  # below this (the demo's and the tests' models) one thread is fastest
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice: the machine's physical cores
+
+
+def cpu_threads_for(model_bytes: int) -> int:
+    """torch's intra-op threads for a model of ``model_bytes``: one for tiny models, whose
+    tensors are too small for threads to pay for starting; torch's default for real ones."""
+    return 1 if model_bytes < SMALL_MODEL_BYTES else _DEFAULT_THREADS
 
 
 def choose_device(requested: str) -> str:
@@ -31,6 +41,7 @@ def make_host(config: RunConfig, device: str | None = None) -> DiffusersHost:
     if config_dir is not None and not config_dir.is_dir():
         raise ConfigError([Problem("diffusers_config", "no such folder", str(config_dir))])
     try:
+        torch.set_num_threads(cpu_threads_for(path.stat().st_size))
         return DiffusersHost(path, config_dir=config_dir, device=device or choose_device(config.device))
     except (ValueError, OSError) as e:
         raise ConfigError([Problem("host_model", f"{model.name} ({path}): cannot load it: {e}")]) from None
