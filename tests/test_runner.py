@@ -101,7 +101,7 @@ def test_run_writes_artifacts_and_restores(sd1_host, cfg, tiny_sd1_paths):
     rows = read_rows(final.run_dir)
     assert [r["number"] for r in rows] == [0, 1, 2]
     assert all(r["state"] == "COMPLETE" and "image_stats" in r["scores"]["p"] for r in rows)
-    assert set(rows[0]["timings"]) == {"merge", "generate", "score"}
+    assert set(rows[0]["timings"]) == {"merge", "generate", "score", "other"}
     from PIL import Image
 
     png = Image.open(f"{final.run_dir}/{rows[0]['images'][0]['path']}")
@@ -493,3 +493,19 @@ def test_scorers_over_their_memory_bound_wait_off_the_device_between_trials(sd1_
     bounded = run_with(1e-9)  # any model is over it: offloaded after every trial, back before the next
     assert len(offloads) == 2 and restores[2:] == [False, True]
     assert bounded == unbounded  # the same scores either way
+
+
+def test_merge_precision_is_what_every_merge_of_the_run_computes_in(sd1_host, cfg, tmp_path):
+    """merge_precision: bf16 reaches the run's engine and the saved checkpoint, which equals
+    sd_mecha.merge of best.mecha at that precision."""
+    config = cfg(merge_precision="bf16", optimizer={"trials": 1})
+    engine = MergeEngine()
+    runner = Runner(config, sd1_host, engine=engine)
+    final = run_to_end(runner)
+    assert engine.merge_dtype == torch.bfloat16
+    best = runner.state.study.best_trial
+    saved = runner.save_checkpoint(runner.state, best, runner.state.planner.recipe(best.params), "bf16")
+    recipe = sd_mecha.deserialize_path(__import__("pathlib").Path(final.best_recipe))
+    expected = sd_mecha.merge(recipe, merge_dtype=torch.bfloat16, output_dtype=torch.float16)
+    written = safetensors.torch.load_file(str(saved))
+    assert all(torch.equal(written[k], v) for k, v in expected.items() if k != "__metadata__")

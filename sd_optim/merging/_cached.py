@@ -54,6 +54,12 @@ class CachedStateDict(SafetensorsMapping):
     def items(self):
         return self._tensors.items()
 
+    def pin_memory(self) -> None:
+        """Move the tensors to pinned (page-locked) memory one at a time, never holding a second
+        copy of the whole model (CUDA only; a RuntimeError when the system refuses)."""
+        for key, tensor in self._tensors.items():
+            self._tensors[key] = tensor.pin_memory()
+
     def close(self) -> None:
         """Kept open for the whole run: the engine owns the tensors, not sd-mecha."""
 

@@ -29,6 +29,9 @@ from ._fast import Plan, PlanCache, Unsupported, run_expression
 log = logging.getLogger(__name__)
 
 
+MERGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # merge_precision -> dtype
+
+
 class MergeError(RuntimeError):
     pass
 
@@ -116,6 +119,11 @@ class MergeEngine:
             on_device = sum(c.nbytes for k, c in self._cache.items() if self.placement[k] != "cpu")
             if self.device.type != "cpu" and on_device + sd.nbytes <= self.device_budget_bytes:
                 sd = CachedStateDict({k: t.to(self.device) for k, t in sd.items()})
+            elif self.device.type == "cuda":
+                try:  # streamed to the GPU key by key: from pinned memory that copies fastest
+                    sd.pin_memory()
+                except RuntimeError as e:
+                    log.info("merge inputs stay in pageable memory (pinning refused: %s)", e)
             self.placement[key] = str(next(iter(sd.values())).device) if len(sd) else "cpu"
             self._cache[key] = sd
         return self._cache[key]
@@ -221,6 +229,7 @@ class MergeEngine:
             self.forget_slot()
             self._slot = weakref.ref(slot)
         writable = getattr(slot, "writable", None)
+        writer = _SlotWriter(slot)
         keys = plan.changed if plan.base is not None and plan.base == self._written_plan else plan.keys
         self._written_plan = None
         computed = 0
@@ -236,7 +245,7 @@ class MergeEngine:
                 out = writable(key) if writable is not None else None
                 value = run_expression(expr, plan.inputs, self.device, self.merge_dtype, out)
                 if value is not out:
-                    slot[key] = value
+                    writer[key] = value
                 self._written[key] = expr
                 computed += 1
         except BaseException:

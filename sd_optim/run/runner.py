@@ -30,7 +30,7 @@ from ..errors import ConfigError, Problem
 from ..files.inputs import file_hash
 from ..files.paths import inside, safe_component
 from ..hosts.base import GenerationJob, Host, KeptMerge, Slot
-from ..merging import MergeEngine
+from ..merging import MERGE_DTYPES, MergeEngine
 from ..scoring import (
     ImageToScore,
     ScoreContext,
@@ -378,6 +378,7 @@ class Runner:
         progress = run.progress
         self.control.trial_limit = progress.limit
         run.engine = self.engine or MergeEngine(device=self.host.device)
+        run.engine.merge_dtype = MERGE_DTYPES[run.config.merge_precision]  # what every merge of the run computes in
         yield self._emit(ev.RunStarted(run.study.study_name, str(run.folder.path), progress.limit,
                                        [p.name for p in run.planner.space.params], run.model_config,
                                        len(run.study.trials)))
@@ -518,6 +519,7 @@ class Runner:
         with new_file(path) as tmp:
             # sd-mecha writes the recipe into the file's metadata ("mecha_recipe")
             sd_mecha.merge(recipe, output=tmp, output_dtype=torch.float16,
+                           merge_dtype=MERGE_DTYPES[run.config.merge_precision],
                            check_finite_output=False, omit_non_finite_inputs=False)
         self.host.refresh_checkpoints()
         return path
@@ -543,18 +545,21 @@ class Runner:
         )
 
     def _trial(self, run: RunState):
-        study = run.study
+        study, start = run.study, time.perf_counter()
         try:
             trial = study.ask(run.planner.space.distributions())
             claim_trial(trial)
         except Exception as e:  # the study cannot be written: nothing could be kept
             raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
         try:
-            return (yield from self._run_trial(run, trial))
+            return (yield from self._run_trial(run, trial, start))
         finally:
             release_trial(study.study_name, trial.number)
 
-    def _run_trial(self, run: RunState, trial: optuna.Trial):
+    def _run_trial(self, run: RunState, trial: optuna.Trial, start: float):
+        """One trial; its timings: merge, generate and score, and ``other``, the rest of the trial
+        from asking the study for it to telling it the value (the optimizer, the study's storage,
+        the run folder's writes)."""
         study, params = run.study, dict(trial.params)
         yield self._emit(ev.TrialStarted(trial.number, params))
         timings = {"merge": 0.0, "generate": 0.0, "score": 0.0}
@@ -587,6 +592,7 @@ class Runner:
                 self._emit_quietly(self._fail(study, trial, params, timings, reason))
             raise
         self._complete(study, trial, params, value, timings, per_scorer, per_payload)
+        timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
         finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings)
         yield self._emit(finished)
         return finished
