@@ -85,7 +85,7 @@ def random_recipe(rng: random.Random, nodes: list, depth: int):
     """A weight-space recipe over ``nodes`` (the models) of the fast path's methods."""
     if depth == 0:
         return rng.choice(nodes)
-    kind = rng.choice(["weighted_sum", "weighted_sum", "add_difference", "n_average"])
+    kind = rng.choice(["weighted_sum", "weighted_sum", "add_difference", "n_average", "add_perpendicular"])
     if kind == "weighted_sum":
         return sd_mecha.weighted_sum(random_recipe(rng, nodes, depth - 1), random_recipe(rng, nodes, depth - 1),
                                      alpha=random_weight(rng))
@@ -93,10 +93,13 @@ def random_recipe(rng: random.Random, nodes: list, depth: int):
         delta = merge_methods.resolve("subtract")(random_recipe(rng, nodes, depth - 1), rng.choice(nodes))
         return merge_methods.resolve("add_difference")(random_recipe(rng, nodes, depth - 1), delta,
                                                        alpha=random_weight(rng))
+    if kind == "add_perpendicular":  # subtract, perpendicular_component and add_difference nodes
+        return sd_mecha.add_perpendicular(random_recipe(rng, nodes, depth - 1), random_recipe(rng, nodes, depth - 1),
+                                          rng.choice(nodes), alpha=random_weight(rng))
     return sd_mecha.n_average(*(random_recipe(rng, nodes, depth - 1) for _ in range(rng.randint(2, 3))))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_random_linear_recipes_merge_bit_exactly_as_sd_mecha(models, seed):
     rng = random.Random(seed)
     recipe = random_recipe(rng, [model(p) for p in models], depth=rng.randint(1, 3))
@@ -106,6 +109,14 @@ def test_random_linear_recipes_merge_bit_exactly_as_sd_mecha(models, seed):
     expected = mecha_merge(recipe)
     assert stats.keys_written == len(expected) == stats.keys_computed
     assert_slot_is(slot, expected)
+
+
+def test_add_perpendicular_matches_sd_mecha_even_where_the_difference_is_zero(models):
+    a, b, c = (model(p) for p in models)
+    for recipe in (sd_mecha.add_perpendicular(a, b, c, alpha=0.7), sd_mecha.add_perpendicular(a, b, a, alpha=0.5)):
+        slot = slot_of(models[0])
+        assert MergeEngine().apply(recipe, slot, CONFIG).path == "fast"
+        assert_slot_is(slot, mecha_merge(recipe))  # bit-exact; a - a: zeros, as sd-mecha gives
 
 
 def test_merge_precision_float16_and_bfloat16_match_sd_mecha_too(models):

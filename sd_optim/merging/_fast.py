@@ -4,7 +4,8 @@ run with plain tensor operations, instead of sd-mecha's per-key graph walk.
 :func:`compile_plan` turns a recipe into a :class:`Plan`: for every key of the model config,
 an expression over the cached input tensors with its hyperparameters resolved to numbers
 (``("lerp", a, b, 0.3)``), or nothing where sd-mecha would give the key no value. It accepts
-``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, ``fallback`` (per-key
+``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, ``perpendicular_component``
+(what sd-mecha's ``add_perpendicular`` builds), ``fallback`` (per-key
 literals with a default), ``convert_singleton`` and the block-config converters (per-block
 literals), nested in any way; anything else raises :class:`Unsupported` and the engine hands
 the recipe to sd-mecha.
@@ -40,7 +41,8 @@ from sd_mecha.recipe_nodes import LiteralRecipeNode, MergeRecipeNode, ModelRecip
 
 from ..search.blocks import key_to_block
 
-Expr = tuple  # ("in", path, key) | ("lerp", x, y, w) | ("addc", x, y, w) | ("sub", x, y) | ("avg", xs)
+# ("in", path, key) | ("lerp", x, y, w) | ("addc", x, y, w) | ("sub", x, y) | ("avg", xs) | ("perp", x, y)
+Expr = tuple
 MISSING: Any = None  # the recipe gives the key no value (sd-mecha's StateDictKeyError)
 DIRECT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _serials = itertools.count(1)
@@ -171,7 +173,9 @@ class _Compiler:
         self.literal_index = literal_index or {}
         self.deps = deps
         self.current = ""  # the key being compiled
+        # per node (by id; the recipe outlives the compiler): its arguments, a model's (path, tensors)
         self._arguments: dict[int, dict[str, Any]] = {}
+        self._models: dict[int, tuple[str, Mapping[str, torch.Tensor]]] = {}
         self._rounded: dict[float, float] = {}
 
     def key(self, recipe: RecipeNode, key: str) -> Any:
@@ -184,19 +188,36 @@ class _Compiler:
 
     def value(self, node: Any, key: str) -> Any:
         """A float, an expression, or MISSING for ``key``."""
+        if type(node) is float:  # this runs for every node of every key: no isinstance on the way
+            return node
+        handler = _HANDLERS.get(type(node))
+        return self.other_value(node, key) if handler is None else handler(self, node, key)
+
+    def other_value(self, node: Any, key: str) -> Any:
         if isinstance(node, bool) or not isinstance(node, (int, float, RecipeNode)):
             raise Unsupported(f"a hyperparameter of type {type(node).__name__} ({node!r})")
         if isinstance(node, (int, float)):
             return float(node)
-        if isinstance(node, ModelRecipeNode):
-            return self.model(node, key)
-        if isinstance(node, LiteralRecipeNode):
-            return self.literal(node, key)
-        if isinstance(node, MergeRecipeNode):
-            return self.merge(node, key)
+        for base, handler in ((ModelRecipeNode, _Compiler.model), (LiteralRecipeNode, _Compiler.literal),
+                              (MergeRecipeNode, _Compiler.merge)):
+            if isinstance(node, base):
+                _HANDLERS[type(node)] = handler  # the next node of this type goes straight there
+                return handler(self, node, key)
         raise Unsupported(f"a recipe node of type {type(node).__name__}")
 
     def model(self, node: ModelRecipeNode, key: str) -> Any:
+        found = self._models.get(id(node))
+        if found is None:
+            found = self._models[id(node)] = self.model_input(node)
+        path, tensors = found
+        if key in tensors:
+            return ("in", path, key)
+        for name in self.aliases.get(key, ()):
+            if name in tensors:
+                return ("in", path, name)
+        return MISSING
+
+    def model_input(self, node: ModelRecipeNode) -> tuple[str, Mapping[str, torch.Tensor]]:
         if node.model_config is None or node.model_config.identifier != self.config.identifier:
             config = getattr(node.model_config, "identifier", None)
             raise Unsupported(f"a model in config {config!r}, not {self.config.identifier!r}")
@@ -204,10 +225,7 @@ class _Compiler:
         tensors = self.inputs.get(path)
         if tensors is None:
             tensors = self.inputs[path] = self.cached(path)
-        for name in (key, *self.aliases.get(key, ())):
-            if name in tensors:
-                return ("in", path, name)
-        return MISSING
+        return path, tensors
 
     def literal(self, node: LiteralRecipeNode, key: str, lookup: str | None = None) -> Any:
         config = getattr(node.model_config, "identifier", None)
@@ -229,6 +247,8 @@ class _Compiler:
             self.deps.setdefault((self.literal_index[id(node)], name), []).append(self.current)
 
     def scalar_or_expr(self, value: Any, key: str) -> Any:
+        if type(value) is float:
+            return value
         if isinstance(value, RecipeNode):
             return self.value(value, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -281,6 +301,9 @@ class _Compiler:
         if value is not MISSING and not isinstance(value, tuple):
             raise Unsupported(f"a number ({value!r}) where a model is expected")
         return value
+
+
+_HANDLERS: dict[type, Callable[[_Compiler, Any, str], Any]] = {}  # a recipe node's type -> its method
 
 
 def _converters() -> dict[str, tuple[str, str]]:
@@ -340,9 +363,14 @@ def _n_average(c: _Compiler, args: dict[str, Any], key: str) -> Any:
     return MISSING if MISSING in models else (models[0] if len(models) == 1 else ("avg", models))
 
 
+def _perpendicular_component(c: _Compiler, args: dict[str, Any], key: str) -> Any:
+    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    return MISSING if MISSING in (a, b) else ("perp", a, b)
+
+
 _METHODS: dict[str, Callable[[_Compiler, dict[str, Any], str], Any]] = {
     "weighted_sum": _weighted_sum, "add_difference": _add_difference, "subtract": _subtract,
-    "n_average": _n_average}
+    "n_average": _n_average, "perpendicular_component": _perpendicular_component}
 
 
 def run_expression(expr: Expr, inputs: Mapping[str, Mapping[str, torch.Tensor]], device: torch.device,
@@ -376,6 +404,11 @@ def _emulate(expr: Expr, inputs: Mapping[str, Mapping[str, torch.Tensor]], devic
         return _emulate(expr[1], inputs, device, dtype).addcmul(b, torch.tensor(expr[3], dtype=dtype, device=device))
     if kind == "sub":
         return _emulate(expr[1], inputs, device, dtype) - _emulate(expr[2], inputs, device, dtype)
+    if kind == "perp":  # b's component perpendicular to a; zeros where that is not a number
+        a, b = _emulate(expr[1], inputs, device, dtype), _emulate(expr[2], inputs, device, dtype)
+        norm_a = torch.linalg.norm(a)
+        result = b - a * (a / norm_a * (b / norm_a)).sum()
+        return torch.zeros_like(a) if result.isnan().any() else result
     if kind == "avg":
         result = None
         for i, model in enumerate(expr[1], start=1):
