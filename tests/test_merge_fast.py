@@ -119,6 +119,35 @@ def test_add_perpendicular_matches_sd_mecha_even_where_the_difference_is_zero(mo
         assert_slot_is(slot, mecha_merge(recipe))  # bit-exact; a - a: zeros, as sd-mecha gives
 
 
+def test_a_lora_merged_into_an_input_takes_the_fast_path_bit_exactly(models, tmp_path):
+    """The planner's LoRA recipe (add_difference of the LoRA's conversion, fallback to the model):
+    the conversion is computed once by sd-mecha and read as an input; the result equals the
+    sd-mecha path's, and a second trial reuses the conversion."""
+    from test_merge_modes import VAE_LORA_KEYS, write_kohya_lora
+
+    from sd_optim.search.recipes import input_nodes
+
+    lora = tmp_path / "lora.safetensors"
+    write_kohya_lora(lora, models[1], VAE_LORA_KEYS[CONFIG])
+    from sd_optim.config import config_from_dict
+
+    config = config_from_dict({"models": [{"path": str(p), "name": n} for p, n in zip(models[:2], "ab")],
+                               "loras": [{"path": str(lora), "apply_to": "b", "strength": 0.7}],
+                               "payloads": [{"prompt": "x"}], "scorers": ["image_stats"]})
+    (a, b), _ = input_nodes(config, CONFIG)
+    engine = MergeEngine()
+    for alpha in (0.3, 0.6):
+        recipe = sd_mecha.weighted_sum(a, b, alpha=alpha)
+        fast, reference = slot_of(models[0]), slot_of(models[0])
+        assert engine.apply(recipe, fast, CONFIG).path == "fast", engine.last_unsupported
+        MergeEngine(fast=False).apply(recipe, reference, CONFIG)
+        assert all(torch.equal(fast.tensors[k], reference.tensors[k]) for k in fast.tensors)
+    assert len(engine._converted) == 1  # converted once, for both trials
+    key = next(iter(VAE_LORA_KEYS[CONFIG].values()))
+    assert not torch.equal(fast.tensors[key], torch.lerp(load_tensors(models[0])[key], load_tensors(models[1])[key],
+                                                         0.6))  # the LoRA is in
+
+
 def test_merge_precision_float16_and_bfloat16_match_sd_mecha_too(models):
     recipe = sd_mecha.weighted_sum(model(models[0]), merge_methods.resolve("add_difference")(
         model(models[1]), merge_methods.resolve("subtract")(model(models[2]), model(models[0])), alpha=0.7),

@@ -1,8 +1,9 @@
 """The merge engine: a trial's recipe merged from cached inputs straight into the host's slot.
 
-Each input checkpoint is read from disk once per run and kept in memory. A recipe made of the
-linear methods (``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, with scalar,
-per-block or per-key hyperparameters) runs on the fast path (:mod:`._fast`): one expression per
+Each input checkpoint is read from disk once per run and kept in memory (a LoRA's conversion
+too, once it is computed). A recipe made of the linear methods (``weighted_sum``,
+``add_difference``, ``subtract``, ``n_average``, ``add_perpendicular``, with scalar, per-block or
+per-key hyperparameters, with LoRAs) runs on the fast path (:mod:`._fast`): one expression per
 key, plain tensor operations, and only the keys whose expression changed since the last trial
 written again (incremental merges). Any other recipe runs through ``sd_mecha.merge`` with the
 fast flags (no progress bar, no finite checks). Both give the same tensors, bit for bit.
@@ -17,6 +18,7 @@ import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sd_mecha
 import torch
@@ -24,7 +26,7 @@ from sd_mecha.recipe_nodes import ModelRecipeNode, OpenModelRecipeNode
 
 from ..search.graph import rebuild
 from ._cached import CachedStateDict
-from ._fast import Plan, PlanCache, Unsupported, run_expression
+from ._fast import Plan, PlanCache, Unsupported, recipe_shape, run_expression
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,12 @@ class MergeEngine:
         self._written: dict[str, tuple] = {}
         self._written_plan: int | None = None  # the serial of the plan the slot holds in full
         self._plans = PlanCache()
+        self._converted: dict[Any, str] = {}  # a LoRA conversion's shape -> its name in the cache
         self.last_unsupported = ""  # why the last recipe went to sd-mecha ("" when it did not)
 
     def cached(self, path: str | Path) -> CachedStateDict:
+        if path in self._cache:  # a resolved path, or the name of a converted LoRA
+            return self._cache[path]
         key = str(Path(path).resolve())
         if key not in self._cache:
             sd = CachedStateDict.load(key)
@@ -132,6 +137,7 @@ class MergeEngine:
         """Drop the cached input models (their memory goes back as soon as nothing else holds them)."""
         self._cache.clear()
         self.placement.clear()
+        self._converted.clear()
         self._plans.clear()
         self.forget_slot()
 
@@ -204,6 +210,22 @@ class MergeEngine:
         slot.commit()
         return MergeStats(time.perf_counter() - start, len(writer.written))
 
+    def converted(self, node) -> tuple[str, CachedStateDict]:
+        """A LoRA's conversion to the model config (the delta of every key it has), computed by
+        sd-mecha the first time and kept with the inputs: the fast path reads it as an input."""
+        shape = (str(self.merge_dtype), recipe_shape(node, []))
+        name = self._converted.get(shape)
+        if name is None:
+            out = sd_mecha.merge(self._open(node), merge_device=str(self.device), merge_dtype=self.merge_dtype,
+                                 output_device=str(self.device), output_dtype=None, threads=self.threads,
+                                 check_finite_output=False, omit_non_finite_inputs=False, check_extra_keys=False,
+                                 validate_mm_contract=False, strict_merge_space="delta", tqdm=_NoProgress)
+            out.pop("__metadata__", None)
+            name = f"<{node.merge_method.identifier} #{len(self._converted)}>"
+            self._cache[name], self.placement[name] = CachedStateDict(out), str(self.device)
+            self._converted[shape] = name
+        return name, self._cache[name]
+
     def _check_written(self, recipe, model_config: str, written: set[str]) -> None:
         missing = self.expected_keys(recipe, model_config) - written
         if missing:
@@ -214,7 +236,7 @@ class MergeEngine:
     def _plan(self, recipe, model_config: str) -> Plan | None:
         """The recipe's per-key plan, or None when it holds something only sd-mecha runs."""
         try:
-            plan = self._plans.compile(recipe, self.cached, model_config, self.merge_dtype)
+            plan = self._plans.compile(recipe, self.cached, model_config, self.merge_dtype, self.converted)
         except Unsupported as why:
             if str(why) != self.last_unsupported:
                 log.info("merging through sd-mecha: the fast path does not run %s", why)

@@ -6,9 +6,10 @@ an expression over the cached input tensors with its hyperparameters resolved to
 (``("lerp", a, b, 0.3)``), or nothing where sd-mecha would give the key no value. It accepts
 ``weighted_sum``, ``add_difference``, ``subtract``, ``n_average``, ``perpendicular_component``
 (what sd-mecha's ``add_perpendicular`` builds), ``fallback`` (per-key
-literals with a default), ``convert_singleton`` and the block-config converters (per-block
-literals), nested in any way; anything else raises :class:`Unsupported` and the engine hands
-the recipe to sd-mecha.
+literals with a default), ``convert_singleton``, the block-config converters (per-block
+literals) and a LoRA's conversion to the model config (computed once by sd-mecha through the
+``converted`` callback and read as one more input), nested in any way; anything else raises
+:class:`Unsupported` and the engine hands the recipe to sd-mecha.
 
 :func:`run_expression` computes one key the way sd-mecha does: inputs cast to the merge dtype,
 the methods' own operations in the same order (``torch.lerp``, ``addcmul``, ``-``, sequential
@@ -64,14 +65,19 @@ class Plan:
     changed: frozenset[str] = frozenset()  # with a base: the only keys whose expression may differ
 
 
+Converted = Callable[[RecipeNode], tuple[str, Mapping[str, torch.Tensor]]]
+
+
 def compile_plan(recipe: RecipeNode, cached: Callable[[str], Mapping[str, torch.Tensor]], model_config: str,
                  merge_dtype: torch.dtype, literal_index: dict[int, int] | None = None,
-                 deps: dict[tuple[int, str], list[str]] | None = None) -> Plan:
+                 deps: dict[tuple[int, str], list[str]] | None = None, converted: Converted | None = None) -> Plan:
     """The recipe's expression for every key of ``model_config`` (:class:`Unsupported` when it
     holds a node the fast path does not run). With ``literal_index`` (a literal node's id -> its
-    number), ``deps`` receives, per (literal, name) read, the keys that read it."""
+    number), ``deps`` receives, per (literal, name) read, the keys that read it. ``converted``
+    gives a LoRA's conversion to the model config (a name and its tensors, computed once), which
+    then enters the plan as one more input."""
     config = model_configs.resolve(model_config)
-    compiler = _Compiler(config, cached, merge_dtype, literal_index, deps)
+    compiler = _Compiler(config, cached, merge_dtype, literal_index, deps, converted)
     keys = {}
     for key in config.keys():  # noqa: SIM118 - a ModelConfig is not iterable
         expr = compiler.key(recipe, key)
@@ -98,17 +104,17 @@ class PlanCache:
         self._last = None
 
     def compile(self, recipe: RecipeNode, cached: Callable[[str], Mapping[str, torch.Tensor]], model_config: str,
-                merge_dtype: torch.dtype) -> Plan:
+                merge_dtype: torch.dtype, converted: Converted | None = None) -> Plan:
         literals: list[LiteralRecipeNode] = []
         shape = (model_config, str(merge_dtype), recipe_shape(recipe, literals))
         index = {id(node): i for i, node in enumerate(literals)}
         last, self._last = self._last, None  # nothing stale is kept if compiling fails
         if last is not None and last.shape == shape and _same_inputs(last.plan, cached):
-            plan = _update(last, recipe, literals, index, merge_dtype)
+            plan = _update(last, recipe, literals, index, merge_dtype, converted)
             deps = last.deps
         else:
             deps = {}
-            plan = compile_plan(recipe, cached, model_config, merge_dtype, index, deps)
+            plan = compile_plan(recipe, cached, model_config, merge_dtype, index, deps, converted)
         self._last = _Compiled(shape, [dict(node.value_dict) for node in literals], plan, deps)
         return plan
 
@@ -119,7 +125,7 @@ def _same_inputs(plan: Plan, cached: Callable[[str], Mapping[str, torch.Tensor]]
 
 
 def _update(last: _Compiled, recipe: RecipeNode, literals: list[LiteralRecipeNode], index: dict[int, int],
-            merge_dtype: torch.dtype) -> Plan:
+            merge_dtype: torch.dtype, converted: Converted | None) -> Plan:
     """``last.plan`` with the keys that read a changed literal value compiled again."""
     changed: set[str] = set()
     for i, (old, node) in enumerate(zip(last.values, literals)):
@@ -127,7 +133,7 @@ def _update(last: _Compiled, recipe: RecipeNode, literals: list[LiteralRecipeNod
             if old[name] != value:
                 changed.update(last.deps.get((i, name), ()))
     base = last.plan
-    compiler = _Compiler(model_configs.resolve(base.model_config), None, merge_dtype, index, None)
+    compiler = _Compiler(model_configs.resolve(base.model_config), None, merge_dtype, index, None, converted)
     compiler.inputs = base.inputs
     keys = dict(base.keys)
     for key in changed:
@@ -163,9 +169,10 @@ def recipe_shape(node: Any, literals: list[LiteralRecipeNode]) -> Any:
 class _Compiler:
     def __init__(self, config: Any, cached: Callable[[str], Mapping[str, torch.Tensor]] | None,
                  merge_dtype: torch.dtype, literal_index: dict[int, int] | None = None,
-                 deps: dict[tuple[int, str], list[str]] | None = None):
+                 deps: dict[tuple[int, str], list[str]] | None = None, converted: Converted | None = None):
         self.config = config
         self.cached = cached
+        self.converted = converted
         self.merge_dtype = merge_dtype
         self.inputs: dict[str, Mapping[str, torch.Tensor]] = {}
         self.aliases = config.aliases()
@@ -271,12 +278,24 @@ class _Compiler:
             self.read(literal, name)
             return self.scalar_or_expr(value, key)
         converter = self.converters.get(method)
-        if converter is not None:
+        if converter is not None and _is_literal_converter(node):
             return self.block_literal(node, *converter, key)
+        if self.converted is not None and is_lora_conversion(node, self.config.identifier):
+            return self.model_like(node, key)
         build = _METHODS.get(method)
         if build is None:
             raise Unsupported(f"merge method {method!r}")
         return build(self, args, key)
+
+    def model_like(self, node: MergeRecipeNode, key: str) -> Any:
+        """A LoRA's conversion, computed once by sd-mecha: an input like the models."""
+        found = self._models.get(id(node))
+        if found is None:
+            assert self.converted is not None
+            found = self._models[id(node)] = self.converted(node)
+            self.inputs.setdefault(*found)
+        path, tensors = found
+        return ("in", path, key) if key in tensors else MISSING
 
     def block_literal(self, node: MergeRecipeNode, source: str, target: str, key: str) -> Any:
         (literal,) = tuple(node.bound_args.arguments.values())
@@ -304,6 +323,22 @@ class _Compiler:
 
 
 _HANDLERS: dict[type, Callable[[_Compiler, Any, str], Any]] = {}  # a recipe node's type -> its method
+
+
+def _is_literal_converter(node: MergeRecipeNode) -> bool:
+    return all(isinstance(v, LiteralRecipeNode) for v in node.bound_args.arguments.values())
+
+
+def is_lora_conversion(node: RecipeNode, model_config: str) -> bool:
+    """Whether ``node`` converts files of another model config (a LoRA) to ``model_config`` through
+    sd-mecha's config converters (``convert_'<config>'_to_…``) only: a value fixed for the run,
+    whatever the trial."""
+    if isinstance(node, ModelRecipeNode):
+        return getattr(node.model_config, "identifier", None) != model_config
+    if not isinstance(node, MergeRecipeNode) or not node.merge_method.identifier.startswith("convert_'"):
+        return False
+    args = tuple(node.bound_args.arguments.values())
+    return bool(args) and all(is_lora_conversion(arg, model_config) for arg in args)
 
 
 def _converters() -> dict[str, tuple[str, str]]:
