@@ -254,7 +254,7 @@ def _bench_merge(args) -> int:
     from .merging.bench import bench_merge, bench_merge_text, some_keys
 
     keys = some_keys(args.config, args.keys) if args.keys else None
-    result = bench_merge(args.config, args.device, repeats=args.repeats, keys=keys)
+    result = bench_merge(args.config, args.device, repeats=args.repeats, keys=keys, ties=args.ties)
     print("\n".join(bench_merge_text(result)))
     if args.json:
         print(json.dumps(result))
@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge: the model config whose keys and shapes the random weights take (default: sd1-ldm)")
     b.add_argument("--keys", type=_positive_int, metavar="N",
                    help="merge: about N of the keys only, a quick check (the figures need every key)")
+    b.add_argument("--ties", action="store_true",
+                   help="merge: also TIES (off the fast path) through the engine and through sd_mecha.merge")
     b.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     b.add_argument("--models-dir", metavar="DIR", help="time the real files there (default: tiny random weights)")
     b.add_argument("--scorers", metavar="A,B", help="only these scorers")

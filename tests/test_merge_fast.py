@@ -324,7 +324,7 @@ def test_bench_merge_times_the_engine_against_a_lerp_loop_and_sd_mecha(capsys):
     the one-block change recomputing that block's keys only."""
     from sd_optim.merging.bench import CHANGED_BLOCK
 
-    assert main(["bench", "merge", "--config", "sd1-ldm", "--keys", "40", "--repeats", "1", "--json"]) == 0
+    assert main(["bench", "merge", "--config", "sd1-ldm", "--keys", "40", "--repeats", "1", "--ties", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     for field in ("config", "device", "lerp_s", "mecha_s", "engine_full_s", "engine_incremental_s",
@@ -335,3 +335,4 @@ def test_bench_merge_times_the_engine_against_a_lerp_loop_and_sd_mecha(capsys):
     block = [k for k, b in key_to_block("sd1-supermerger_blocks", "sd1-ldm").items() if b == CHANGED_BLOCK]
     assert result["keys_incremental"] == len(block) and 0 < result["block_share"] < 1
     assert any("full merge / lerp loop" in line for line in lines)
+    assert result["ties_engine_s"] > 0 and result["ties_mecha_s"] > 0  # TIES: the sd-mecha path

@@ -150,7 +150,16 @@ class MergeEngine:
             if isinstance(node, ModelRecipeNode):
                 self.cached(node.path)
 
-    def _open(self, recipe):
+    def mecha_flags(self) -> dict[str, Any]:
+        """The arguments of every ``sd_mecha.merge`` the engine runs besides the recipe and the
+        output: its device, precision and threads, and no progress bar or checks (docs/sd-mecha.md)."""
+        return {"merge_device": str(self.device), "merge_dtype": self.merge_dtype, "output_device": None,
+                "output_dtype": None, "threads": self.threads, "check_finite_output": False,
+                "omit_non_finite_inputs": False, "check_extra_keys": False, "validate_mm_contract": False,
+                "tqdm": _NoProgress}
+
+    def with_cached_inputs(self, recipe):
+        """``recipe`` with every model node reading the engine's cached tensors instead of its file."""
         def swap(node: ModelRecipeNode):
             return OpenModelRecipeNode(self.cached(node.path), node.path, node.model_config,
                                        node.merge_space)
@@ -190,20 +199,7 @@ class MergeEngine:
             return MergeStats(time.perf_counter() - start, len(plan.keys), computed, "fast")
         self.forget_slot()  # sd-mecha writes every key
         writer = _SlotWriter(slot)
-        sd_mecha.merge(
-            self._open(recipe),
-            output=writer,
-            merge_device=str(self.device),
-            merge_dtype=self.merge_dtype,
-            output_device=None,
-            output_dtype=None,
-            threads=self.threads,
-            check_finite_output=False,
-            omit_non_finite_inputs=False,
-            check_extra_keys=False,
-            validate_mm_contract=False,
-            tqdm=_NoProgress,
-        )
+        sd_mecha.merge(self.with_cached_inputs(recipe), output=writer, **self.mecha_flags())
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._check_written(recipe, model_config, writer.written)
@@ -216,10 +212,8 @@ class MergeEngine:
         shape = (str(self.merge_dtype), recipe_shape(node, []))
         name = self._converted.get(shape)
         if name is None:
-            out = sd_mecha.merge(self._open(node), merge_device=str(self.device), merge_dtype=self.merge_dtype,
-                                 output_device=str(self.device), output_dtype=None, threads=self.threads,
-                                 check_finite_output=False, omit_non_finite_inputs=False, check_extra_keys=False,
-                                 validate_mm_contract=False, strict_merge_space="delta", tqdm=_NoProgress)
+            flags = {**self.mecha_flags(), "output_device": str(self.device), "strict_merge_space": "delta"}
+            out = sd_mecha.merge(self.with_cached_inputs(node), **flags)
             out.pop("__metadata__", None)
             name = f"<{node.merge_method.identifier} #{len(self._converted)}>"
             self._cache[name], self.placement[name] = CachedStateDict(out), str(self.device)

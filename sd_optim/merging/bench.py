@@ -33,7 +33,7 @@ from typing import Any
 import safetensors.torch
 import sd_mecha
 import torch
-from sd_mecha.extensions import model_configs
+from sd_mecha.extensions import merge_methods, model_configs
 
 from ..search.blocks import DEFAULT_BLOCKS as BLOCK_CONFIGS
 from ..search.blocks import block_names, key_to_block
@@ -80,8 +80,17 @@ def per_block_recipe(paths: list[Path], model_config: str, alphas: dict[str, flo
     literal of the block values, with a default."""
     k2b = key_to_block(BLOCK_CONFIGS[model_config], model_config)
     per_key = sd_mecha.literal({key: alphas[block] for key, block in k2b.items()}, config=model_config)
-    a, b = (sd_mecha.model(str(p), config=model_config) for p in paths)
+    a, b = (sd_mecha.model(str(p), config=model_config) for p in paths[:2])
     return sd_mecha.weighted_sum(a, b, alpha=per_key | DEFAULT_ALPHA)
+
+
+def ties_recipe(paths: list[Path], model_config: str):
+    """``ties_sum`` of the second and third model's differences from the first, added to it (what
+    sd-mecha's ``add_difference_ties`` builds; its wrapper fails on model nodes, docs/sd-mecha.md)."""
+    base, *others = (sd_mecha.model(str(p), config=model_config) for p in paths)
+    method = merge_methods.resolve
+    deltas = [method("subtract")(other, base) for other in others]
+    return method("add_difference")(base, method("ties_sum")(*deltas, k=0.3), alpha=0.5)
 
 
 def lerp_loop(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], out: dict[str, torch.Tensor],
@@ -122,18 +131,21 @@ def _nbytes(tensors: Iterable[torch.Tensor]) -> int:
 class _Bench:
     """The models, slot and engine of one benchmark run, and the timings of its repetitions."""
 
-    def __init__(self, model_config: str, device: torch.device, folder: Path, keys: list[str] | None):
+    def __init__(self, model_config: str, device: torch.device, folder: Path, keys: list[str] | None,
+                 ties: bool = False):
         self.config, self.device = model_config, device
-        models = [random_model(model_config, seed, keys=keys) for seed in (1, 2)]
-        self.paths = [folder / f"model_{i}.safetensors" for i in range(2)]
-        for path, model in zip(self.paths, models):
-            safetensors.torch.save_file(model, str(path))
-        del models
+        self.paths = [folder / f"model_{i}.safetensors" for i in range(3 if ties else 2)]
+        for seed, path in enumerate(self.paths, start=1):  # one model in memory at a time
+            safetensors.torch.save_file(random_model(model_config, seed, keys=keys), str(path))
+        self.ties = ties_recipe(self.paths, model_config) if ties else None
+        if self.ties is not None:
+            self.engine_ties = MergeEngine(device=device, device_budget_bytes=0)
+            self.engine_ties.preload(self.ties)
         budget = 2**62 if device.type == "cuda" else 0  # the inputs on the merge device
         self.engine = MergeEngine(device=device, device_budget_bytes=budget)
         self.engine.preload(per_block_recipe(self.paths, model_config, block_alphas(model_config, 0)))
         # the lerp loop reads the engine's cached inputs: the same tensors, no second copy
-        self.a, self.b = (dict(self.engine.cached(p).items()) for p in self.paths)
+        self.a, self.b = (dict(self.engine.cached(p).items()) for p in self.paths[:2])
         self.slot = TensorSlot({k: v.clone() for k, v in self.a.items()})
         self.out = {k: v.clone() for k, v in self.a.items()}  # allocated and touched before timing
         self.k2b = {k: v for k, v in key_to_block(BLOCK_CONFIGS[model_config], model_config).items() if k in self.a}
@@ -168,6 +180,17 @@ class _Bench:
         self.keys_incremental = stats.keys_computed
         self.record("restore", _timed(self.slot.restore, self.device)[0])
         self.engine.forget_slot()  # the slot holds the original again
+        if self.ties is not None:
+            self.ties_repetition(self.ties)
+
+    def ties_repetition(self, recipe) -> None:
+        """A method off the fast path: the engine against sd_mecha.merge on the same cached inputs
+        with the same flags (the engine's slot written, sd-mecha's output a new dict)."""
+        engine = self.engine_ties
+        self.record("ties_engine", _timed(lambda: engine.apply(recipe, self.slot, self.config), self.device)[0])
+        opened, flags = engine.with_cached_inputs(recipe), engine.mecha_flags()
+        self.record("ties_mecha", _timed(lambda: sd_mecha.merge(opened, **flags), self.device)[0])
+        self.slot.restore()
 
     def block_share(self) -> float:
         changed = [t for k, t in self.a.items() if self.k2b.get(k) == CHANGED_BLOCK]
@@ -175,14 +198,15 @@ class _Bench:
 
 
 def bench_merge(model_config: str, device: str = "cpu", repeats: int = 3, keys: list[str] | None = None,
-                tmp_dir: str | None = None) -> dict[str, Any]:
+                tmp_dir: str | None = None, ties: bool = False) -> dict[str, Any]:
     """Run the benchmark; the medians of ``repeats`` repetitions and their ratios. ``keys``
-    limits the models to some keys (the tests' small run)."""
+    limits the models to some keys (the tests' small run); ``ties`` adds TIES (off the fast path)
+    through the engine and through sd_mecha.merge with the same flags."""
     if model_config not in BLOCK_CONFIGS:
         raise ValueError(f"config: {model_config!r} is not one of {', '.join(CONFIGS)}")
     dev = torch.device(device)
     with tempfile.TemporaryDirectory(prefix="sd_optim_bench_", dir=tmp_dir) as folder:
-        bench = _Bench(model_config, dev, Path(folder), keys)
+        bench = _Bench(model_config, dev, Path(folder), keys, ties)
         for seed in range(repeats):
             bench.repetition(seed)
         result: dict[str, Any] = {f"{name}_s": statistics.median(ts) for name, ts in bench.times.items()}
@@ -193,6 +217,8 @@ def bench_merge(model_config: str, device: str = "cpu", repeats: int = 3, keys: 
             max_abs_diff=bench.max_abs_diff)
     result["full_vs_lerp"] = result["engine_full_s"] / result["lerp_s"]
     result["mecha_vs_full"] = result["mecha_s"] / result["engine_full_s"]
+    if ties:
+        result["ties_engine_vs_mecha"] = result["ties_engine_s"] / result["ties_mecha_s"]
     share = result["block_share"] * result["engine_full_s"]
     result["incremental_vs_block_share"] = result["engine_incremental_s"] / share if share else None
     return result
@@ -215,11 +241,14 @@ def bench_merge_text(result: dict[str, Any]) -> list[str]:
     rows = (("plain lerp loop (out=)", "lerp_s"), ("sd_mecha.merge, defaults", "mecha_s"),
             ("engine, first trial (snapshots)", "engine_first_s"), ("engine, full merge", "engine_full_s"),
             (f"engine, one block changed ({result['block']})", "engine_incremental_s"),
-            ("restore", "restore_s"))
-    lines += [f"  {label:<40} {result[key]:9.4f} s" for label, key in rows]
+            ("restore", "restore_s"), ("TIES, engine (sd-mecha path)", "ties_engine_s"),
+            ("TIES, sd_mecha.merge, same inputs and flags", "ties_mecha_s"))
+    lines += [f"  {label:<44} {result[key]:9.4f} s" for label, key in rows if key in result]
     lines += [f"  full merge / lerp loop: {result['full_vs_lerp']:.2f}x",
               f"  sd_mecha.merge / full merge: {result['mecha_vs_full']:.1f}x",
               (f"  one block: {result['block_share']:.1%} of the bytes, {result['keys_incremental']} keys recomputed, "
               f"{_ratio(result['incremental_vs_block_share'])} its share of a full merge"),
               f"  largest difference from sd_mecha.merge: {result['max_abs_diff']:g}"]
+    if "ties_engine_vs_mecha" in result:
+        lines.append(f"  TIES through the engine / through sd_mecha.merge: {result['ties_engine_vs_mecha']:.2f}x")
     return lines
