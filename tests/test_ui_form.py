@@ -45,8 +45,10 @@ def test_a_full_set_up_round_trips_with_custom_names_loras_bounds_and_study_opti
                       "study": "mine"},
         "after_run": {"keep_best": True, "save_best": True, "save_name": "best-merge"},
         "wildcards_dir": "wild", "models_dir": "scorer-models", "device": "cpu", "output_dir": "out",
+        "merge_precision": "bf16",
     }
     controls = fm.data_to_form(data)
+    assert controls["merge_precision"] == "bf16"
     assert controls["model_names"] == {"/m/a.safetensors": "alpha"}
     assert controls["strategies"][0][4] == "in: IN0* IN1*; out: OUT*"
     assert config_from_dict(fm.form_to_data(controls)) == config_from_dict(data)

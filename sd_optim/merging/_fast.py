@@ -153,7 +153,7 @@ def recipe_shape(node: Any, literals: list[LiteralRecipeNode]) -> Any:
         return ("model", str(node.path), config, getattr(node.merge_space, "identifier", None))
     if isinstance(node, LiteralRecipeNode):
         literals.append(node)
-        if any(isinstance(v, RecipeNode) for v in node.value_dict.values()):
+        if any(issubclass(kind, RecipeNode) for kind in set(map(type, node.value_dict.values()))):
             return ("opaque", next(_serials))  # a recipe inside a literal: compiled afresh each time
         return ("literal", getattr(node.model_config, "identifier", None), tuple(node.value_dict))
     if isinstance(node, MergeRecipeNode):

@@ -37,7 +37,7 @@ from sd_mecha.extensions import merge_methods, model_configs
 
 from ..search.blocks import DEFAULT_BLOCKS as BLOCK_CONFIGS
 from ..search.blocks import block_names, key_to_block
-from ._engine import MergeEngine, _NoProgress
+from ._engine import MergeEngine, _NoProgress, _SlotWriter
 from .tensor_slot import TensorSlot
 
 CHANGED_BLOCK = "IN04"
@@ -138,12 +138,11 @@ class _Bench:
         for seed, path in enumerate(self.paths, start=1):  # one model in memory at a time
             safetensors.torch.save_file(random_model(model_config, seed, keys=keys), str(path))
         self.ties = ties_recipe(self.paths, model_config) if ties else None
-        if self.ties is not None:
-            self.engine_ties = MergeEngine(device=device, device_budget_bytes=0)
-            self.engine_ties.preload(self.ties)
         budget = 2**62 if device.type == "cuda" else 0  # the inputs on the merge device
         self.engine = MergeEngine(device=device, device_budget_bytes=budget)
         self.engine.preload(per_block_recipe(self.paths, model_config, block_alphas(model_config, 0)))
+        if self.ties is not None:
+            self.engine.preload(self.ties)  # the third model
         # the lerp loop reads the engine's cached inputs: the same tensors, no second copy
         self.a, self.b = (dict(self.engine.cached(p).items()) for p in self.paths[:2])
         self.slot = TensorSlot({k: v.clone() for k, v in self.a.items()})
@@ -181,16 +180,19 @@ class _Bench:
         self.record("restore", _timed(self.slot.restore, self.device)[0])
         self.engine.forget_slot()  # the slot holds the original again
         if self.ties is not None:
-            self.ties_repetition(self.ties)
+            self.ties_repetition(self.ties, engine_first=seed % 2 == 0)
 
-    def ties_repetition(self, recipe) -> None:
+    def ties_repetition(self, recipe, engine_first: bool) -> None:
         """A method off the fast path: the engine against sd_mecha.merge on the same cached inputs
-        with the same flags (the engine's slot written, sd-mecha's output a new dict)."""
-        engine = self.engine_ties
-        self.record("ties_engine", _timed(lambda: engine.apply(recipe, self.slot, self.config), self.device)[0])
+        with the same flags, both writing into the slot (which goes first alternates)."""
+        engine = self.engine
         opened, flags = engine.with_cached_inputs(recipe), engine.mecha_flags()
-        self.record("ties_mecha", _timed(lambda: sd_mecha.merge(opened, **flags), self.device)[0])
+        runs = [("ties_engine", lambda: engine.apply(recipe, self.slot, self.config)),
+                ("ties_mecha", lambda: sd_mecha.merge(opened, output=_SlotWriter(self.slot), **flags))]
+        for name, fn in runs if engine_first else runs[::-1]:
+            self.record(name, _timed(fn, self.device)[0])
         self.slot.restore()
+        engine.forget_slot()
 
     def block_share(self) -> float:
         changed = [t for k, t in self.a.items() if self.k2b.get(k) == CHANGED_BLOCK]

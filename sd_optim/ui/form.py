@@ -61,7 +61,8 @@ FORM_DEFAULTS: dict[str, Any] = {
     "models": [], "model_names": {}, "base_model": "", "host_model": "", "diffusers_config": "",
     "loras": [],
     # mode
-    "mode": RunConfig.mode, "merge_precision": RunConfig.merge_precision, "method": _MERGE.method, "fixed": [], "recipe_path": "", "recipe_sites": [],
+    "mode": RunConfig.mode, "merge_precision": RunConfig.merge_precision, "method": _MERGE.method, "fixed": [],
+    "recipe_path": "", "recipe_sites": [],
     "recipe_include": " ".join(_GUIDE.recipe_include), "recipe_exclude": " ".join(_GUIDE.recipe_exclude),
     # guide
     "strategies": [], "bounds": [], "blocks": _GUIDE.blocks,
