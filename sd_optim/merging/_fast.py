@@ -366,28 +366,37 @@ def _arguments(node: MergeRecipeNode) -> dict[str, Any]:
 # a key any model input lacks has no value, whatever the shortcut would read
 
 
+def _pair(c: _Compiler, args: dict[str, Any], key: str) -> tuple[Any, Any]:
+    """The method's ``a`` and ``b`` inputs for ``key``."""
+    return c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+
+
+def _pair_and_alpha(c: _Compiler, args: dict[str, Any], key: str) -> tuple[Any, Any, float] | None:
+    """``a``, ``b`` and ``alpha`` (a number in the merge dtype), or None where one has no value."""
+    (a, b), alpha = _pair(c, args, key), c.value(args["alpha"], key)
+    return None if MISSING in (a, b, alpha) else (a, b, c.weight(alpha, "alpha"))
+
+
 def _weighted_sum(c: _Compiler, args: dict[str, Any], key: str) -> Any:
-    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
-    alpha = c.value(args["alpha"], key)
-    if MISSING in (a, b, alpha):
+    found = _pair_and_alpha(c, args, key)
+    if found is None:
         return MISSING
-    alpha = c.weight(alpha, "alpha")
+    a, b, alpha = found
     if math.isclose(alpha, 0.0):
         return a
     return b if math.isclose(alpha, 1.0) else ("lerp", a, b, alpha)
 
 
 def _add_difference(c: _Compiler, args: dict[str, Any], key: str) -> Any:
-    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
-    alpha = c.value(args["alpha"], key)
-    if MISSING in (a, b, alpha):
+    found = _pair_and_alpha(c, args, key)
+    if found is None:
         return MISSING
-    alpha = c.weight(alpha, "alpha")
+    a, b, alpha = found
     return a if math.isclose(alpha, 0.0) else ("addc", a, b, alpha)
 
 
 def _subtract(c: _Compiler, args: dict[str, Any], key: str) -> Any:
-    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    a, b = _pair(c, args, key)
     return MISSING if MISSING in (a, b) else ("sub", a, b)
 
 
@@ -399,7 +408,7 @@ def _n_average(c: _Compiler, args: dict[str, Any], key: str) -> Any:
 
 
 def _perpendicular_component(c: _Compiler, args: dict[str, Any], key: str) -> Any:
-    a, b = c.tensor(c.value(args["a"], key)), c.tensor(c.value(args["b"], key))
+    a, b = _pair(c, args, key)
     return MISSING if MISSING in (a, b) else ("perp", a, b)
 
 
