@@ -334,12 +334,23 @@ class GradioPage:
         return dest
 
     def open_accordion(self, label: str) -> None:
-        """Open the Accordion titled ``label`` (nothing when it is open already)."""
+        """Open the Accordion titled ``label`` (nothing when it is open already). A click the page
+        let pass while busy (a 2-core machine under load) is given again, at most twice."""
         header = self.page.locator(".label-wrap").filter(has=self.page.get_by_text(label, exact=True)).first
-        if "open" not in (header.get_attribute("class") or "").split():
+
+        def is_open() -> bool:
+            return "open" in (header.get_attribute("class") or "").split()
+
+        for attempt in range(3):
+            if is_open():
+                return
             header.click()
-        self.wait_for(lambda: "open" in (header.get_attribute("class") or "").split(),
-                      message=f"accordion {label!r} open")
+            try:
+                self.wait_for(is_open, timeout=5, message=f"accordion {label!r} open")
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
 
     def duplicate_ids(self) -> list[str]:
         """The ids that more than one component of the page uses (``root`` would see the first only).
