@@ -19,7 +19,7 @@ from sd_optim.errors import ConfigError
 from sd_optim.merging import MergeEngine, MergeError
 from sd_optim.merging._engine import _NoProgress
 from sd_optim.search.planning import make_planner
-from sd_optim.search.recipes import RecipeError, recipe_text
+from sd_optim.search.recipes import RecipeError, recipe_text, trusted_literal
 from sd_optim.tiny_models import TINY_SIZE
 
 NAMES = ("a", "b", "c")
@@ -389,3 +389,19 @@ def test_merges_never_alter_the_cached_inputs(sd1_host, tiny_sd1_paths, tiny_sd1
         cached = engine.cached(path)
         for key, value in load(path).items():
             assert torch.equal(cached[key], value), (path.name, key)
+
+
+@pytest.mark.parametrize("config_name, merge_space", [("sd1-ldm", None), ("sdxl-sgm", "param")])
+def test_trusted_literal_is_the_literal_sd_mecha_checks(config_name, merge_space):
+    """The key-wise literal built without sd-mecha's per-value check is the checked one: same
+    values, config and merge space, same text; equal and hashed alike where sd-mecha compares
+    nodes by structure (a merge space given)."""
+    keys = list(sd_mecha.extensions.model_configs.resolve(config_name).keys())[:50]
+    values = {k: i / 50 for i, k in enumerate(keys)}
+    checked = sd_mecha.recipe_nodes.LiteralRecipeNode(dict(values), model_config=config_name, merge_space=merge_space)
+    trusted = trusted_literal(dict(values), config_name, merge_space)
+    assert trusted.value_dict == checked.value_dict
+    if merge_space:
+        assert trusted == checked and hash(trusted) == hash(checked)
+    assert recipe_text(trusted | 0.5) == recipe_text(checked | 0.5)
+    assert trusted.model_config == checked.model_config and trusted.merge_space == checked.merge_space

@@ -23,7 +23,7 @@ from ..errors import ConfigError, Problem, SpaceError, shorten
 from ..files.inputs import file_hash
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
-from .recipes import model_node, recipe_text
+from .recipes import model_node, recipe_text, trusted_literal
 from .space import ParamSpec, SearchSpace, make_distribution
 
 
@@ -174,7 +174,7 @@ class RecipePlanner:
             new = by_literal.get(id(lit))
             if not new:
                 return None
-            return LiteralRecipeNode({**lit.value_dict, **new}, lit.model_config, lit.merge_space)
+            return trusted_literal({**lit.value_dict, **new}, lit.model_config, lit.merge_space)
 
         return rebuild(self.source, on_literal=replace)
 

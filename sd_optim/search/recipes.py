@@ -87,11 +87,20 @@ def input_nodes(config: RunConfig, model_config: str) -> tuple[list, Any]:
     return nodes, base
 
 
+def trusted_literal(values: dict[str, Any], model_config, merge_space=None) -> recipe_nodes.LiteralRecipeNode:
+    """sd-mecha's literal node for values this program made (numbers, strings, booleans, nodes)
+    without sd-mecha's per-value type check, which costs about 2 ms per trial for a key-wise
+    literal over SD1's ~900 keys (tests/test_merge_modes.py holds it equal to the checked node)."""
+    node = recipe_nodes.LiteralRecipeNode({}, model_config=model_config, merge_space=merge_space)
+    node.value_dict = values
+    return node
+
+
 def hyper_node(value: Any, model_config: str, hyper: str):
     """A scalar stays a scalar; per-key values become a key literal with a fallback default."""
     if not isinstance(value, PerKey):
         return value
-    literal = sd_mecha.literal(dict(value.values), config=model_config)
+    literal = trusted_literal(dict(value.values), model_config)
     if value.default is None:
         raise RecipeError(f"hyperparameter {hyper!r} has no default for the keys no strategy covers; "
                           f"set merge.fixed.{hyper} or cover every key")
