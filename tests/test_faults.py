@@ -35,6 +35,7 @@ from sd_optim.hosts.diffusers_host import DiffusersHost
 from sd_optim.merging import MergeEngine
 from sd_optim.merging._engine import _SlotWriter
 from sd_optim.run.artifacts import ArtifactWriter, RunFolder
+from sd_optim.run.recorder import MARKER, BufferedRecorder
 from sd_optim.run.runner import Runner
 from sd_optim.run.study import ABANDONED, INTERRUPTED
 from sd_optim.scoring.image_stats import ImageStatsScorer
@@ -60,6 +61,8 @@ STAGES = {  # stage -> (class, method) the fault is injected into
     "artifact writing": (ArtifactWriter, "_image"),
 }
 AFTER_IMAGES = ("scorer image_stats", "scorer reference", "artifact writing")  # past the last image boundary
+# the study's database written behind the run: trial 0 is written while trial 1 generates
+STUDY_WRITE = {"study write": (BufferedRecorder, "_write")}
 
 
 @dataclass
@@ -144,7 +147,7 @@ def install(monkeypatch, injector: Injector) -> None:
         return original_emit(self, event)
 
     monkeypatch.setattr(Runner, "_emit", emit)
-    cls, name = STAGES[injector.cell.stage]
+    cls, name = {**STAGES, **STUDY_WRITE}[injector.cell.stage]
     if injector.cell.stage == "generation":  # the host's own
         cls = type(injector.ctx["host"])
     original = getattr(cls, name)
@@ -220,7 +223,7 @@ CELLS += [Cell("input replaced", s) for s in ("merge", "generation", "artifact w
 CELLS += [Cell("nan weights", s) for s in ("merge", "partial write")]
 CELLS += [Cell("nan score", s) for s in ("scorer image_stats", "scorer reference")]
 DISK_STAGES = ("merge", "generation", "scorer reference", "artifact writing")
-KILL_STAGES = ("partial write", "generation", "artifact writing")
+KILL_STAGES = ("partial write", "generation", "artifact writing", "study write")
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -362,15 +365,20 @@ def test_sigkill_leaves_a_study_that_resumes_clean(stage, sd1_host, inputs, tiny
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     child = subprocess.run([sys.executable, __file__, args], env=env, capture_output=True, timeout=300, check=False)
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-3000:]
-    study = study_of(out)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+    # the database has what was written before the kill (trial 0 goes in while trial 1
+    # generates); the run folder has the rest: trial 0's row, and trial 1 named as running
+    assert [t.state.name for t in study_of(out).trials] in (["COMPLETE"], [])
+    assert json.loads((out / "faults" / MARKER).read_text())["number"] == FAULTY_TRIAL
+    row0 = RunFolder(out / "faults").read_trials()[0]
 
     manager = RunManager(sd1_host, Defaults())
     manager.start(config(inputs, tiny_sd1_config_dir, out), resume="faults", trials=1)
     assert manager.wait(300)["reason"] == "completed"
     study = assert_kept(out)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert (study.trials[0].value, study.trials[0].params) == (row0["value"], row0["params"])
     assert study.trials[FAULTY_TRIAL].user_attrs["fail_reason"] == INTERRUPTED
+    assert not (out / "faults" / MARKER).exists()
     assert_original(sd1_host, tiny_sd1_paths[0])
 
 

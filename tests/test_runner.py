@@ -101,7 +101,7 @@ def test_run_writes_artifacts_and_restores(sd1_host, cfg, tiny_sd1_paths):
     rows = read_rows(final.run_dir)
     assert [r["number"] for r in rows] == [0, 1, 2]
     assert all(r["state"] == "COMPLETE" and "image_stats" in r["scores"]["p"] for r in rows)
-    assert set(rows[0]["timings"]) == {"merge", "generate", "score", "other"}
+    assert set(rows[0]["timings"]) == {"suggest", "merge", "generate", "score", "other"}
     from PIL import Image
 
     png = Image.open(f"{final.run_dir}/{rows[0]['images'][0]['path']}")

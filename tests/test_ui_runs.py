@@ -65,7 +65,7 @@ def test_a_run_started_from_the_controls_streams_captioned_images_and_timings(ma
     assert len(live.images) == 3 and len(live.best_images) == 3  # 2 fox + 1 lake
     running = [s for s in seen if s["state"] == "running" and s["trials_done"] >= 1]
     assert running and running[-1]["eta_seconds"] is not None
-    assert set(running[-1]["last_timings"]) == {"merge", "generate", "score", "other"}
+    assert set(running[-1]["last_timings"]) == {"suggest", "merge", "generate", "score", "other"}
     shown = views.status_markdown(running[-1])  # a count, and trials by their study number
     assert "of 3 trials done" in shown and "last trial: merge" in shown and "Trial " not in shown
     rows = views.trial_rows(manager.run_state().study)

@@ -99,7 +99,7 @@ class ArtifactWriter:
             self._append({
                 "kind": "trial", "number": t.number, "state": t.state.name, "value": t.value,
                 "params": t.params, "per_payload": t.user_attrs.get("per_payload", {}), "scores": {},
-                "timings": {k[len("seconds_"):]: v for k, v in t.user_attrs.items() if k.startswith("seconds_")},
+                "timings": trial_timings(t.user_attrs),
                 "reason": t.user_attrs.get("fail_reason", ""), "images": [],
                 "time": t.datetime_complete.timestamp() if t.datetime_complete else time.time(),
                 "recovered": True,
@@ -132,6 +132,14 @@ class ArtifactWriter:
             e.path = str(path)
             entry["path"] = str(path.relative_to(self.folder.path))
         self._images.setdefault(e.trial, []).append(entry)
+
+
+def trial_timings(user_attrs: dict[str, Any]) -> dict[str, float]:
+    """A study trial's timings: its ``seconds`` attribute, or the ``seconds_<part>`` ones that
+    studies made before it have."""
+    if isinstance(user_attrs.get("seconds"), dict):
+        return dict(user_attrs["seconds"])
+    return {k[len("seconds_"):]: v for k, v in user_attrs.items() if k.startswith("seconds_")}
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -41,8 +41,10 @@ from ..scoring import (
     combine_trial,
 )
 from ..search.planning import Planner, make_planner
+from ..search.recipes import recipe_text
 from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder, new_file
+from .recorder import BufferedRecorder, DirectRecorder, RecordingFailed, trial_attrs
 from .study import (
     check_study_name,
     claim_trial,
@@ -65,11 +67,6 @@ HISTORY_KEPT = 2000
 
 class RunStopped(Exception):
     """The user asked the run to stop (Stop button, Interrupt, Ctrl-C)."""
-
-
-class RecordingFailed(Exception):
-    """The study or the run folder could not be written (a full disk, a lost database): the trial
-    in flight is failed and the run stops, since nothing more it did could be kept."""
 
 
 class RunControl:
@@ -169,13 +166,25 @@ class RunState:
     config: RunConfig
     model_config: str
     planner: Planner
-    study: optuna.Study
+    recorder: BufferedRecorder | DirectRecorder  # the study, and how it reaches its database
     folder: RunFolder
     jobs: list[tuple[Payload, GenerationJob]]
     scorers: list[Scorer]
     progress: _Progress
     engine: MergeEngine | None = None
     slot: Slot | None = None
+    last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
+
+    def best_text(self, number: int, params: dict[str, Any]) -> str:
+        """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
+        if self.last_recipe is not None and self.last_recipe[0] == number:
+            return recipe_text(self.last_recipe[1])
+        return self.planner.recipe_text(params)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The study the run asks and tells (in memory for a run's own study.db)."""
+        return self.recorder.study
 
     def release(self) -> None:
         """The run ended: drop what holds models (the engine's cache, the scorers' weights)."""
@@ -233,9 +242,17 @@ class Runner:
         self._check_payloads()
         scorers = self._scorers()
         jobs = self._jobs()
-        study, folder = self._open_study(planner, model_config, jobs)
-        progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(study))
-        return RunState(cfg, model_config, planner, study, folder, jobs, scorers, progress)
+        recorder, folder = self._open_study(planner, model_config, jobs)
+        progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(recorder.study))
+        return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress)
+
+    def _recorder(self, study: optuna.Study, folder: RunFolder, planner: Planner):
+        """The run's own study.db is run in memory and written behind the trials; a storage the
+        user named (maybe shared with other processes) is written directly."""
+        if self.config.optimizer.storage:
+            return DirectRecorder(study)
+        return BufferedRecorder(study, folder.path, folder.read_trials(), planner.space.distributions(),
+                                study.sampler)
 
     def _scorers(self):
         cfg = self.config
@@ -312,6 +329,7 @@ class Runner:
                                fork_storage=fork_storage, distributions=distributions)
             try:
                 self._annotate(study, planner, hashes)
+                recorder = self._recorder(study, folder, planner)
             except BaseException:
                 if not self.options.resume:
                     discard_study(name, storage)
@@ -319,7 +337,7 @@ class Runner:
         except BaseException:
             _remove_new(new_db, new_dirs)  # a refused run leaves no empty study.db behind
             raise
-        return study, folder
+        return recorder, folder
 
     def _annotate(self, study, planner: Planner, hashes: dict[str, str]) -> None:
         cfg, opt = self.config, self.config.optimizer
@@ -379,11 +397,11 @@ class Runner:
         self.control.trial_limit = progress.limit
         run.engine = self.engine or MergeEngine(device=self.host.device)
         run.engine.merge_dtype = MERGE_DTYPES[run.config.merge_precision]  # what every merge of the run computes in
-        yield self._emit(ev.RunStarted(run.study.study_name, str(run.folder.path), progress.limit,
-                                       [p.name for p in run.planner.space.params], run.model_config,
-                                       len(run.study.trials)))
         after: dict[str, Any] = {}
         try:
+            yield self._emit(ev.RunStarted(run.study.study_name, str(run.folder.path), progress.limit,
+                                           [p.name for p in run.planner.space.params], run.model_config,
+                                           len(run.study.trials)))
             self.host.release_kept()  # trials start from the host model, not an earlier kept merge
             with self.host.open_slot() as slot:
                 run.slot = slot
@@ -403,8 +421,17 @@ class Runner:
         finally:
             self.control.restoring = False
             self.listeners.remove(writer)
+            self._close_study(run)
             run.release()
         yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
+
+    def _close_study(self, run: RunState) -> None:
+        """Every trial into the database; when that fails the run says so (its folder has what a
+        resume needs to complete the study)."""
+        problem = run.recorder.close()
+        if problem and problem not in (run.progress.reason or ""):
+            run.progress.reason = f"stopped: {problem}" if run.progress.reason in (None, "completed") \
+                else f"{run.progress.reason}; {problem}"
 
     def _start_writer(self, run: RunState) -> ArtifactWriter:
         """The run folder's writer; on a resumed study, first the rows ``trials.jsonl`` lacks (trials
@@ -416,8 +443,9 @@ class Runner:
             if self.options.resume:
                 writer.add_missing_rows(study)
         except OSError as e:
-            if not self.options.resume:
-                discard_study(study.study_name, study._storage)  # a study without its run folder would block the name
+            run.recorder.close()
+            if not self.options.resume:  # a study without its run folder would block the name
+                discard_study(study.study_name, storage_url(self.config.optimizer.storage, run.folder.path))
             raise ConfigError([Problem("output_dir", f"cannot write the run folder ({type(e).__name__}: {e})",
                                        str(run.folder.path))]) from None
         return writer
@@ -448,6 +476,8 @@ class Runner:
                 yield from self._judge(run, finished)
             except RecordingFailed as e:
                 progress.reason = f"stopped: {e}"
+            if progress.reason is None and run.recorder.problem():  # the run folder has the trials
+                progress.reason = f"stopped: {run.recorder.problem()}"
 
     def _judge(self, run: RunState, finished: ev.TrialFinished):
         """A finished trial against the best so far: a new best, early stopping, or a failure that
@@ -467,7 +497,7 @@ class Runner:
         if best is None or finished.value > best:
             progress.best = finished.value
             yield self._emit(ev.NewBest(finished.number, finished.value, finished.params,
-                                        run.planner.recipe_text(finished.params)))
+                                        run.best_text(finished.number, finished.params)))
         if es.patience and progress.since_best >= es.patience:
             progress.reason = "early stopping"
 
@@ -545,41 +575,45 @@ class Runner:
         )
 
     def _trial(self, run: RunState):
-        study, start = run.study, time.perf_counter()
+        start = time.perf_counter()
         try:
-            trial = study.ask(run.planner.space.distributions())
+            trial = run.study.ask(run.planner.space.distributions())
+            suggest = time.perf_counter() - start
             claim_trial(trial)
+            run.recorder.started(trial)
         except Exception as e:  # the study cannot be written: nothing could be kept
             raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
         try:
-            return (yield from self._run_trial(run, trial, start))
+            return (yield from self._run_trial(run, trial, start, suggest))
         finally:
-            release_trial(study.study_name, trial.number)
+            release_trial(run.study.study_name, trial.number)
 
-    def _run_trial(self, run: RunState, trial: optuna.Trial, start: float):
-        """One trial; its timings: merge, generate and score, and ``other``, the rest of the trial
-        from asking the study for it to telling it the value (the optimizer, the study's storage,
-        the run folder's writes)."""
-        study, params = run.study, dict(trial.params)
+    def _run_trial(self, run: RunState, trial: optuna.Trial, start: float, suggest: float):
+        """One trial; its timings: the sampler's suggestion, merge, generate and score, and
+        ``other``, the rest of the trial from asking the study for it to telling it the value (the
+        study's storage, the run folder's writes, the events)."""
+        params = dict(trial.params)
         yield self._emit(ev.TrialStarted(trial.number, params))
-        timings = {"merge": 0.0, "generate": 0.0, "score": 0.0}
+        timings = {"merge": 0.0, "generate": 0.0, "score": 0.0, "suggest": suggest}
         try:
             t0 = time.perf_counter()
-            stats = self._merge(run, run.planner.recipe(params))
+            recipe = run.planner.recipe(params)
+            run.last_recipe = (trial.number, recipe)
+            stats = self._merge(run, recipe)
             timings["merge"] = time.perf_counter() - t0
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
             per_scorer = yield from self._generate_and_score(run, trial.number, params, timings)
             value, per_payload = self._combine(per_scorer, run.scorers)
         except (RunStopped, ScoringStopped):
-            finished = self._emit(self._fail(study, trial, params, timings, self.control.stop_reason))
+            finished = self._emit(self._fail(run, trial, params, timings, self.control.stop_reason))
             yield finished
             return finished
         except RecordingFailed as e:
-            yield self._emit_quietly(self._fail(study, trial, params, timings, str(e)))
+            yield self._emit_quietly(self._fail(run, trial, params, timings, str(e)))
             raise
         except Exception as e:  # the per-trial boundary: fail the trial, go on
             log.warning("trial %d failed: %s\n%s", trial.number, e, traceback.format_exc())
-            finished = self._fail(study, trial, params, timings, f"{type(e).__name__}: {e}")
+            finished = self._fail(run, trial, params, timings, f"{type(e).__name__}: {e}")
             if _disk_full(e):  # every later trial would fail the same way
                 yield self._emit_quietly(finished)
                 raise RecordingFailed(finished.reason) from e
@@ -589,37 +623,35 @@ class Runner:
             reason = "stopped" if isinstance(e, GeneratorExit) else \
                 self.control.stop_reason if self.control.stopping else f"interrupted ({type(e).__name__})"
             with contextlib.suppress(RecordingFailed):
-                self._emit_quietly(self._fail(study, trial, params, timings, reason))
+                self._emit_quietly(self._fail(run, trial, params, timings, reason))
             raise
-        self._complete(study, trial, params, value, timings, per_scorer, per_payload)
+        self._complete(run, trial, params, value, timings, per_scorer, per_payload)
         timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
         finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings)
         yield self._emit(finished)
         return finished
 
-    def _complete(self, study, trial, params, value, timings, per_scorer, per_payload) -> None:
+    def _complete(self, run: RunState, trial, params, value, timings, per_scorer, per_payload) -> None:
         """Tell the study the trial's value, with what the run folder keeps beside it."""
         try:
-            for k, v in timings.items():
-                trial.set_user_attr(f"seconds_{k}", round(v, 4))
-            trial.set_user_attr("per_payload", per_payload)
-            if any("manual" in by_scorer for by_scorer in per_scorer.values()):  # the ratings, kept for later
-                trial.set_user_attr("manual_ratings", {
-                    p: [round(v * 10, 2) for v in by_scorer["manual"]]
-                    for p, by_scorer in per_scorer.items() if "manual" in by_scorer})
-            study.tell(trial, value)
+            for k, v in trial_attrs(timings, per_payload, per_scorer).items():
+                trial.set_user_attr(k, v)
+            run.study.tell(trial, value)
+            run.recorder.finished(trial.number)
         except Exception as e:  # the study cannot be written: record what we can, stop
             reason = f"could not record the result: {type(e).__name__}: {e}"
             log.warning("trial %d: %s", trial.number, reason)
-            self._emit_quietly(self._fail(study, trial, params, timings, reason))
+            self._emit_quietly(self._fail(run, trial, params, timings, reason))
             raise RecordingFailed(reason) from e
 
-    def _fail(self, study, trial, params, timings, reason: str) -> ev.TrialFinished:
+    def _fail(self, run: RunState, trial, params, timings, reason: str) -> ev.TrialFinished:
         """Tell the study the trial failed; :class:`RecordingFailed` when even that cannot be
-        written (the trial then stays running in the study until a resume marks it failed)."""
+        written (a resume then marks it failed)."""
         try:
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if not run.study._storage.get_trial(trial._trial_id).state.is_finished():  # told, then not written
+                trial.set_user_attr("fail_reason", reason)
+                run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            run.recorder.finished(trial.number)
         except Exception as e:  # the database or its disk refused
             raise RecordingFailed(f"could not record trial {trial.number} as failed ({reason}): "
                                   f"{type(e).__name__}: {e}") from e
@@ -651,6 +683,7 @@ class Runner:
         cache = run.scorers[0].backbones if run.scorers else None
         if cache is not None:
             cache.restore(self.host.device)  # back from the CPU, where the last trial left them
+        run.recorder.generating()
         for payload, job in run.jobs:
             t0 = time.perf_counter()
             images = []
