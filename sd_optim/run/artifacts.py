@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,11 @@ class RunFolder:
 
 
 class ArtifactWriter:
-    """Writes the run folder from the event stream."""
+    """Writes the run folder from the event stream.
+
+    Images are encoded and written by a thread of their own while the run goes on (the next
+    prompt set generates meanwhile); :meth:`saved` waits for them, and a trial's row is written
+    only once its images are on disk."""
 
     def __init__(self, folder: RunFolder, config: RunConfig, save_images: bool = True):
         self.folder = folder
@@ -58,16 +64,40 @@ class ArtifactWriter:
         self.save_images = save_images
         self._images: dict[int, list[dict[str, Any]]] = {}
         self._cut_line = False
+        self._saving: list[Future] = []
+        self._saver: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self.folder.path.mkdir(parents=True, exist_ok=True)
         save_config(self.config.absolute(), self.folder.path / "config.yaml")
         self._cut_line = _ends_mid_line(self.folder.trials_file)
 
+    def saved(self) -> None:
+        """Wait until every image handed over is on disk; the first failure is raised (a full
+        disk: OSError)."""
+        pending, self._saving = self._saving, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """The run ended: the images still being written are waited for (a failure is logged:
+        every trial's images were waited for before it was told)."""
+        try:
+            self.saved()
+        except Exception as e:  # noqa: BLE001 - only a trial cut short can have images pending here
+            logging.getLogger("sd_optim").warning("an image of the run could not be written: %s", e)
+        finally:
+            if self._saver is not None:
+                self._saver.shutdown(wait=True)
+                self._saver = None
+
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.ImageScored):
             self._image(event)
-        elif isinstance(event, ev.ReferenceScored):
+            return
+        if isinstance(event, (ev.ReferenceScored, ev.TrialFinished)):
+            self.saved()  # a row names images that are on disk
+        if isinstance(event, ev.ReferenceScored):
             self._append({"kind": "reference", "model": event.model, "value": event.value,
                           "per_payload": event.per_payload, "reason": event.reason,
                           "images": self._images.pop(-1, []), "time": time.time()})
@@ -128,10 +158,16 @@ class ArtifactWriter:
                 "prompt": e.prompt, "negative_prompt": e.negative_prompt, "scores": e.scores,
                 "params": e.params,
             }, default=str))
-            e.image.save(path, pnginfo=info)
+            self._save_later(e.image, path, info)
             e.path = str(path)
             entry["path"] = str(path.relative_to(self.folder.path))
         self._images.setdefault(e.trial, []).append(entry)
+
+
+    def _save_later(self, image, path: Path, info: PngImagePlugin.PngInfo) -> None:
+        if self._saver is None:
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sd-optim images")
+        self._saving.append(self._saver.submit(image.save, path, pnginfo=info))
 
 
 def trial_timings(user_attrs: dict[str, Any]) -> dict[str, float]:

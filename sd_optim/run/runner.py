@@ -173,6 +173,7 @@ class RunState:
     progress: _Progress
     engine: MergeEngine | None = None
     slot: Slot | None = None
+    writer: ArtifactWriter | None = None  # the run folder's, once it is started
     last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
@@ -390,7 +391,7 @@ class Runner:
         except Exception as e:
             yield self._emit(ev.RunFailed(str(e)))
             raise
-        writer = self._start_writer(run)
+        writer = run.writer = self._start_writer(run)
         self.listeners.append(writer)
         self.state = run
         progress = run.progress
@@ -421,6 +422,7 @@ class Runner:
         finally:
             self.control.restoring = False
             self.listeners.remove(writer)
+            writer.close()
             self._close_study(run)
             run.release()
         yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
@@ -706,9 +708,19 @@ class Runner:
                 yield self._emit(ev.ImageScored(
                     number, payload.name, i, g.image, g.seed, g.prompt, g.negative_prompt,
                     g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
+        self._images_saved(run)
         if cache is not None:
             self._scorers_within_budget(cache)
         return per_payload
+
+    def _images_saved(self, run: RunState) -> None:
+        """The trial's images are on disk before it is told: one that cannot be written (a full
+        disk) fails the trial and stops the run, as any write of the run folder does."""
+        try:
+            if run.writer is not None:
+                run.writer.saved()
+        except Exception as e:
+            raise RecordingFailed(f"could not record the run: {type(e).__name__}: {e}") from e
 
     def _scorers_within_budget(self, cache) -> None:
         """With ``scoring.vram_gb``, the scorers' models wait on the CPU until the next trial when
