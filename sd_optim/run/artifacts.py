@@ -163,7 +163,6 @@ class ArtifactWriter:
             entry["path"] = str(path.relative_to(self.folder.path))
         self._images.setdefault(e.trial, []).append(entry)
 
-
     def _save_later(self, image, path: Path, info: PngImagePlugin.PngInfo) -> None:
         if self._saver is None:
             self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sd-optim images")

@@ -3,7 +3,7 @@
 A run's own study (SQLite ``study.db`` in its run folder, the default) is kept in memory while
 the run goes on: the sampler asks and the runner tells at memory speed, and a background thread
 writes each finished trial to the database in one transaction (Optuna's
-``create_new_trial(template_trial=...)``), behind the next trial's merge and generation. Nothing
+``create_new_trial(template_trial=...)``) while the next trial generates. Nothing
 is lost on a crash, because two cheap synchronous records stand beside it in the run folder:
 
 - ``running.json`` names the trial in flight (number, parameters, process), written as it starts;
