@@ -650,9 +650,8 @@ class Runner:
         """Tell the study the trial failed; :class:`RecordingFailed` when even that cannot be
         written (a resume then marks it failed)."""
         try:
-            if not run.study._storage.get_trial(trial._trial_id).state.is_finished():  # told, then not written
-                trial.set_user_attr("fail_reason", reason)
-                run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            trial.set_user_attr("fail_reason", reason)
+            run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             run.recorder.finished(trial.number)
         except Exception as e:  # the database or its disk refused
             raise RecordingFailed(f"could not record trial {trial.number} as failed ({reason}): "
