@@ -33,7 +33,6 @@ from test_runner import assert_original
 
 from sd_optim.hosts.diffusers_host import DiffusersHost
 from sd_optim.merging import MergeEngine
-from sd_optim.merging._engine import _SlotWriter
 from sd_optim.run.artifacts import ArtifactWriter, RunFolder
 from sd_optim.run.recorder import MARKER, BufferedRecorder
 from sd_optim.run.runner import Runner
@@ -54,7 +53,7 @@ STAGES = {  # stage -> (class, method) the fault is injected into
     "input loading": (MergeEngine, "cached"),
     "recipe build": (MergePlanner, "recipe"),
     "merge": (MergeEngine, "apply"),
-    "partial write": (_SlotWriter, "__setitem__"),
+    "partial write": (MergeEngine, "_write_key"),  # one key of the fast path's merge
     "generation": (DiffusersHost, "generate"),
     "scorer image_stats": (ImageStatsScorer, "score"),
     "scorer reference": (ReferenceScorer, "score"),
@@ -163,9 +162,11 @@ def install(monkeypatch, injector: Injector) -> None:
         def wrapper(self, *args, **kwargs):
             if not injector.due():
                 return original(self, *args, **kwargs)
-            if fault == "nan weights" and name == "__setitem__":
-                key, value = args
-                return original(self, key, torch.full_like(value, math.nan))
+            if fault == "nan weights" and name == "_write_key":  # the key written, then NaN in it
+                original(self, *args, **kwargs)
+                slot, _, key = args[:3]
+                slot[key] = torch.full_like(slot[key], math.nan)
+                return None
             if fault == "nan weights":  # after the whole merge: NaN into the slot's first keys
                 stats = original(self, *args, **kwargs)
                 slot = args[1]

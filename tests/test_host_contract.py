@@ -213,6 +213,56 @@ def test_slot_reads_writes_and_restores_every_key_bit_exact(request, kind, arch)
         assert_same(h.live(), before)
 
 
+@pytest.mark.parametrize("kind", HOSTS)
+def test_the_engine_merges_in_place_as_sd_mecha_does_and_restores(request, kind, tmp_path, monkeypatch):
+    """Where a slot offers the live tensor (``writable``) the fast path computes into it; every
+    key equals ``sd_mecha.merge`` (bit-exact: one lerp in fp32 either way) and restore is exact.
+    A1111 keeps ``slot[key] = value``: its Lora extension's load hook must see every write."""
+    import sd_mecha
+
+    with _start(request, kind) as h:
+        config = make_config(h.paths, request.getfixturevalue("tiny_sd1_config_dir"), tmp_path / "runs")
+        planner = make_planner(config, h.host.model_config())
+        expected = sd_mecha.merge(planner.recipe(P1), merge_dtype=torch.float32, output_dtype=None,
+                                  check_finite_output=False, tqdm=_Quiet)
+        before = h.live()
+        with h.host.open_slot() as slot:
+            offered = slot.writable(UNET_KEY)
+            assert (offered is None) == (kind == "a1111"), kind
+            if offered is not None:
+                assert offered.data_ptr() == slot[UNET_KEY].data_ptr()  # the live tensor itself
+            copied, setitem = [], type(slot).__setitem__
+            monkeypatch.setattr(type(slot), "__setitem__", lambda s, k, v: copied.append(k) or setitem(s, k, v))
+            stats = MergeEngine().apply(planner.recipe(P1), slot, planner.model_config)
+            assert stats.path == "fast" and (UNET_KEY in copied) == (offered is None)
+            for key in set(expected) & set(slot) - {"__metadata__"}:
+                live = slot[key]
+                assert torch.equal(live, expected[key].to(live.dtype)), key
+        assert_same(h.live(), before)
+
+
+class _Quiet:
+    """A tqdm stand-in without output."""
+
+    def __init__(self, iterable=None, **_):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+    def update(self, *_):
+        pass
+
+    def set_postfix(self, *_, **__):
+        pass
+
+
 def _live_name(h, key: str) -> str:
     """The harness's ``live()`` name of a UNet checkpoint key."""
     if h.kind == "a1111" or h.kind == "diffusers":

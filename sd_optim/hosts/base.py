@@ -97,6 +97,13 @@ class Slot(MutableMapping, abc.ABC):
     def __setitem__(self, key: str, value: torch.Tensor) -> None:
         """Copy ``value`` into the live parameter(s) behind ``key``."""
 
+    def writable(self, key: str) -> torch.Tensor | None:
+        """The live tensor behind ``key`` in checkpoint layout, for the merge engine to compute
+        into in place (its snapshot is taken now; written under ``torch.inference_mode()`` when it
+        is an inference tensor), or None where only ``slot[key] = value`` may write it (fused or
+        transposed parameters, keys off the live model, hooks that a raw write would bypass)."""
+        return None
+
     def __delitem__(self, key: str) -> None:
         raise TypeError(f"slot keys cannot be deleted (key {key!r})")
 

@@ -184,6 +184,22 @@ class DiffusersSlot(Slot):
                 self._snapshots[k] = host._side.get(k, _ABSENT)
             host._write_side(k, value)
 
+    def writable(self, key: str) -> torch.Tensor | None:
+        """The live parameter of ``key`` to be written in place (its snapshot is taken now), or
+        None where the key is not one parameter in the checkpoint's layout (fused q/k/v,
+        transposed projections, keys off the live model): those go through ``slot[key] = value``."""
+        host = self._host
+        k = host._canonical(key)
+        tensors = host._live.get(k)
+        if tensors is None or len(tensors) != 1 or host._rules[k].targets[0].op != "view":
+            return None
+        target = km.join(host._rules[k], [tensors[0].detach()])
+        if target.data_ptr() != tensors[0].data_ptr() or not target.is_contiguous():
+            return None  # a reshape that had to copy: writing it would not reach the model
+        if k not in self._snapshots:
+            self._snapshots[k] = target.to("cpu", copy=True)
+        return target
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._host._keys())
 

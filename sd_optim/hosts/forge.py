@@ -208,6 +208,26 @@ class ForgeSlot(WebUISlot):
             if targets[0].component == "clip":
                 self._text_encoder_written()
 
+    def writable(self, key: str) -> torch.Tensor | None:
+        """The live parameter of ``key`` to be written in place under ``torch.inference_mode()``
+        (its snapshot is taken now), or None where the key is not one parameter as the checkpoint
+        lays it out (q/k/v thirds, the transposed projection, components an external file
+        replaced, keys off the live model): those go through ``slot[key] = value``."""
+        k = self._canonical(key)
+        with self._lock:
+            if not self._is_live(k):
+                return None
+            targets = self._targets[k]
+            if len(targets) != 1 or targets[0].transposed:
+                return None
+            t = targets[0]
+            param = self._param(t)
+            if (t.component, t.name) not in self._snapshots:
+                self._snapshots[(t.component, t.name)] = param.detach().to("cpu", copy=True)
+            if t.component == "clip":
+                self._text_encoder_written()
+            return param.detach()
+
     def _split(self, key: str, targets: tuple[Target, ...], value: torch.Tensor) -> list[torch.Tensor]:
         shapes = [tuple(self._param(t).shape) for t in targets]
         if len(targets) > 1:

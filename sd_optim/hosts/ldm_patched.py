@@ -191,6 +191,23 @@ class LdmPatchedSlot(WebUISlot):
             if not k.startswith((_UNET, _VAE)):
                 self._text_encoder_written()
 
+    def writable(self, key: str) -> torch.Tensor | None:
+        """The live parameter of ``key`` to be written in place under ``torch.inference_mode()``
+        when it is an inference tensor (its snapshot is taken now), or None where the key is not
+        one parameter (q/k/v thirds, keys off the live model): those go through ``slot[key] = value``."""
+        k = self._canonical(key)
+        with self._lock:
+            if k not in self._locations:
+                return None
+            params = self._params(self._locations[k])
+            if len(params) != 1:
+                return None
+            if k not in self._snapshots:
+                self._snapshots[k] = params[0].detach().to("cpu", copy=True)
+            if not k.startswith((_UNET, _VAE)):
+                self._text_encoder_written()
+            return params[0].detach()
+
     @staticmethod
     def _write(params: list[torch.nn.Parameter], value: torch.Tensor) -> None:
         # inference mode: params moved by the WebUI inside inference-mode code hold inference

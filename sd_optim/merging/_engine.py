@@ -244,26 +244,10 @@ class MergeEngine:
         if self._slot is None or self._slot() is not slot:
             self.forget_slot()
             self._slot = weakref.ref(slot)
-        writable = getattr(slot, "writable", None)
-        writer = _SlotWriter(slot)
         keys = plan.changed if plan.base is not None and plan.base == self._written_plan else plan.keys
         self._written_plan = None
-        computed = 0
         try:
-            for key in keys:
-                expr = plan.keys.get(key)
-                if self._written.get(key) == expr:
-                    continue
-                if expr is None:  # no value now: what the slot holds stays (as sd-mecha leaves it)
-                    self._written.pop(key, None)
-                    continue
-                self._written.pop(key, None)
-                out = writable(key) if writable is not None else None
-                value = run_expression(expr, plan.inputs, self.device, self.merge_dtype, out)
-                if value is not out:
-                    writer[key] = value
-                self._written[key] = expr
-                computed += 1
+            computed = self._write_keys(plan, keys, slot)
         except BaseException:
             self.forget_slot()  # a key half written: trust nothing next time
             raise
@@ -271,3 +255,28 @@ class MergeEngine:
             torch.cuda.synchronize(self.device)
         self._written_plan = plan.serial
         return computed
+
+    def _write_keys(self, plan: Plan, keys, slot) -> int:
+        """Compute ``keys`` into the slot: in place where the slot offers the live tensor
+        (``writable``), else into a new tensor the slot copies."""
+        writer = _SlotWriter(slot)
+        computed = 0
+        for key in keys:
+            expr = plan.keys.get(key)
+            if self._written.get(key) == expr:
+                continue
+            if expr is None:  # no value now: what the slot holds stays (as sd-mecha leaves it)
+                self._written.pop(key, None)
+                continue
+            self._written.pop(key, None)
+            self._write_key(slot, writer, key, expr, plan.inputs)
+            self._written[key] = expr
+            computed += 1
+        return computed
+
+    def _write_key(self, slot, writer: _SlotWriter, key: str, expr, inputs) -> None:
+        out = slot.writable(key)
+        with torch.inference_mode(out is not None and out.is_inference()):  # WebUIs' parameters
+            value = run_expression(expr, inputs, self.device, self.merge_dtype, out)
+        if value is not out:
+            writer[key] = value
