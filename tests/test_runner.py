@@ -2,6 +2,8 @@
 
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from sd_optim.errors import ConfigError, StudyMismatchError
 from sd_optim.merging import MergeEngine
 from sd_optim.run import events as ev
 from sd_optim.run.runner import Runner, RunOptions, run_to_end
+from sd_optim.scoring.image_stats import ImageStatsScorer
 from sd_optim.search.planning import make_planner
 from sd_optim.tiny_models import TINY_SIZE
 
@@ -509,3 +512,67 @@ def test_merge_precision_is_what_every_merge_of_the_run_computes_in(sd1_host, cf
     expected = sd_mecha.merge(recipe, merge_dtype=torch.bfloat16, output_dtype=torch.float16)
     written = safetensors.torch.load_file(str(saved))
     assert all(torch.equal(written[k], v) for k, v in expected.items() if k != "__metadata__")
+
+
+def test_a_prompt_set_is_scored_while_the_next_one_generates(sd1_host, cfg, monkeypatch):
+    """The scorer of set ``p`` waits for the generation of set ``q`` to start: it can finish only
+    when scoring runs on its own thread beside generation. Events and scores keep set order."""
+    payload = {"steps": 2, "width": TINY_SIZE, "height": TINY_SIZE, "sampler": "Euler"}
+    config = cfg(payloads=[{"name": "p", "prompt": "fox", **payload}, {"name": "q", "prompt": "owl", **payload}],
+                 optimizer={"trials": 2})
+    generating_q, threads = threading.Event(), set()
+    generate, score = type(sd1_host).generate, ImageStatsScorer.score
+
+    def watched_generate(self, job, *args, **kwargs):
+        if job.prompt == "owl":
+            generating_q.set()
+        yield from generate(self, job, *args, **kwargs)
+
+    def waiting_score(self, images, ctx):
+        threads.add(threading.current_thread().name)
+        if images[0].payload == "p":
+            assert generating_q.wait(30), "set q did not generate while set p was scored"
+            generating_q.clear()
+        return score(self, images, ctx)
+
+    monkeypatch.setattr(type(sd1_host), "generate", watched_generate)
+    monkeypatch.setattr(ImageStatsScorer, "score", waiting_score)
+    runner = Runner(config, sd1_host)
+    final = run_to_end(runner)
+    assert final.reason == "completed" and final.trials == 2
+    assert threads and all(name.startswith("sd-optim-score") for name in threads)
+    for trial in (0, 1):
+        sets = [e.payload for e in runner.history if isinstance(e, ev.ImageScored) and e.trial == trial]
+        assert sets == ["p", "q"]
+    done = [e for e in runner.history if isinstance(e, ev.TrialFinished)]
+    assert all(e.state == "COMPLETE" and set(e.per_payload) == {"p", "q"} for e in done)
+
+
+def test_a_trial_that_fails_abandons_the_sets_still_being_scored(sd1_host, cfg, monkeypatch):
+    """Generation fails in set q while set p's scorer is running: the scorer is told to stop
+    (``should_stop``), the trial fails with the generation's error and the run goes on."""
+    payload = {"steps": 2, "width": TINY_SIZE, "height": TINY_SIZE, "sampler": "Euler"}
+    config = cfg(payloads=[{"name": "p", "prompt": "fox", **payload}, {"name": "q", "prompt": "owl", **payload}],
+                 optimizer={"trials": 2})
+    generate, score, told = type(sd1_host).generate, ImageStatsScorer.score, []
+
+    def failing_generate(self, job, *args, **kwargs):
+        if job.prompt == "owl" and not told:
+            raise RuntimeError("generation broke")
+        yield from generate(self, job, *args, **kwargs)
+
+    def slow_score(self, images, ctx):
+        if images[0].payload == "p" and not told:
+            deadline = time.monotonic() + 30
+            while not ctx.should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            told.append(ctx.should_stop())
+        return score(self, images, ctx)
+
+    monkeypatch.setattr(type(sd1_host), "generate", failing_generate)
+    monkeypatch.setattr(ImageStatsScorer, "score", slow_score)
+    runner = Runner(config, sd1_host)
+    final = run_to_end(runner)
+    assert told == [True] and final.reason == "completed"
+    states = [(e.state, e.reason) for e in runner.history if isinstance(e, ev.TrialFinished)]
+    assert states[0] == ("FAIL", "RuntimeError: generation broke") and states[1][0] == "COMPLETE"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import threading
@@ -45,6 +46,7 @@ from ..search.recipes import recipe_text
 from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder, new_file
 from .recorder import BufferedRecorder, DirectRecorder, RecordingFailed, trial_attrs
+from .scoring_queue import ScoringQueue
 from .study import (
     check_study_name,
     claim_trial,
@@ -174,6 +176,7 @@ class RunState:
     engine: MergeEngine | None = None
     slot: Slot | None = None
     writer: ArtifactWriter | None = None  # the run folder's, once it is started
+    scoring: ScoringQueue = field(default_factory=ScoringQueue)  # scores a set while the next generates
     last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
@@ -423,6 +426,7 @@ class Runner:
             self.control.restoring = False
             self.listeners.remove(writer)
             writer.close()
+            run.scoring.close()
             self._close_study(run)
             run.release()
         yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
@@ -678,39 +682,61 @@ class Runner:
 
     def _generate_and_score(self, run: RunState, number: int, params: dict[str, Any],
                             timings: dict[str, float]):
+        """Each prompt set generated, then scored on the scoring thread while the next set
+        generates; its images' events as soon as its scores are in. ``score`` is the time the trial
+        waited for scores (after its last image, mostly the last set's scoring)."""
         per_payload: dict[str, dict[str, list[float]]] = {}
-        ctx = ScoreContext(device=self.host.device, should_stop=self.should_stop, ratings=self.control.ratings,
-                           trial=number)
+        queue = run.scoring
+        ctx = ScoreContext(device=self.host.device, should_stop=queue.begin(self.should_stop),
+                           ratings=self.control.ratings, trial=number)
         cache = run.scorers[0].backbones if run.scorers else None
         if cache is not None:
             cache.restore(self.host.device)  # back from the CPU, where the last trial left them
         run.recorder.generating()
-        for payload, job in run.jobs:
-            t0 = time.perf_counter()
-            images = []
-            job = dataclasses.replace(job, infotext_params=trial_infotext(run.study, number, params))
-            for img in self.host.generate(job, self.should_stop):
-                images.append(img)
-                if self.should_stop():
-                    break
-            timings["generate"] += time.perf_counter() - t0
-            if self.should_stop() or len(images) < job.n_images:
-                raise RunStopped()
-            t0 = time.perf_counter()
-            batch = [ImageToScore(g.image, g.prompt, g.negative_prompt, g.seed, payload.name, i)
-                     for i, g in enumerate(images)]
-            chosen = [s for s in run.scorers if not payload.scorers or s.name in payload.scorers]
-            scores = {s.name: [float(x) for x in s.score(batch, ctx)] for s in chosen}
-            timings["score"] += time.perf_counter() - t0
+        try:
+            for payload, job in run.jobs:
+                t0 = time.perf_counter()
+                images = []
+                job = dataclasses.replace(job, infotext_params=trial_infotext(run.study, number, params))
+                with contextlib.closing(self.host.generate(job, self.should_stop)) as generated:
+                    for img in generated:  # the events of sets scored meanwhile between images
+                        images.append(img)
+                        if self.should_stop():
+                            break
+                        timings["generate"] += time.perf_counter() - t0
+                        yield from self._scored(queue.ready(), number, params, per_payload)
+                        t0 = time.perf_counter()
+                timings["generate"] += time.perf_counter() - t0
+                if self.should_stop() or len(images) < job.n_images:
+                    raise RunStopped()
+                queue.submit((payload, images), functools.partial(self._score_set, run, payload, images, ctx))
+            yield from self._scored(queue.drain(), number, params, per_payload)
+        except BaseException:
+            queue.abandon()
+            raise
+        finally:
+            timings["score"] += queue.waited
+        self._images_saved(run)
+        if cache is not None:
+            self._scorers_within_budget(cache)
+        return per_payload
+
+    @staticmethod
+    def _score_set(run: RunState, payload: Payload, images: list, ctx: ScoreContext) -> dict[str, list[float]]:
+        """One prompt set's scores by every scorer it asks for (on the scoring thread)."""
+        batch = [ImageToScore(g.image, g.prompt, g.negative_prompt, g.seed, payload.name, i)
+                 for i, g in enumerate(images)]
+        chosen = [s for s in run.scorers if not payload.scorers or s.name in payload.scorers]
+        return {s.name: [float(x) for x in s.score(batch, ctx)] for s in chosen}
+
+    def _scored(self, results, number: int, params: dict[str, Any], per_payload: dict):
+        """The events of the prompt sets whose scores are in."""
+        for (payload, images), scores in results:
             per_payload[payload.name] = scores
             for i, g in enumerate(images):
                 yield self._emit(ev.ImageScored(
                     number, payload.name, i, g.image, g.seed, g.prompt, g.negative_prompt,
                     g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
-        self._images_saved(run)
-        if cache is not None:
-            self._scorers_within_budget(cache)
-        return per_payload
 
     def _images_saved(self, run: RunState) -> None:
         """The trial's images are on disk before it is told: one that cannot be written (a full
