@@ -32,7 +32,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 MB = 2**20
 PAD_BYTES = 320 * MB
-BOUND = PAD_BYTES // 20  # 5 % of the padded model
+# 10 % of the padded model: a run that kept its inputs holds 10x that more. Alone, a run's growth
+# is within a few MB; in a process that has run the whole suite the allocator's state moves it
+# by up to ~30 MB either way (seen: 18.9 and 28.2 MB with nothing held, a 16 MB bound failing)
+BOUND = PAD_BYTES // 10
 
 pytestmark = pytest.mark.skipif(resident_bytes() is None, reason="needs /proc/self/statm (Linux)")
 
