@@ -4,7 +4,7 @@
 PYTHON := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: env browser demo app test test-a1111 lint screenshots
+.PHONY: env browser postgres demo app test test-a1111 lint screenshots
 
 env:
 	@bash tools/ensure-venv.sh
@@ -13,6 +13,10 @@ env:
 browser:
 	@bash tools/ensure-chromium.sh
 
+# Debian's PostgreSQL server binaries, from which the shared-study tests start their own server.
+postgres:
+	@bash tools/ensure-postgres.sh
+
 demo: env
 	$(PYTHON) -m sd_optim demo $(ARGS)
 
@@ -20,12 +24,12 @@ demo: env
 app: env
 	$(PYTHON) -m sd_optim app --demo $(ARGS)
 
-test: env browser
+test: env browser postgres
 	$(PYTHON) -m pytest -q --durations=25 $(ARGS)
 
 # The suite again in an A1111-like environment (requirements/a1111.txt, in .venv-a1111). The tests
 # marked slow exercise only the core, which does not change with the pins: make test runs them.
-test-a1111: browser
+test-a1111: browser postgres
 	@bash tools/ensure-venv.sh requirements/a1111.txt .venv-a1111
 	.venv-a1111/bin/python -m pytest -q -p no:cacheprovider --durations=25 -m "not slow" $(ARGS)
 

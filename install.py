@@ -75,6 +75,15 @@ REQUIREMENTS: tuple[Need, ...] = (
     Need("tqdm"),
 )
 
+# The database driver a storage URL needs (a study shared between WebUIs and workers), installed only
+# when the WebUI's setting ``sd_optim_storage`` names such a database: psycopg 3 ships binary wheels
+# (no compiler); MySQL through PyMySQL (pure Python).
+DRIVERS: dict[str, tuple[Need, ...]] = {
+    "postgresql": (Need("psycopg", ">=3.1"), Need("psycopg-binary", ">=3.1")),
+    "mysql": (Need("pymysql"),),
+}
+STORAGE_SETTING = "sd_optim_storage"
+
 # Never installed: the WebUI's own stack. The value says what of sd-optim stops working without it
 # (None: nothing in a WebUI, so a missing one is not worth a line at every start).
 WEBUI_OWNED: dict[str, str | None] = {
@@ -269,7 +278,45 @@ def change_lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return lines
 
 
-def main(requirements: tuple[Need, ...] | list[Need] = REQUIREMENTS) -> None:
+def settings_file(args: str, cwd: str) -> str:
+    """The WebUI's settings file: ``--ui-settings-file`` in ``COMMANDLINE_ARGS`` (relative to the
+    working directory), else ``config.json`` in ``--data-dir`` or the working directory (A1111
+    ``modules/cmd_args.py``: ``--ui-settings-file`` defaults to ``os.path.join(data_path,
+    'config.json')``). Arguments given to ``launch.py`` itself do not reach this script."""
+    import argparse
+    import shlex
+
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        words = args.split()
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--ui-settings-file", default="")
+    parser.add_argument("--data-dir", default="")
+    known, _ = parser.parse_known_args(words)
+    if known.ui_settings_file:
+        return os.path.join(cwd, known.ui_settings_file)
+    return os.path.join(cwd, known.data_dir or "", "config.json")
+
+
+def driver_needs(settings_path: str) -> list[Need]:
+    """The database driver for the storage URL the WebUI's settings name (none without one)."""
+    import json
+
+    try:
+        with open(settings_path, encoding="utf-8") as f:
+            url = json.load(f).get(STORAGE_SETTING, "")
+    except (OSError, ValueError, AttributeError):
+        return []
+    dialect = str(url).split(":", 1)[0].split("+", 1)[0].lower()
+    dialect = "postgresql" if dialect == "postgres" else dialect
+    return list(DRIVERS.get(dialect, ()))
+
+
+def main(requirements: tuple[Need, ...] | list[Need] | None = None) -> None:
+    if requirements is None:
+        settings = settings_file(os.environ.get("COMMANDLINE_ARGS", ""), os.getcwd())
+        requirements = (*REQUIREMENTS, *driver_needs(settings))
     before = installed_versions()
     for line in missing_owned(before, _webui_launch() is not None):
         print(line)

@@ -57,11 +57,13 @@ class _Progress:
             self.bar.close()
 
 
-def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host=None) -> dict[str, Any]:
+def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host=None,
+                join=False) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials
     host = host or make_host(config)
     control = RunControl()
-    runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials), control)
+    options = RunOptions(resume=resume, fork=fork, trials=trials, join=join, worker_kind="cli" if join else "")
+    runner = Runner(config, host, options, control)
     previous = signal.getsignal(signal.SIGINT)
     in_main = _is_main_thread()
     if in_main:
@@ -135,6 +137,21 @@ def cmd_run(args) -> int:
                                              "(optimizer.study); pass --study NEW_NAME")])
     result = execute_run(config, trials=args.trials, resume=args.resume or "", fork=args.fork or "",
                          json_out=args.json)
+    _print_result(result, args.json)
+    if result["failure"]:
+        print(f"error: {result['failure']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """A worker of a shared study: creates it when it is the first, joins it otherwise."""
+    config = load_config(args.config)
+    if args.storage:
+        config.optimizer.storage = args.storage
+    if args.study:
+        config.optimizer.study = args.study
+    result = execute_run(config, trials=args.trials, json_out=args.json, join=True)
     _print_result(result, args.json)
     if result["failure"]:
         print(f"error: {result['failure']}", file=sys.stderr)
@@ -330,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--study", metavar="NAME", help="name of the new study (default: optimizer.study)")
     r.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
     r.set_defaults(fn=cmd_run)
+
+    w = sub.add_parser("worker", help="run trials of a study shared through a database with other workers")
+    w.add_argument("config")
+    w.add_argument("--storage", metavar="URL", help="the study's database (default: optimizer.storage), "
+                                                   "e.g. postgresql://user:password@host/db")
+    w.add_argument("--study", metavar="NAME", help="the shared study (default: optimizer.study)")
+    w.add_argument("--trials", type=_positive_int, help="trials this worker runs at most (the study stops "
+                                                        "at optimizer.trials in all)")
+    w.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    w.set_defaults(fn=cmd_worker)
 
     d = sub.add_parser("demo", help="a real optimization on tiny generated models")
     d.add_argument("--trials", type=_positive_int, default=16)

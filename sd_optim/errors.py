@@ -71,10 +71,16 @@ class SpaceError(ConfigError):
 class StudyMismatchError(ValueError):
     """Resuming a study whose trials would not be comparable with this run."""
 
-    def __init__(self, study: str, differences: list[str]):
+    def __init__(self, study: str, differences: list[str], action: str = "resume"):
         self.differences = differences
+        listed = "\n".join(f"  - {d}" for d in differences)
+        if action == "join":
+            super().__init__(
+                f"cannot join study {study!r}: this worker does not run what the study runs:\n{listed}"
+                "\nrun every worker with the same models, method or recipe, space, prompt sets, scorers "
+                "and device type")
+            return
         super().__init__(
-            f"cannot resume study {study!r}: its trials are not comparable with this run:\n"
-            + "\n".join(f"  - {d}" for d in differences)
-            + "\nstart a new study, or fork this one (--fork) to reuse its parameter sets"
+            f"cannot resume study {study!r}: its trials are not comparable with this run:\n{listed}"
+            "\nstart a new study, or fork this one (--fork) to reuse its parameter sets"
         )

@@ -104,3 +104,25 @@ def tiny_scorer(monkeypatch, server):
             return [1.0] * len(images)
 
     return register_scorer(TinyWeights)
+
+
+# --- a real PostgreSQL server (tests/pg_server.py), for shared studies ------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of an empty database on a throw-away PostgreSQL server (the Debian package's,
+    installed by tools/ensure-postgres.sh); CI fails without one, elsewhere the tests skip."""
+    from pg_server import PostgresServer, pg_bin
+
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed (bash tools/ensure-postgres.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bin_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

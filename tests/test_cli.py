@@ -275,3 +275,19 @@ def test_demo_runs_end_to_end_as_a_subprocess(demo_run):
     assert Path(result["run_dir"]) == demo_run.folder / "demo" / "runs" / result["study"]
     assert sd_mecha.deserialize_path(Path(result["best_recipe"])) is not None
     assert trial_numbers(Path(result["run_dir"]), result["study"]) == list(range(8))
+
+
+def test_worker_runs_its_share_of_a_shared_study_and_needs_a_database(tmp_path, tiny_sd1_paths, tiny_sd1_config_dir):
+    config = write_project(tmp_path / "w", tiny_sd1_paths, tiny_sd1_config_dir)
+    code, stdout, stderr = cli("worker", config, "--json")
+    assert code == 2 and "optimizer.storage" in stderr and "database URL" in stderr
+    assert not (tmp_path / "w" / "out").exists()
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    code, stdout, stderr = cli("worker", config, "--storage", storage, "--study", "team", "--trials", 2, "--json")
+    assert code == 0, stderr
+    first = last_json(stdout)
+    assert first["study"] == "team" and first["trials"] == 2 and first["reason"] == "completed"
+    code, stdout, stderr = cli("worker", config, "--storage", storage, "--study", "team", "--json")
+    assert code == 0, stderr
+    assert last_json(stdout)["trials"] == 1  # the study's limit is optimizer.trials: 3 in all
+    assert len(optuna.load_study(study_name="team", storage=storage).trials) == 3

@@ -236,3 +236,23 @@ def test_webui_reports_a_failed_install_and_goes_on(webui_venv):
     assert "*** Error running install.py for extension" in result.stderr
     assert 'sd-optim: could not install "cmaes"' in result.stderr
     assert "Couldn't install sd-optim requirements:" in result.stderr
+
+
+def test_a_database_url_in_the_webui_settings_brings_its_driver(tmp_path):
+    settings = tmp_path / "config.json"
+    assert install.driver_needs(str(settings)) == []  # no settings file yet
+    for url, names in (("postgresql://u@db/s", ["psycopg", "psycopg-binary"]),
+                       ("postgresql+psycopg://u@db/s", ["psycopg", "psycopg-binary"]),
+                       ("mysql+pymysql://u@db/s", ["pymysql"]), ("", []), ("sqlite:///x.db", [])):
+        settings.write_text(json.dumps({"sd_optim_storage": url}), encoding="utf-8")
+        assert [n.name for n in install.driver_needs(str(settings))] == names, url
+    settings.write_text("{not json", encoding="utf-8")
+    assert install.driver_needs(str(settings)) == []
+
+
+def test_the_settings_file_is_found_as_the_webui_finds_it(tmp_path):
+    cwd = str(tmp_path)
+    assert install.settings_file("", cwd) == str(tmp_path / "config.json")
+    assert install.settings_file("--data-dir /data --xformers", cwd) == "/data/config.json"
+    assert install.settings_file("--ui-settings-file my.json", cwd) == str(tmp_path / "my.json")
+    assert install.settings_file("--ui-settings-file=/etc/w.json", cwd) == "/etc/w.json"

@@ -137,6 +137,10 @@ class OptimizerSettings:
     baseline: list[str] = _shown("Baseline trials first", default_factory=list)
     score_inputs: bool = _shown("Score the input models", default=False)
     on_trial_error: str = _shown("When a trial fails", default="continue")
+    # a shared study (workers): how many times a dead worker's trial is run again by another
+    retries: int = _shown("Retries of a dead worker's trial", default=1)
+    # a shared study: each running trial's heartbeat; one silent for 3 beats is a dead worker's
+    heartbeat_s: int = _shown("Heartbeat (seconds)", default=20)
 
 
 @dataclass

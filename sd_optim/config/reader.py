@@ -441,6 +441,8 @@ class ConfigReader:
             score_inputs=self.bool_("optimizer.score_inputs", d.get("score_inputs"), False),
             on_trial_error=self.str_("optimizer.on_trial_error", d.get("on_trial_error"),
                                      "continue", ON_ERROR),
+            retries=self.num("optimizer.retries", d.get("retries"), 1, integer=True, minimum=0),
+            heartbeat_s=self.num("optimizer.heartbeat_s", d.get("heartbeat_s"), 20, integer=True, minimum=1),
         )
 
 

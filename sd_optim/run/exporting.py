@@ -6,11 +6,12 @@ from pathlib import Path
 
 import optuna
 
-from ..config import load_config
+from ..config import config_from_dict, load_config
 from ..errors import ConfigError, Problem
 from ..search.planning import make_planner
 from ..search.recipes import recipe_text
 from .artifacts import new_file
+from .shared import CONFIG_ATTR
 from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, read_studies, storage_url
 
 
@@ -27,10 +28,20 @@ def load_run(output_dir: Path, study: str, storage: str = ""):
         raise ConfigError([Problem("study", f"no study named {study!r} in {storage} "
                                             f"(studies: {', '.join(names) or 'none'})")])
     s = optuna.load_study(study_name=study, storage=storage)
+    return s, _run_config(s, folder)
+
+
+def _run_config(study: optuna.Study, folder: Path):
+    """The study's config: its run folder's, a worker's folder's (a shared study), or the one a
+    shared study keeps in its database (``shared.CONFIG_ATTR``: export from any machine)."""
     config_path = folder / "config.yaml"
-    if not config_path.exists():
-        raise ConfigError([Problem("study", f"its run folder has no config.yaml ({config_path})", study)])
-    return s, load_config(config_path)
+    for path in (config_path, *sorted(folder.glob("*/config.yaml"))):
+        if path.is_file():
+            return load_config(path)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if isinstance(stored, dict):
+        return config_from_dict(stored)
+    raise ConfigError([Problem("study", f"its run folder has no config.yaml ({config_path})", study.study_name)])
 
 
 def trial_recipe(study: optuna.Study, config, trial: int | None):

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import traceback
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import optuna
 import torch
 
 from ..config import Payload, RunConfig
-from ..errors import ConfigError, Problem
+from ..errors import ConfigError, Problem, StudyMismatchError
 from ..files.inputs import file_hash
 from ..files.paths import inside, safe_component
 from ..hosts.base import GenerationJob, Host, KeptMerge, Slot
@@ -47,10 +48,25 @@ from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder, new_file
 from .recorder import BufferedRecorder, DirectRecorder, RecordingFailed, trial_attrs
 from .scoring_queue import ScoringQueue
+from .shared import (
+    CONFIG_ATTR,
+    LIMIT_ATTR,
+    WORKER_ATTR,
+    Heartbeat,
+    SharedRun,
+    StudyLock,
+    claim_next,
+    shared_storage,
+    since_best,
+    stored_config,
+    worker_id,
+    worker_info,
+)
 from .study import (
     check_study_name,
     claim_trial,
     discard_study,
+    join_study,
     make_sampler,
     new_study_folder,
     open_study,
@@ -117,8 +133,10 @@ class RunControl:
 class RunOptions:
     resume: str = ""  # the name of the study to continue
     fork: str = ""  # the name of the study whose parameter sets seed a new one
-    trials: int | None = None  # overrides optimizer.trials
+    trials: int | None = None  # overrides optimizer.trials (a worker: its own trials at most)
     save_images: bool = True
+    join: bool = False  # a worker of the shared study optimizer.study at optimizer.storage
+    worker_kind: str = ""  # what a trial records as its worker's kind (default: the host's name)
 
 
 @dataclass
@@ -178,6 +196,7 @@ class RunState:
     writer: ArtifactWriter | None = None  # the run folder's, once it is started
     scoring: ScoringQueue = field(default_factory=ScoringQueue)  # scores a set while the next generates
     last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
+    shared: SharedRun | None = None  # a worker of a shared study: its lock, heartbeat, limit
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
         """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
@@ -246,6 +265,10 @@ class Runner:
         self._check_payloads()
         scorers = self._scorers()
         jobs = self._jobs()
+        if self.options.join:
+            recorder, folder, shared = self._join_study(planner, model_config, jobs)
+            progress = _Progress(self.options.trials or shared.limit, _best(recorder.study))
+            return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress, shared=shared)
         recorder, folder = self._open_study(planner, model_config, jobs)
         progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(recorder.study))
         return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress)
@@ -343,7 +366,49 @@ class Runner:
             raise
         return recorder, folder
 
-    def _annotate(self, study, planner: Planner, hashes: dict[str, str]) -> None:
+    def _join_study(self, planner: Planner, model_config: str, jobs):
+        """A worker of the shared study ``optimizer.study`` in the database ``optimizer.storage``:
+        created by the first worker, joined by the others (refused when what they run differs);
+        each worker has its own run folder, ``<output_dir>/<study>/<host>-<pid>``."""
+        cfg, opt = self.config, self.config.optimizer
+        name = _shared_study_name(opt.storage, opt.study)
+        hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
+        out = cfg.resolve_path(cfg.output_dir)
+        folder = RunFolder(out / name / worker_id())
+        inside(out, folder.path, "optimizer.study")
+        lock = StudyLock(opt.storage, name)
+        try:
+            with lock:  # one worker at a time creates the tables and the study, or checks it
+                storage, study = self._create_or_join(name, planner, model_config, jobs, hashes)
+        except (ConfigError, StudyMismatchError):
+            lock.close()
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server
+            lock.close()
+            raise ConfigError([Problem("optimizer.storage", f"cannot open {opt.storage!r}: {type(e).__name__}: "
+                                                            f"{str(e).splitlines()[0] if str(e) else ''}")]) from None
+        folder.path.mkdir(parents=True, exist_ok=True)
+        shared = SharedRun(lock, Heartbeat(storage), int(study.user_attrs.get(LIMIT_ATTR, opt.trials)), opt.retries,
+                           worker_info(self.options.worker_kind or self.host.name, self.host.device))
+        return DirectRecorder(study), folder, shared
+
+    def _create_or_join(self, name: str, planner: Planner, model_config: str, jobs, hashes: dict[str, str]):
+        """The shared study's storage and the study (under its lock): a new study gets the run's
+        fingerprint, baselines, trial limit and config; a joined one is checked against them."""
+        cfg, opt = self.config, self.config.optimizer
+        distributions = planner.space.distributions()
+        seed = None if opt.seed is None else (opt.seed + zlib.crc32(worker_id().encode())) % 2**31
+        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)  # its own points
+        storage = shared_storage(opt.storage, heartbeat_s=opt.heartbeat_s)
+        study, created = join_study(name=name, storage=storage, sampler=sampler,
+                                    fingerprint=self._fingerprint(planner, model_config, hashes, jobs))
+        self._annotate(study, planner, hashes, baselines=created)
+        if created:  # the study's trial limit: its creator's optimizer.trials, for every worker
+            study.set_user_attr(LIMIT_ATTR, opt.trials)
+            study.set_user_attr(CONFIG_ATTR, stored_config(cfg))
+        return storage, study
+
+    def _annotate(self, study, planner: Planner, hashes: dict[str, str], baselines: bool | None = None) -> None:
         cfg, opt = self.config, self.config.optimizer
         if self.options.resume and opt.seed is not None:
             # the same seed again would replay the first session's parameter sets
@@ -354,7 +419,9 @@ class Runner:
         study.set_user_attr("sd_optim.mode", cfg.mode)
         study.set_user_attr("sd_optim.method", planner.label)
         study.set_user_attr("sd_optim.scorers", [[s.name, s.weight] for s in cfg.scorers])
-        if not self.options.resume and not self.options.fork:
+        if baselines is None:
+            baselines = not self.options.resume and not self.options.fork
+        if baselines:
             for kind in opt.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
@@ -427,6 +494,8 @@ class Runner:
             self.listeners.remove(writer)
             writer.close()
             run.scoring.close()
+            if run.shared is not None:
+                run.shared.close()
             self._close_study(run)
             run.release()
         yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
@@ -479,6 +548,10 @@ class Runner:
             progress.ran += 1
             try:
                 finished = yield from self._trial(run)
+                if finished is None:  # a shared study with all its trials
+                    progress.ran -= 1
+                    progress.reason = "completed"
+                    break
                 yield from self._judge(run, finished)
             except RecordingFailed as e:
                 progress.reason = f"stopped: {e}"
@@ -500,6 +573,8 @@ class Runner:
         best = progress.best
         progress.since_best = 0 if best is None or finished.value > best + es.min_improvement \
             else progress.since_best + 1
+        if run.shared is not None and es.patience:  # the study's trials decide, every worker's
+            progress.since_best = since_best(run.study, es.min_improvement)
         if best is None or finished.value > best:
             progress.best = finished.value
             yield self._emit(ev.NewBest(finished.number, finished.value, finished.params,
@@ -581,11 +656,15 @@ class Runner:
         )
 
     def _trial(self, run: RunState):
+        """One trial, its TrialFinished event; None when a shared study has all its trials."""
         start = time.perf_counter()
         try:
-            trial = run.study.ask(run.planner.space.distributions())
+            trial = self._ask(run)
+            if trial is None:
+                return None
             suggest = time.perf_counter() - start
-            claim_trial(trial)
+            if run.shared is None:  # a shared study's trials have heartbeats instead
+                claim_trial(trial)
             run.recorder.started(trial)
         except Exception as e:  # the study cannot be written: nothing could be kept
             raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
@@ -593,6 +672,23 @@ class Runner:
             return (yield from self._run_trial(run, trial, start, suggest))
         finally:
             release_trial(run.study.study_name, trial.number)
+            if run.shared is not None:
+                run.shared.heartbeat.beat_for(None)
+
+    @staticmethod
+    def _ask(run: RunState) -> optuna.Trial | None:
+        """The next trial: of the run's own study, or claimed in a shared one (None once it has
+        its limit of trials), beating its heartbeat and naming this worker."""
+        distributions = run.planner.space.distributions()
+        if run.shared is None:
+            return run.study.ask(distributions)
+        shared = run.shared
+        retries = shared.retries if shared.dead_check_due(run.config.optimizer.heartbeat_s) else None
+        trial = claim_next(run.study, shared.lock, shared.limit, retries, distributions)
+        if trial is not None:
+            run.shared.heartbeat.beat_for(trial._trial_id)
+            trial.set_user_attr(WORKER_ATTR, run.shared.worker)
+        return trial
 
     def _run_trial(self, run: RunState, trial: optuna.Trial, start: float, suggest: float):
         """One trial; its timings: the sampler's suggestion, merge, generate and score, and
@@ -808,6 +904,19 @@ def trial_infotext(study: optuna.Study | None, number: int, params: dict[str, An
         return {"sd-optim": f"{name} input {params.get('model', '')}".strip()}
     values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     return {"sd-optim": f"{name} trial {number}".strip(), **({"sd-optim params": values} if values else {})}
+
+
+def _shared_study_name(storage: str, study: str) -> str:
+    """The name of the shared study a worker joins; both the database and the name are needed."""
+    problems = []
+    if not storage:
+        problems.append(Problem("optimizer.storage", "a shared study needs a database URL that every worker "
+                                                     "reaches (e.g. postgresql://user:password@host/db)"))
+    if not study:
+        problems.append(Problem("optimizer.study", "name the shared study every worker joins"))
+    if problems:
+        raise ConfigError(problems)
+    return check_study_name("optimizer.study", study)
 
 
 def _payload_fp(p: Payload, job: GenerationJob) -> list[Any]:

@@ -142,6 +142,22 @@ def _grid(distributions, points: int) -> dict[str, list]:
     return grid
 
 
+def _postgresql_through_psycopg() -> None:
+    """``postgresql://`` URLs work with psycopg 3 (what ``install.py`` installs: binary wheels),
+    not only with psycopg2, SQLAlchemy's default driver for them; ``postgres://`` (Heroku-style)
+    too. Only where psycopg2 is missing: a process that has it keeps SQLAlchemy's default."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        from sqlalchemy.dialects import registry
+
+        for name in ("postgresql", "postgres"):
+            registry.register(name, "sqlalchemy.dialects.postgresql.psycopg", "dialect")
+
+
+_postgresql_through_psycopg()
+
+
 def storage_url(storage: str, run_root: Path) -> str:
     """The storage URL: the one given, or SQLite ``study.db`` in the run folder."""
     if storage:
@@ -329,6 +345,24 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
         discard_study(name, storage)
         raise
     return study
+
+
+def join_study(*, name: str, storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
+               fingerprint: dict[str, Any]) -> tuple[optuna.Study, bool]:
+    """The shared study ``name``, created when no worker has yet (then True); a worker that joins
+    is refused when what it runs differs from what the study stores. Called under the study's
+    lock (``shared.StudyLock``): a study is never seen without its fingerprint."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    else:
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        return study, True
+    diffs = compare_fingerprints(study.user_attrs.get(FINGERPRINT_ATTR, {}), fingerprint)
+    if diffs:
+        raise StudyMismatchError(name, diffs, action="join")
+    return study, False
 
 
 def discard_study(name: str, storage: str) -> None:
