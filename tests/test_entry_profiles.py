@@ -90,3 +90,28 @@ def test_entry_registers_and_runs_in_each_family(profile, tiny_sd1_paths, tiny_s
         assert set(after) == set(before)
         for name, value in before.items():
             assert torch.equal(bits(after[name]), value), name
+
+
+def test_a_webui_joins_a_shared_study_a_cli_worker_started(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    """Forge (fake) joins, as a worker, the study a CLI worker created in a shared database; its
+    trials table shows the study's trials, every worker's, each named by its worker."""
+    from test_runner import make_config
+
+    from sd_optim.cli import execute_run
+    from sd_optim.ui import views
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "cli-runs",
+                         optimizer={"trials": 4, "seed": 0, "study": "team", "storage": storage})
+    assert execute_run(config, trials=2, join=True, host=sd1_host)["trials"] == 2
+    with webui("forge", tiny_sd1_paths, tiny_sd1_config_dir) as (fake, entry, _, callbacks):
+        callbacks.ui_settings_callback()
+        fake.shared.opts.sd_optim_output_dir = str(tmp_path / "outputs")
+        data = config.to_dict()
+        data.pop("output_dir")
+        entry.manager().start(data, join=True)
+        status = entry.manager().wait()
+        assert status["state"] == "finished" and status["trials_done"] == 2, status
+        rows = views.trial_rows(entry.manager().run_state().study)
+    assert [r[0] for r in rows] == [3, 2, 1, 0] and all(r[1] == "COMPLETE" for r in rows)
+    assert [r[5].rsplit("(", 1)[1] for r in rows] == ["forge)", "forge)", "cli)", "cli)"]

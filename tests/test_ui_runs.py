@@ -283,3 +283,24 @@ def test_stop_is_acknowledged_at_once_while_the_image_in_flight_finishes(manager
     assert "stopping after the current image…" in shown and "trial #" not in shown
     release.set()
     assert manager.wait()["reason"] == "stopped from the tab"
+
+
+def test_start_as_join_works_on_a_shared_study_a_cli_worker_started(manager, tab_form, tmp_path):
+    """A CLI worker starts the study; the tab joins it (Start as: join) and its trials table shows
+    both workers' trials, with the worker column."""
+    from sd_optim.cli import execute_run
+    from sd_optim.config import config_from_dict
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    form = {**tab_form, "study": "team", "storage": storage, "trials": 4, "start_as": "join"}
+    data = fm.form_to_data(form)
+    cli_config = config_from_dict({**data, "output_dir": str(tmp_path / "cli-runs")})
+    assert execute_run(cli_config, trials=2, join=True, host=manager.host_for(None))["trials"] == 2
+    assert fm.start_options(form) == {"join": True}
+    manager.start(data, fresh_name=True, **fm.start_options(form))
+    status = manager.wait()
+    assert status["state"] == "finished" and status["study"] == "team"
+    rows = views.trial_rows(manager.run_state().study)
+    assert [r[0] for r in rows] == [3, 2, 1, 0] and all(r[1] == "COMPLETE" for r in rows)
+    assert [r[5].endswith("(cli)") for r in rows] == [False, False, True, True]
+    assert rows[0][5].endswith("(diffusers)") and views.TRIAL_COLUMNS[5] == "worker"

@@ -4,14 +4,14 @@ limit, claiming the next trial under a lock, heartbeats, and the retry of a dead
 Workers ask Optuna for trials through the database (``RDBStorage``); what Optuna leaves to its
 caller is done here:
 
-- **The limit is the study's** (its first worker's ``optimizer.trials``). ``claim_next`` counts the study's trials (finished, failed,
-  pruned and running) and asks for a new one only under a lock every worker of the study takes
-  (PostgreSQL: an advisory lock; MySQL: ``GET_LOCK``; SQLite: a lock file beside the database),
-  so concurrent workers stop at exactly ``optimizer.trials``.
+- **The limit is the study's** (its first worker's ``optimizer.trials``). ``claim_next`` counts
+  the study's trials (finished, failed, pruned and running) and asks for a new one only under a
+  lock every worker of the study takes (PostgreSQL: an advisory lock; MySQL: ``GET_LOCK``;
+  SQLite: a lock file beside the database), so concurrent workers stop at exactly the limit.
 - **A dead worker's trial fails and is run again.** Each running trial records a heartbeat every
-  ``optimizer.heartbeat_s`` seconds; before each claim, trials without one for three of those are
-  failed (Optuna's ``fail_stale_trials``) with the reason, and their parameters are queued again
-  (``optimizer.retries`` times).
+  ``optimizer.heartbeat_s`` seconds (``Heartbeat``); once a heartbeat interval, a claim first
+  fails the trials three intervals late with the reason and queues their parameters again,
+  ``optimizer.retries`` times (``fail_dead_workers``).
 - **Every trial names its worker** (``WORKER_ATTR``: host, process, WebUI or CLI, device).
 """
 

@@ -1,8 +1,9 @@
 """API routes for scripted use, added to the WebUI's FastAPI app (``on_app_started``):
 
 - ``POST /sd-optim/run``  body ``{"config": <file path | YAML text | mapping>, "trials": N,
-  "resume": "<study>", "fork": "<study>"}`` -> 200 and the status; 400 with ``problems`` for a bad
-  config; 409 with the live run's ``status`` while one is running;
+  "resume": "<study>", "fork": "<study>", "join": true}`` -> 200 and the status (``join``: a worker
+  of the shared study the config's ``optimizer.storage`` and ``optimizer.study`` name); 400 with
+  ``problems`` for a bad config; 409 with the live run's ``status`` while one is running;
 - ``GET /sd-optim/status`` -> the status (``state``: idle | running | finished | failed);
 - ``POST /sd-optim/stop`` -> asks the live run to stop at the next image boundary; the status.
 
@@ -112,7 +113,7 @@ def add_routes(app, manager: Callable[[], RunManager], access: ApiAccess) -> Non
         if trials is not None and (not isinstance(trials, int) or isinstance(trials, bool) or trials < 1):
             return JSONResponse({"error": f"trials: must be a whole number >= 1, got {trials!r}"}, 400)
         kwargs = {"trials": trials, "resume": str(body.get("resume") or ""),
-                  "fork": str(body.get("fork") or "")}
+                  "fork": str(body.get("fork") or ""), "join": body.get("join") is True}
         try:
             # start() returns once the run is past its checks: not on the event loop
             status = await asyncio.get_running_loop().run_in_executor(

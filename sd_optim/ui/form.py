@@ -50,7 +50,7 @@ _PAYLOAD_FIELDS = [("name", "str"), ("prompt", "str"), ("negative_prompt", "str"
                    ("width", "int"), ("height", "int"), ("batch_size", "int"), ("weight", "float"),
                    ("scorers", "list")]
 
-START_AS = ("new study", "resume", "fork")
+START_AS = ("new study", "resume", "fork", "join")
 
 # every control of the set-up panels, with its starting value: the run config's own default where
 # the config has one (config/model.py is the one source), empty where a control starts empty
@@ -451,8 +451,9 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
     return opt
 
 
-def start_options(form: dict[str, Any]) -> dict[str, str]:
-    """The study to resume or fork (the CLI's --resume / --fork), from the start controls."""
+def start_options(form: dict[str, Any]) -> dict[str, Any]:
+    """The study to resume or fork (the CLI's --resume / --fork), or joining the shared study the
+    optimizer panel names (storage URL and study name: the CLI's ``worker``), from the start controls."""
     how = form.get("start_as") or "new study"
     # the dropdown shows "name (N trials, best V)"; study names have no spaces
     source = str(form.get("source_study") or "").split(" (", 1)[0].strip()
@@ -460,6 +461,8 @@ def start_options(form: dict[str, Any]) -> dict[str, str]:
         return {"resume": source}
     if how == "fork":
         return {"fork": source}
+    if how == "join":
+        return {"join": True}
     return {}
 
 

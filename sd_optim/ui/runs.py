@@ -150,26 +150,28 @@ class RunManager:
     # --- control ---------------------------------------------------------------------------
 
     def start(self, source: str | dict, *, trials: int | None = None, resume: str = "",
-              fork: str = "", fresh_name: bool = False, allowed: list[Path] | None = None) -> dict[str, Any]:
+              fork: str = "", join: bool = False, fresh_name: bool = False,
+              allowed: list[Path] | None = None) -> dict[str, Any]:
         """Start a run in the background; refuses at once (``RunBusy``) while one is live and
         raises ``ConfigError`` for a bad config before anything starts. ``fresh_name``: a new
         study without a name gets the default name, numbered past the studies already there
         (the tab's Start pressed twice starts a second study, not an error). ``allowed``: the
-        folders a config from the API may name (see :func:`read_config`)."""
+        folders a config from the API may name (see :func:`read_config`). ``join``: a worker of
+        the shared study ``optimizer.study`` at ``optimizer.storage`` (the CLI's ``worker``)."""
         with self._lock:
             if self.live:
                 raise RunBusy(self.status())
             if self.busy:
                 raise RunBusy(self.status(), f"the model is busy ({self.busy}); start again when it is done")
             config = read_config(source, self.defaults, allowed)
-            if fresh_name and not (resume or config.optimizer.study):
+            if fresh_name and not (resume or join or config.optimizer.study):
                 config.optimizer.study = _free_study_name(config)
             if self.host_for is not None:
                 self.host = self.host_for(config)
             host = self.host
             assert host is not None
             budget = int(self.defaults.cache_budget_gb * 2**30)
-            runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials),
+            runner = Runner(config, host, RunOptions(resume=resume, fork=fork, trials=trials, join=join),
                             RunControl(ratings=RatingDesk(on_change=self._bump)),
                             MergeEngine(device=host.device, device_budget_bytes=budget))
             live = LiveRun(runner, threading.Thread(target=self._run, name="sd-optim-run", daemon=True))

@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
-TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters"]
+from ..run.shared import WORKER_ATTR
+
+TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters", "worker"]
 
 
 def status_markdown(status: dict[str, Any]) -> str:
@@ -83,8 +85,15 @@ def trial_rows(study) -> list[list[Any]]:
         if ratings:  # rated by hand: the ratings stay visible when the study is continued later
             text = "rated " + "; ".join(f"{p} {', '.join(f'{r:g}' for r in rs)}" for p, rs in ratings.items()) \
                 + " · " + text
-        rows.append([t.number, state, value, seconds, text])
+        rows.append([t.number, state, value, seconds, text, worker_text(t.user_attrs.get(WORKER_ATTR))])
     return rows
+
+
+def worker_text(worker: Any) -> str:
+    """Which worker ran a trial of a shared study ("" for a run's own)."""
+    if not isinstance(worker, dict):
+        return ""
+    return f"{worker.get('host', '?')}:{worker.get('pid', '?')} ({worker.get('kind', '?')})"
 
 
 def best_markdown(study) -> str:

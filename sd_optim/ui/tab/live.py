@@ -61,7 +61,7 @@ def live_view(manager: Callable[[], RunManager], state: dict[str, Any], kind: st
     if trials_done != state.get("done", -1):
         state["done"] = trials_done
         out["best"] = views.best_markdown(study)
-        out["trials_table"] = compat.table(views.trial_rows(study), 5)
+        out["trials_table"] = compat.table(views.trial_rows(study), len(views.TRIAL_COLUMNS))
         out.update(figures(study, kind))
     if live is not None and live.finished is not None and live.finished.best_recipe:
         out["recipe_file"] = live.finished.best_recipe

@@ -71,6 +71,8 @@ def _study_controls(ctx: TabContext, form: dict[str, Any]) -> Components:
                                       elem_id=elem("storage"))
     with gr.Row():
         parts["start_as"] = gr.Radio(list(fm.START_AS), value=form["start_as"], label="Start as",
+                                     info="join: work on the study named above with the other WebUIs and "
+                                          "workers sharing its storage URL",
                                      elem_id=elem("start_as"))
         parts["source_study"] = gr.Dropdown(cat.study_choices(ctx.output_dir(), ctx.storage()), value=None,
                                             allow_custom_value=True, label="Study to resume or fork",

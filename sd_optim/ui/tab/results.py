@@ -33,7 +33,7 @@ def build_best() -> Components:
 
 def build_trials() -> Components:
     with gr.Tab("Trials", elem_id=elem("tab_trials")) as tab:
-        table = gr.Dataframe(compat.table([], 5), headers=views.TRIAL_COLUMNS, type="array", interactive=False,
+        table = gr.Dataframe(compat.table([], len(views.TRIAL_COLUMNS)), headers=views.TRIAL_COLUMNS, type="array", interactive=False,
                              wrap=True, label="Trials (click one to pick it in Results)", elem_id=elem("trials_table"))
     return {"trials_table": table, "tab_trials": tab}
 
@@ -43,7 +43,7 @@ def on_trials_tab(manager: Callable[[], RunManager]) -> dict[str, Any]:
     while its tab was hidden until it is sent once more."""
     live = manager().current
     run = live.runner.state if live is not None else None
-    return {"trials_table": compat.table(views.trial_rows(run.study if run is not None else None), 5)}
+    return {"trials_table": compat.table(views.trial_rows(run.study if run is not None else None), len(views.TRIAL_COLUMNS))}
 
 
 def build_plots() -> Components:
