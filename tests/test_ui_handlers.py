@@ -276,3 +276,32 @@ def test_the_scorer_guide_lists_every_scorer_and_download_fetches_one(tiny_score
         assert status.startswith("⚠ could not reach 127.0.0.1:") and not list((tmp_path / "scorer-models").rglob("*.safetensors"))
     finally:
         manager.shutdown()
+
+
+def test_watch_shows_a_shared_study_the_tab_did_not_start(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+    """A study CLI workers run in a shared database: Watch shows its trials (with their worker),
+    its best and its plots, read-only; a study that is not there is named in the panel."""
+    from test_runner import make_config
+
+    from sd_optim.cli import execute_run
+    from sd_optim.hosts.diffusers_host import DiffusersHost
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "cli-runs",
+                         optimizer={"sampler": "random", "trials": 3, "seed": 0, "study": "team", "storage": storage})
+    host = DiffusersHost(tiny_sd1_paths[0], config_dir=tiny_sd1_config_dir, device="cpu")
+    assert execute_run(config, join=True, host=host)["trials"] == 3
+    app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
+    try:
+        tab = Tab(app)
+        shown = tab.call("sd_optim_watch_study", "click",
+                         {"sd_optim_storage": storage, "sd_optim_source_study": "team (3 trials, best 0.5)"})
+        assert "Watching study **team** (3 trials)" in shown["sd_optim_best"] and not shown["sd_optim_err_optimizer"]
+        rows = value(shown["sd_optim_trials_table"])
+        assert [r[0] for r in rows] == [2, 1, 0] and all(r[5].endswith("(cli)") for r in rows)
+        assert "**Best: trial " in shown["sd_optim_best"]
+        assert any(v is not None for k, v in shown.items() if k.startswith("sd_optim_plot_"))
+        missing = tab.call("sd_optim_watch_study", "click", {"sd_optim_storage": storage, "sd_optim_source_study": "gone"})
+        assert "no study named 'gone'" in missing["sd_optim_err_optimizer"]
+    finally:
+        manager.shutdown()

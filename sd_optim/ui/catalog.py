@@ -205,6 +205,20 @@ def study_of_choice(choice: str) -> str:
     return (choice or "").split(" (", 1)[0].strip()
 
 
+def watched_study(output_dir: str, storage: str, choice: str):
+    """The study picked in the dropdown, loaded to look at (a study another WebUI or worker runs,
+    or any earlier one): in ``storage``, else in its run folder's study.db."""
+    import optuna
+
+    name = study_of_choice(choice)
+    if not name:
+        raise ConfigError([Problem("source_study", "pick a study to watch (↻ lists them)")])
+    url = storage or storage_url("", Path(output_dir).expanduser() / name)
+    if name not in [s.study_name for s in existing_studies(url)]:
+        raise ConfigError([Problem("source_study", f"no study named {name!r} in {url}", name)])
+    return optuna.load_study(study_name=name, storage=url)
+
+
 # --- the parameter preview --------------------------------------------------------------------
 
 _PLACEHOLDERS = {"payloads": [{"prompt": "preview"}], "scorers": ["image_stats"]}

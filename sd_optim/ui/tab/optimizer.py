@@ -11,11 +11,12 @@ import gradio as gr
 
 from ...errors import ConfigError
 from .. import catalog as cat
+from .. import compat, views
 from .. import form as fm
-from .. import views
 from ..runs import RunManager
 from .context import TabContext, elem
-from .wiring import Components, bound, connect, on_form, problems_markdown, set_up_panel
+from .results import PLOTS
+from .wiring import Components, bound, connect, on_form, problem_box, problems_markdown, set_up_panel
 
 
 def _samplers():
@@ -78,6 +79,7 @@ def _study_controls(ctx: TabContext, form: dict[str, Any]) -> Components:
                                             allow_custom_value=True, label="Study to resume or fork",
                                             elem_id=elem("source_study"), scale=3)
         parts["refresh_studies"] = gr.Button("↻", elem_id=elem("refresh_studies"), min_width=40, scale=0)
+        parts["watch_study"] = gr.Button("Watch", elem_id=elem("watch_study"), min_width=60, scale=0)
     with gr.Row():
         parts["keep_best"] = gr.Checkbox(form["keep_best"], label=fm.control_label("keep_best"),
                                          elem_id=elem("keep_best"))
@@ -86,6 +88,22 @@ def _study_controls(ctx: TabContext, form: dict[str, Any]) -> Components:
         parts["save_name"] = gr.Textbox(form["save_name"], label=fm.control_label("save_name"),
                                         elem_id=elem("save_name"))
     return parts
+
+
+def on_watch_study(ctx: TabContext, output_dir: str, storage: str, choice: str) -> dict[str, Any]:
+    """The picked study's trials, best and plots in the run view, read-only: a shared study other
+    WebUIs and workers run (or any earlier one). Pressed again, it shows the study as it is now."""
+    from .live import figures
+
+    try:
+        study = cat.watched_study(output_dir or ctx.output_dir(), storage or ctx.storage(), choice)
+    except ConfigError as e:
+        return {problem_box("optimizer"): views.problems_markdown(e.problems)}
+    note = (f"*Watching study **{study.study_name}** ({len(study.trials)} trials): a snapshot, read-only; "
+            "press **Watch** again for the latest.*")
+    return {problem_box("optimizer"): "", "best": f"{note}\n\n{views.best_markdown(study)}",
+            "trials_table": compat.table(views.trial_rows(study), len(views.TRIAL_COLUMNS)),
+            **figures(study, compat.plot_kind())}
 
 
 def on_refresh_studies(ctx: TabContext, output_dir: str, storage: str) -> dict[str, Any]:
@@ -104,5 +122,7 @@ def on_apply_live(ctx: TabContext, manager: Callable[[], RunManager], form: dict
 def wire_optimizer(components: Components, ctx: TabContext, manager: Callable[[], RunManager]) -> None:
     connect(components, "refresh_studies", "click", bound(on_refresh_studies, ctx), ["output_dir", "storage"],
             ["source_study"])
+    connect(components, "watch_study", "click", bound(on_watch_study, ctx), ["output_dir", "storage", "source_study"],
+            [problem_box("optimizer"), "best", "trials_table", *PLOTS])
     connect(components, "apply_live", "click", on_form(on_apply_live, ctx, manager), fm.FIELDS, ["apply_status"],
             queue=False)
