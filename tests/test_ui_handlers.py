@@ -157,6 +157,15 @@ def test_scorers_are_ticked_in_a_list_and_the_table_keeps_their_options(tab):
     assert value(on["sd_optim_scorer_use"]) == ["image_stats", "manual"]
     off = tab.call("sd_optim_toggle_manual", "click", {"sd_optim_scorer_use": ["image_stats", "manual"]})
     assert value(off["sd_optim_scorer_use"]) == ["image_stats"]
+    # the table is sent only when it gains the manual row: its change, answered late, would
+    # otherwise tick manual again after M pressed twice quickly
+    with_manual = [["image_stats", 1, ""], ["manual", 1, ""]]
+    off = tab.call("sd_optim_toggle_manual", "click", {"sd_optim_scorers": with_manual,
+                                                       "sd_optim_scorer_use": ["manual"]})
+    assert set(off["sd_optim_scorers"]) == {"__type__"} and value(off["sd_optim_scorer_use"]) == []
+    late = tab.call("sd_optim_scorers", "change", {"sd_optim_scorers": with_manual, "sd_optim_scorer_use": ["manual"]},
+                    updating="sd_optim_scorer_use")
+    assert "value" not in late["sd_optim_scorer_use"]  # the ticks as they are now stay
     # a row taken out of the table takes its tick with it; a new row is offered
     rows = [["image_stats", 2, ""], ["clip_score", 1, ""]]
     out = tab.call("sd_optim_scorers", "change", {"sd_optim_scorers": rows, "sd_optim_scorer_use": ["manual", "image_stats"]},

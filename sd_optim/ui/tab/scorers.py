@@ -74,21 +74,25 @@ def on_scorers(ctx: TabContext, table: Any, ticked: list[str] | None, models_dir
 
 
 def on_scorer_rows(ctx: TabContext, table: Any, ticked: list[str] | None, models_dir: str) -> dict[str, Any]:
-    """The table changed: the ticks offer the scorers it names (a tick whose row went goes too)."""
+    """The table changed: the ticks offer the scorers it names (a tick whose row went goes too).
+    The ticks themselves are sent only when one goes: this answer may arrive after a later tick
+    (key M pressed twice), which a stale value would undo."""
     names = fm.scorer_names(compat.table_rows(table))
     kept = [n for n in ticked or [] if n in names]
-    return {"scorer_use": gr.update(choices=names, value=kept), **on_scorers(ctx, table, kept, models_dir)}
+    ticks = gr.update(choices=names, value=kept) if kept != list(ticked or []) else gr.update(choices=names)
+    return {"scorer_use": ticks, **on_scorers(ctx, table, kept, models_dir)}
 
 
 def on_toggle_manual(table: Any, ticked: list[str] | None) -> dict[str, Any]:
     """The manual scorer ticked or unticked (its row added first if the table lacks it)."""
     rows = fm.filled_rows(compat.table_rows(table))
     ticked = list(ticked or [])
+    table_update = gr.update()  # the table is sent only when it gains the row (its change re-reads the ticks)
     if "manual" not in fm.scorer_names(rows):
         rows.append(["manual", 1.0, ""])
+        table_update = compat.table(rows, 3)
     ticked = [n for n in ticked if n != "manual"] if "manual" in ticked else [*ticked, "manual"]
-    return {"scorers": compat.table(rows, 3),
-            "scorer_use": gr.update(choices=fm.scorer_names(rows), value=ticked)}
+    return {"scorers": table_update, "scorer_use": gr.update(choices=fm.scorer_names(rows), value=ticked)}
 
 
 def on_models_dir(ctx: TabContext, models_dir: str) -> dict[str, Any]:
