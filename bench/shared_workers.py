@@ -1,7 +1,7 @@
 """Trials per minute of one shared study run by 1, 2 and 3 worker processes on PostgreSQL, and the
-share of a trial its worker spends in the database.
+share of a trial its worker waits on the database.
 
-    .venv/bin/python bench/shared_workers.py [--trials 24] [--workers 1,2,3] [--storage URL]
+    .venv/bin/python bench/shared_workers.py [--trials 60] [--workers 1,2,3] [--storage URL]
 
 The demo's set-up (tiny SD1 models, two prompt sets, the reference scorer, TPE): for each worker
 count, a new study of ``--trials`` trials run by that many ``python -m sd_optim worker`` processes
@@ -10,10 +10,15 @@ at once. Without ``--storage`` a throw-away PostgreSQL server is started from De
 
 - trials per minute: the study's trials over the time from its first trial's start to its last
   trial's end (the workers' start-up, loading torch and the models, is left out);
-- database share: the seconds the workers' trial loops spent in Optuna's database calls (and
-  waiting for the study's claim lock), over the seconds their trials took. Each worker is run
-  through this file's ``--timed-worker`` mode, which times ``RDBStorage``'s methods (the
-  heartbeat thread's calls excluded: they run beside the trial).
+- waiting on the database: the seconds the workers' trial loops waited for Optuna's database
+  calls, the study's claim lock, or a claim or write of their feed (sd_optim/run/feed.py) not
+  done yet, over the seconds their trials took (the ``seconds`` each trial records). A worker's
+  first claim (nothing was claimed ahead of it; the sampler's first use warms up) is reported
+  apart, once per worker, like its start-up;
+- database work: the seconds Optuna's database calls took on any thread (most on the feed's,
+  beside the trials; the wall time, and the worker's CPU time in them), over the same; the
+  heartbeat thread's calls are left out. Each worker is run through this file's
+  ``--timed-worker`` mode, which times them.
 
 The last line of stdout is a JSON object with every figure.
 """
@@ -42,37 +47,56 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def timed_worker(config: str, out: str) -> int:
-    """``python -m sd_optim worker CONFIG`` with Optuna's database calls timed into ``out``."""
+    """``python -m sd_optim worker CONFIG`` with its database calls timed into ``out``: on the
+    trial loop's thread (what the loop waits for: a call, the study's lock, a claim or a write of
+    the feed not done yet) and on any thread but the heartbeat's (the database work)."""
     import optuna
 
     from sd_optim import cli
-    from sd_optim.run import shared
+    from sd_optim.run import feed, shared
 
-    totals = {"storage_s": 0.0, "lock_s": 0.0, "calls": 0, "methods": {}}
+    totals = {"wait_s": 0.0, "first_claim_s": 0.0, "work_s": 0.0, "work_cpu_s": 0.0, "methods": {}, "counts": {}, "waits": {}}
     depth = threading.local()
     main = threading.main_thread()
 
-    def timed(fn, key):
+    looping = threading.Event()  # the trial loop has begun (the set-up's calls are not a trial's)
+
+    def timed(fn, database: bool):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if threading.current_thread() is not main or getattr(depth, "n", 0):
+            thread = threading.current_thread()
+            first = fn.__name__ == "take" and not looping.is_set()  # the worker's first claim: not ahead
+            if fn.__name__ == "take":
+                looping.set()
+            level = "db" if database else "feed"  # the outermost call of each kind is timed
+            if getattr(depth, level, 0) or thread.name == "sd-optim-heartbeat" or not looping.is_set():
                 return fn(*args, **kwargs)
-            depth.n = 1
-            t0 = time.perf_counter()
+            setattr(depth, level, 1)
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                depth.n = 0
-                spent = time.perf_counter() - t0
-                totals[key] += spent
-                totals["calls"] += 1
-                totals["methods"][fn.__name__] = totals["methods"].get(fn.__name__, 0.0) + spent
+                setattr(depth, level, 0)
+                spent, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+                where = "first take" if first else fn.__name__ if thread is main else f"feed thread: {fn.__name__}"
+                totals["waits"][where] = totals["waits"].get(where, 0.0) + spent
+                if first:
+                    totals["first_claim_s"] += spent
+                elif thread is main and not getattr(depth, "feed", 0):
+                    totals["wait_s"] += spent
+                if database:
+                    totals["work_s"] += spent
+                    totals["work_cpu_s"] += cpu
+                    totals["methods"][fn.__name__] = totals["methods"].get(fn.__name__, 0.0) + cpu
+                    totals["counts"][fn.__name__] = totals["counts"].get(fn.__name__, 0) + 1
         return wrapper
 
     cls = optuna.storages.RDBStorage
     for name in [n for n, v in vars(cls).items() if not n.startswith("__") and inspect.isfunction(v)]:
-        setattr(cls, name, timed(vars(cls)[name], "storage_s"))
-    shared.StudyLock.__enter__ = timed(shared.StudyLock.__enter__, "lock_s")
+        setattr(cls, name, timed(vars(cls)[name], database=True))
+    shared.StudyLock.__enter__ = timed(shared.StudyLock.__enter__, database=True)
+    for name in ("take", "flush", "settle", "hand_back", "_claim", "_write"):
+        setattr(feed.TrialFeed, name, timed(getattr(feed.TrialFeed, name), database=False))
     atexit.register(lambda: Path(out).write_text(json.dumps(totals), encoding="utf-8"))
     return cli.main(["worker", config, "--json"])
 
@@ -88,7 +112,7 @@ def study_figures(storage: str, study: str) -> dict[str, float]:
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)
     span = (last - first).total_seconds()
-    busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    busy = sum(sum(t.user_attrs["seconds"].values()) for t in done)  # the trial loop's, from ask to tell
     return {"trials": len(done), "span_s": span, "trial_s": busy,
             "workers_seen": len({t.user_attrs.get("sd_optim.worker", {}).get("pid") for t in done})}
 
@@ -111,18 +135,32 @@ def run_workers(folder: Path, data: dict, storage: str, n: int, trials: int) -> 
             raise SystemExit(f"a worker failed:\n{err[-3000:]}")
     timed = [json.loads(o.read_text(encoding="utf-8")) for o in outs]
     fig = study_figures(storage, study)
-    db = sum(t["storage_s"] + t["lock_s"] for t in timed)
+    methods: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for t in timed:
+        for name, seconds in t["methods"].items():
+            methods[name] = methods.get(name, 0.0) + seconds
+            counts[name] = counts.get(name, 0) + t["counts"][name]
+    wait, work, cpu = (sum(t[k] for t in timed) for k in ("wait_s", "work_s", "work_cpu_s"))
+    waits: dict[str, float] = {}
+    for t in timed:
+        for name, seconds in t["waits"].items():
+            waits[name] = waits.get(name, 0.0) + seconds
     return {"workers": n, "trials": fig["trials"], "workers_seen": fig["workers_seen"],
             "trials_per_min": 60 * fig["trials"] / fig["span_s"],
             "trial_ms": 1e3 * fig["trial_s"] / fig["trials"],
-            "db_ms_per_trial": 1e3 * db / fig["trials"],
-            "lock_wait_ms_per_trial": 1e3 * sum(t["lock_s"] for t in timed) / fig["trials"],
-            "db_share": db / fig["trial_s"]}
+            "wait_ms_per_trial": 1e3 * wait / fig["trials"], "wait_share": wait / fig["trial_s"],
+            "first_claim_ms": 1e3 * sum(t["first_claim_s"] for t in timed) / n,
+            "work_ms_per_trial": 1e3 * work / fig["trials"], "work_share": work / fig["trial_s"],
+            "wall_ms_per_trial_by_call": {k: round(1e3 * v / fig["trials"], 2) for k, v in waits.items()},
+            "work_cpu_ms_per_trial": 1e3 * cpu / fig["trials"], "work_cpu_share": cpu / fig["trial_s"],
+            "work_cpu_ms_per_trial_by_call": {k: [round(1e3 * v / fig["trials"], 2), round(counts[k] / fig["trials"], 2)]
+                                          for k, v in sorted(methods.items(), key=lambda kv: -kv[1])}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--storage", help="a PostgreSQL URL (default: a throw-away server)")
     args = parser.parse_args()
@@ -152,8 +190,9 @@ def main() -> None:
     base = results[0]["trials_per_min"]
     for r in results:
         print(f"{r['workers']} worker(s)  {r['trials_per_min']:6.1f} trials/min ({r['trials_per_min'] / base:.2f}x)  "
-              f"trial {r['trial_ms']:6.0f} ms  database {r['db_ms_per_trial']:5.1f} ms "
-              f"({100 * r['db_share']:.1f} %, lock wait {r['lock_wait_ms_per_trial']:.1f} ms)  "
+              f"trial {r['trial_ms']:6.0f} ms  waiting on the database {r['wait_ms_per_trial']:5.1f} ms "
+              f"({100 * r['wait_share']:.1f} %; a worker's first claim {r['first_claim_ms']:.0f} ms)  database work {r['work_ms_per_trial']:5.1f} ms, "
+              f"of its CPU {r['work_cpu_ms_per_trial']:5.1f} ms ({100 * r['work_cpu_share']:.1f} %)  "
               f"workers seen {r['workers_seen']}")
     print(json.dumps({"trials": args.trials, "cpus": os.cpu_count(), "results": results}))
 

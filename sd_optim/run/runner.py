@@ -46,16 +46,15 @@ from ..search.planning import Planner, make_planner
 from ..search.recipes import recipe_text
 from . import events as ev
 from .artifacts import ArtifactWriter, RunFolder, new_file
+from .feed import TrialFeed
 from .recorder import BufferedRecorder, DirectRecorder, RecordingFailed, trial_attrs
 from .scoring_queue import ScoringQueue
 from .shared import (
     CONFIG_ATTR,
     LIMIT_ATTR,
-    WORKER_ATTR,
     Heartbeat,
     SharedRun,
     StudyLock,
-    claim_next,
     shared_storage,
     since_best,
     stored_config,
@@ -85,6 +84,11 @@ HISTORY_KEPT = 2000
 
 class RunStopped(Exception):
     """The user asked the run to stop (Stop button, Interrupt, Ctrl-C)."""
+
+
+class TrialNotStarted(RecordingFailed):
+    """The next trial could not be had from the study (or a result written behind was refused
+    meanwhile): the run stops before it starts."""
 
 
 class RunControl:
@@ -197,6 +201,7 @@ class RunState:
     scoring: ScoringQueue = field(default_factory=ScoringQueue)  # scores a set while the next generates
     last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
     shared: SharedRun | None = None  # a worker of a shared study: its lock, heartbeat, limit
+    feed: TrialFeed | None = None  # a worker's trials, claimed ahead and told behind
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
         """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
@@ -268,7 +273,9 @@ class Runner:
         if self.options.join:
             recorder, folder, shared = self._join_study(planner, model_config, jobs)
             progress = _Progress(self.options.trials or shared.limit, _best(recorder.study))
-            return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress, shared=shared)
+            feed = TrialFeed(recorder.study, shared, planner.space.distributions(), cfg.optimizer.heartbeat_s)
+            return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress,
+                            shared=shared, feed=feed)
         recorder, folder = self._open_study(planner, model_config, jobs)
         progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(recorder.study))
         return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress)
@@ -494,6 +501,8 @@ class Runner:
             self.listeners.remove(writer)
             writer.close()
             run.scoring.close()
+            if run.feed is not None:
+                run.feed.close()
             if run.shared is not None:
                 run.shared.close()
             self._close_study(run)
@@ -539,6 +548,8 @@ class Runner:
                 return
         while progress.reason is None and progress.ran < (self.control.trial_limit or progress.limit):
             if self.control.paused:
+                if run.feed is not None:  # the trial claimed ahead is not held while paused
+                    run.feed.hand_back()
                 yield self._emit(ev.RunPaused(progress.ran))
                 self.control.wait_if_paused(self.host.interrupted)
                 yield self._emit(ev.RunResumed())
@@ -548,15 +559,28 @@ class Runner:
             progress.ran += 1
             try:
                 finished = yield from self._trial(run)
-                if finished is None:  # a shared study with all its trials
+                if finished is None:  # a shared study with all its trials (or stopped waiting for them)
                     progress.ran -= 1
-                    progress.reason = "completed"
+                    progress.reason = self.control.stop_reason if self.should_stop() else "completed"
                     break
                 yield from self._judge(run, finished)
             except RecordingFailed as e:
+                progress.ran -= isinstance(e, TrialNotStarted)
                 progress.reason = f"stopped: {e}"
             if progress.reason is None and run.recorder.problem():  # the run folder has the trials
                 progress.reason = f"stopped: {run.recorder.problem()}"
+        if run.feed is not None:
+            self._settle_feed(run)
+
+    @staticmethod
+    def _settle_feed(run: RunState) -> None:
+        """A shared study's results all written before the run's best is read; the trial claimed
+        ahead handed back."""
+        try:
+            run.feed.settle()
+        except RecordingFailed as e:
+            reason = run.progress.reason
+            run.progress.reason = f"stopped: {e}" if reason in (None, "completed") else f"{reason}; {e}"
 
     def _judge(self, run: RunState, finished: ev.TrialFinished):
         """A finished trial against the best so far: a new best, early stopping, or a failure that
@@ -574,7 +598,7 @@ class Runner:
         progress.since_best = 0 if best is None or finished.value > best + es.min_improvement \
             else progress.since_best + 1
         if run.shared is not None and es.patience:  # the study's trials decide, every worker's
-            progress.since_best = since_best(run.study, es.min_improvement)
+            progress.since_best = since_best(run.study, es.min_improvement, (finished.number, finished.value))
         if best is None or finished.value > best:
             progress.best = finished.value
             yield self._emit(ev.NewBest(finished.number, finished.value, finished.params,
@@ -666,29 +690,22 @@ class Runner:
             if run.shared is None:  # a shared study's trials have heartbeats instead
                 claim_trial(trial)
             run.recorder.started(trial)
+        except RecordingFailed as e:  # a shared study's result written behind, refused
+            raise TrialNotStarted(str(e)) from e
         except Exception as e:  # the study cannot be written: nothing could be kept
-            raise RecordingFailed(f"could not start a trial: {type(e).__name__}: {e}") from e
+            raise TrialNotStarted(f"could not start a trial: {type(e).__name__}: {e}") from e
         try:
             return (yield from self._run_trial(run, trial, start, suggest))
         finally:
             release_trial(run.study.study_name, trial.number)
-            if run.shared is not None:
-                run.shared.heartbeat.beat_for(None)
 
-    @staticmethod
-    def _ask(run: RunState) -> optuna.Trial | None:
-        """The next trial: of the run's own study, or claimed in a shared one (None once it has
-        its limit of trials), beating its heartbeat and naming this worker."""
-        distributions = run.planner.space.distributions()
-        if run.shared is None:
-            return run.study.ask(distributions)
-        shared = run.shared
-        retries = shared.retries if shared.dead_check_due(run.config.optimizer.heartbeat_s) else None
-        trial = claim_next(run.study, shared.lock, shared.limit, retries, distributions)
-        if trial is not None:
-            run.shared.heartbeat.beat_for(trial._trial_id)
-            trial.set_user_attr(WORKER_ATTR, run.shared.worker)
-        return trial
+    def _ask(self, run: RunState) -> optuna.Trial | None:
+        """The next trial: of the run's own study, or of a shared one (None once it has its limit
+        of trials), claimed ahead while the trial before ran."""
+        if run.feed is None:
+            return run.study.ask(run.planner.space.distributions())
+        more = run.progress.ran < (self.control.trial_limit or run.progress.limit)
+        return run.feed.take(more, self.should_stop)
 
     def _run_trial(self, run: RunState, trial: optuna.Trial, start: float, suggest: float):
         """One trial; its timings: the sampler's suggestion, merge, generate and score, and
@@ -736,6 +753,9 @@ class Runner:
     def _complete(self, run: RunState, trial, params, value, timings, per_scorer, per_payload) -> None:
         """Tell the study the trial's value, with what the run folder keeps beside it."""
         try:
+            if run.feed is not None:  # written behind, while the next trial runs
+                run.feed.tell(trial, trial_attrs(timings, per_payload, per_scorer), value)
+                return
             for k, v in trial_attrs(timings, per_payload, per_scorer).items():
                 trial.set_user_attr(k, v)
             run.study.tell(trial, value)
@@ -750,9 +770,13 @@ class Runner:
         """Tell the study the trial failed; :class:`RecordingFailed` when even that cannot be
         written (a resume then marks it failed)."""
         try:
-            trial.set_user_attr("fail_reason", reason)
-            run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            run.recorder.finished(trial.number)
+            if run.feed is not None:  # written at once (with the results still being written)
+                run.feed.tell(trial, {"fail_reason": reason}, state=optuna.trial.TrialState.FAIL)
+                run.feed.flush()
+            else:
+                trial.set_user_attr("fail_reason", reason)
+                run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                run.recorder.finished(trial.number)
         except Exception as e:  # the database or its disk refused
             raise RecordingFailed(f"could not record trial {trial.number} as failed ({reason}): "
                                   f"{type(e).__name__}: {e}") from e
