@@ -47,8 +47,16 @@ class Tab:
         """Run the handler with the components' current values, ``values`` (by elem_id) replacing
         some; the result by output elem_id (gr.update dicts stay dicts)."""
         f = self.handler(elem_id, event, updating)
-        args = [values.get(b.elem_id, b.value) for b in f.inputs]
-        result = f.fn(*args)
+        return self._by_id(f, f.fn(*[values.get(b.elem_id, b.value) for b in f.inputs]))
+
+    def stream(self, elem_id: str, event: str, values: dict[str, object]):
+        """A generator handler's updates, each by output elem_id, as it yields them."""
+        f = self.handler(elem_id, event)
+        for result in f.fn(*[values.get(b.elem_id, b.value) for b in f.inputs]):
+            yield self._by_id(f, result)
+
+    @staticmethod
+    def _by_id(f, result) -> dict[str, object]:
         if isinstance(result, dict) and result and all(hasattr(k, "_id") for k in result):
             # outputs addressed by component, as gradio takes them: the ones left out keep their value
             return {b.elem_id: result.get(b, {"__type__": "update"}) for b in f.outputs}
@@ -287,13 +295,16 @@ def test_the_scorer_guide_lists_every_scorer_and_download_fetches_one(tiny_score
         manager.shutdown()
 
 
-def test_watch_shows_a_shared_study_the_tab_did_not_start(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
+def test_watch_shows_a_shared_study_the_tab_did_not_start(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, monkeypatch):
     """A study CLI workers run in a shared database: Watch shows its trials (with their worker),
-    its best and its plots, read-only; a study that is not there is named in the panel."""
+    its best and its plots, read-only, following it while trials run; a study that is not there
+    is named in the panel."""
+    import optuna
     from test_runner import make_config
 
     from sd_optim.cli import execute_run
     from sd_optim.hosts.diffusers_host import DiffusersHost
+    from sd_optim.ui.tab import optimizer as optimizer_panel
 
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path / "cli-runs",
@@ -303,14 +314,27 @@ def test_watch_shows_a_shared_study_the_tab_did_not_start(tiny_sd1_paths, tiny_s
     app, manager = build_app(models_dir=str(tiny_sd1_paths[0].parent), output_dir=str(tmp_path / "runs"))
     try:
         tab = Tab(app)
-        shown = tab.call("sd_optim_watch_study", "click",
-                         {"sd_optim_storage": storage, "sd_optim_source_study": "team (3 trials, best 0.5)"})
-        assert "Watching study **team** (3 trials)" in shown["sd_optim_best"] and not shown["sd_optim_err_optimizer"]
+        (shown,) = tab.stream("sd_optim_watch_study", "click",
+                              {"sd_optim_storage": storage, "sd_optim_source_study": "team (3 trials, best 0.5)"})
+        assert "Study **team** (3 trials) as it is now" in shown["sd_optim_best"]  # nothing runs: not followed
+        assert not shown["sd_optim_err_optimizer"]
         rows = value(shown["sd_optim_trials_table"])
         assert [r[0] for r in rows] == [2, 1, 0] and all(r[5].endswith("(cli)") for r in rows)
         assert "**Best: trial " in shown["sd_optim_best"]
         assert any(v is not None for k, v in shown.items() if k.startswith("sd_optim_plot_"))
-        missing = tab.call("sd_optim_watch_study", "click", {"sd_optim_storage": storage, "sd_optim_source_study": "gone"})
+        (missing,) = tab.stream("sd_optim_watch_study", "click",
+                                {"sd_optim_storage": storage, "sd_optim_source_study": "gone"})
         assert "no study named 'gone'" in missing["sd_optim_err_optimizer"]
+        # while a trial runs in it (another worker's), the view follows the study as it changes
+        monkeypatch.setattr(optimizer_panel, "WATCH_POLL_S", 0.05)
+        elsewhere = optuna.load_study(study_name="team", storage=storage)
+        running = elsewhere.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        updates = tab.stream("sd_optim_watch_study", "click", {"sd_optim_storage": storage, "sd_optim_source_study": "team"})
+        first = next(updates)
+        assert "Watching study **team** (4 trials, 1 running), live" in first["sd_optim_best"]
+        elsewhere.tell(running, 0.25)
+        rest = list(updates)
+        assert "(4 trials) as it is now" in rest[-1]["sd_optim_best"]
+        assert value(rest[-1]["sd_optim_trials_table"])[0][0] == 3  # the trial told meanwhile, first
     finally:
         manager.shutdown()

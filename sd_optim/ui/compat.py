@@ -62,6 +62,12 @@ def unlimited() -> dict[str, Any]:
     return {"concurrency_limit": None} if GRADIO_MAJOR >= 4 else {}
 
 
+def repeatable() -> dict[str, Any]:
+    """Event kwargs that let an event be triggered again while its last call still runs (gradio 4
+    ignores a click until then by default; 3.41 always takes it)."""
+    return {"trigger_mode": "multiple"} if GRADIO_MAJOR >= 4 else {}
+
+
 def queue(blocks: gr.Blocks) -> gr.Blocks:
     """Enable the queue the live view's generator handlers need (the WebUIs do it themselves)."""
     if GRADIO_MAJOR < 4:

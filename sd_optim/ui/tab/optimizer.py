@@ -4,6 +4,8 @@ the live run."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,12 @@ from ..runs import RunManager
 from .context import TabContext, elem
 from .results import PLOTS
 from .wiring import Components, bound, connect, on_form, problem_box, problems_markdown, set_up_panel
+
+WATCH_POLL_S = 5.0  # how often a watched study is read again while trials run in it
+WATCH_IDLE_READS = 3  # a watch stops following after this many reads with no trial running
+WATCH_MAX_S = 3600.0  # and after an hour in any case
+_watches = itertools.count(1)
+_latest_watch = [0]  # the watch that follows; an earlier one stops at its next read
 
 
 def _samplers():
@@ -90,17 +98,47 @@ def _study_controls(ctx: TabContext, form: dict[str, Any]) -> Components:
     return parts
 
 
-def on_watch_study(ctx: TabContext, output_dir: str, storage: str, choice: str) -> dict[str, Any]:
+def on_watch_study(ctx: TabContext, manager: Callable[[], RunManager], output_dir: str, storage: str, choice: str):
     """The picked study's trials, best and plots in the run view, read-only: a shared study other
-    WebUIs and workers run (or any earlier one). Pressed again, it shows the study as it is now."""
-    from .live import figures
+    WebUIs and workers run (or any earlier one). While trials run in it, it is read again every
+    ``WATCH_POLL_S`` and shown as it changes; it stops following once nothing has run for a few
+    reads, after an hour, when a run starts in this WebUI (its live view takes the place), or when
+    Watch is pressed again."""
+    from optuna.trial import TrialState
 
+    token = next(_watches)
+    _latest_watch[0] = token
     try:
         study = cat.watched_study(output_dir or ctx.output_dir(), storage or ctx.storage(), choice)
     except ConfigError as e:
-        return {problem_box("optimizer"): views.problems_markdown(e.problems)}
-    note = (f"*Watching study **{study.study_name}** ({len(study.trials)} trials): a snapshot, read-only; "
-            "press **Watch** again for the latest.*")
+        yield {problem_box("optimizer"): views.problems_markdown(e.problems)}
+        return
+    shown, idle, deadline = None, 0, time.monotonic() + WATCH_MAX_S
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        idle = 0 if running else idle + 1
+        following = (running or (shown is not None and idle < WATCH_IDLE_READS)) and time.monotonic() < deadline
+        seen = (len(trials), running, sum(t.state.is_finished() for t in trials))
+        if seen != shown or not following:
+            yield _watch_view(study, len(trials), running, following)
+            shown = seen
+        if not following:
+            return
+        time.sleep(WATCH_POLL_S)
+        if _latest_watch[0] != token or manager().live:  # another watch, or a run here, has the view
+            return
+
+
+def _watch_view(study, n: int, running: int, following: bool) -> dict[str, Any]:
+    from .live import figures
+
+    if following:
+        note = (f"*Watching study **{study.study_name}** ({n} trials, {running} running), live: read again "
+                f"every {WATCH_POLL_S:.0f} s while trials run; read-only.*")
+    else:
+        note = (f"*Study **{study.study_name}** ({n} trials) as it is now, read-only: nothing runs in it "
+                "(press **Watch** again to follow it once trials run).*")
     return {problem_box("optimizer"): "", "best": f"{note}\n\n{views.best_markdown(study)}",
             "trials_table": compat.table(views.trial_rows(study), len(views.TRIAL_COLUMNS)),
             **figures(study, compat.plot_kind())}
@@ -122,7 +160,8 @@ def on_apply_live(ctx: TabContext, manager: Callable[[], RunManager], form: dict
 def wire_optimizer(components: Components, ctx: TabContext, manager: Callable[[], RunManager]) -> None:
     connect(components, "refresh_studies", "click", bound(on_refresh_studies, ctx), ["output_dir", "storage"],
             ["source_study"])
-    connect(components, "watch_study", "click", bound(on_watch_study, ctx), ["output_dir", "storage", "source_study"],
-            [problem_box("optimizer"), "best", "trials_table", *PLOTS])
+    connect(components, "watch_study", "click", bound(on_watch_study, ctx, manager),
+            ["output_dir", "storage", "source_study"], [problem_box("optimizer"), "best", "trials_table", *PLOTS],
+            show_progress="hidden", **compat.unlimited(), **compat.repeatable())
     connect(components, "apply_live", "click", on_form(on_apply_live, ctx, manager), fm.FIELDS, ["apply_status"],
             queue=False)
