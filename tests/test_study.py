@@ -38,6 +38,25 @@ def test_every_sampler_runs_an_ask_tell_study(name, options):
     assert all(set(t.params) == set(dists) for t in study.trials)
 
 
+def _params_of(name: str, seed: int, trials: int = 12) -> list[dict]:
+    """The parameters of ``trials`` trials (past TPE's and GP's 10 random start-up trials)."""
+    dists = {k: v for k, v in space().distributions().items()
+             if not isinstance(v, optuna.distributions.CategoricalDistribution)}
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(name, {}, seed, dists))
+    for _ in range(trials):
+        trial = study.ask(dists)
+        study.tell(trial, -sum((v - 0.3) ** 2 for v in trial.params.values()))
+    return [t.params for t in study.trials]
+
+
+@pytest.mark.parametrize("name", ["tpe", "cmaes", "gp", "qmc", "random", "grid"])
+def test_every_sampler_repeats_its_trials_with_a_seed_and_changes_them_with_another(name):
+    """``optimizer.seed``: the same seed, the same trials (past the random start-up trials too);
+    another seed, other trials — QMC included (scrambled by default: unscrambled, it ignores it)."""
+    assert _params_of(name, 1) == _params_of(name, 1)
+    assert _params_of(name, 1)[1:] != _params_of(name, 2)[1:]  # past the first (drawn at random by every sampler)
+
+
 def test_sampler_options_are_checked():
     with pytest.raises(ConfigError, match=r"optimizer.sampler_options.n_startup: not an option of TPESampler "
                                           r"\(did you mean 'n_startup_trials'\?"):

@@ -32,7 +32,7 @@ _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "tpe": {"multivariate": True},
     "cmaes": {},
     "gp": {},
-    "qmc": {},
+    "qmc": {"scramble": True},  # unscrambled, Optuna's QMC ignores the seed: every seed the same points
     "random": {},
     "grid": {},
 }
