@@ -258,6 +258,8 @@ def cmd_scorers(args) -> int:
 def cmd_bench(args) -> int:
     if args.what == "merge":
         return _bench_merge(args)
+    if args.what == "optimizer":
+        return _bench_optimizer(args)
     names = [n.strip() for n in (args.scorers or "").split(",") if n.strip()] or None
     result = bench_scorers(args.device, args.models_dir, names, repeats=args.repeats)
     if args.json:
@@ -273,6 +275,21 @@ def _bench_merge(args) -> int:
     keys = some_keys(args.config, args.keys) if args.keys else None
     result = bench_merge(args.config, args.device, repeats=args.repeats, keys=keys, ties=args.ties)
     print("\n".join(bench_merge_text(result)))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _bench_optimizer(args) -> int:
+    from .run.optimizer_bench import SAMPLERS, bench_optimizer, bench_optimizer_text
+
+    names = [n.strip() for n in (args.samplers or "").split(",") if n.strip()] or None
+    unknown = sorted(set(names or []) - set(SAMPLERS))
+    if unknown:
+        print(f"--samplers: unknown {', '.join(unknown)} (known: {', '.join(SAMPLERS)})", file=sys.stderr)
+        return 2
+    result = bench_optimizer(args.trials, args.seeds, names)
+    print("\n".join(bench_optimizer_text(result)))
     if args.json:
         print(json.dumps(result))
     return 0
@@ -385,9 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="last stdout line is JSON")
     sc.set_defaults(fn=cmd_scorers)
 
-    b = sub.add_parser("bench", help="time the scorers (load, per image at batch 1 and 8, a shared backbone) "
-                                     "or the merge engine (against a plain lerp loop and sd_mecha.merge)")
-    b.add_argument("what", choices=["scorers", "merge"])
+    b = sub.add_parser("bench", help="time the scorers (load, per image at batch 1 and 8, a shared backbone), "
+                                     "the merge engine (against a plain lerp loop and sd_mecha.merge), or "
+                                     "compare the samplers on a merge whose optimum is known (optimizer)")
+    b.add_argument("what", choices=["scorers", "merge", "optimizer"])
+    b.add_argument("--trials", type=_positive_int, default=100, help="optimizer: trials per study (default: 100)")
+    b.add_argument("--seeds", type=_positive_int, default=4, help="optimizer: studies per sampler (default: 4)")
+    b.add_argument("--samplers", metavar="A,B",
+                   help="optimizer: only these (random, tpe, cmaes, gp, default; regret needs random)")
     b.add_argument("--config", default="sd1-ldm", choices=["sd1-ldm", "sdxl-sgm"],
                    help="merge: the model config whose keys and shapes the random weights take (default: sd1-ldm)")
     b.add_argument("--keys", type=_positive_int, metavar="N",

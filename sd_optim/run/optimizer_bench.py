@@ -1,0 +1,147 @@
+"""``python -m sd_optim bench optimizer``: the samplers against a merge whose optimum is known.
+
+Two tiny SD1 checkpoints (generated), a block-wise ``weighted_sum`` of them (one ``alpha`` per
+UNet block and one for the text encoder: 26 parameters), and a *hidden target*: per-parameter
+weights drawn once from a fixed seed. The target's images (the bench's prompt sets and seeds) are
+the references of the ``reference`` scorer, so a trial's value is how close its images are to
+the target's; identical images score exactly 1.0, the known optimum.
+
+The ``reference`` scores of merges of two related checkpoints sit close together (a random merge
+scores about 0.97–0.99), so regret is reported on a scale that spreads them: the optimum minus
+the best value found, as a share of the optimum minus the median value of the ``random``
+sampler's trials (the typical random merge). 1.0: no better than a typical random merge; 0: the
+optimum.
+
+Each sampler runs ``seeds`` studies of ``trials`` trials (real runs: merge, generate, score); per
+sampler, the median over the seeds of: the regret after 25, 50 and 100 trials (``None`` past
+``trials``), the distance of the best trial's weights to the target's (root mean square over the
+parameters), and the seconds spent generating. ``default`` is the product's default optimizer
+configuration (``optimizer.sampler`` and ``optimizer.sampler_options`` of a config that names
+none).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..config import OptimizerSettings, config_from_dict
+from ..hosts.standalone import make_host
+from ..search.planning import make_planner
+from ..tiny_models import TINY_SIZE, tiny_diffusers_config, tiny_model_set
+from . import events as ev
+from .runner import Runner, RunOptions, run_to_end
+
+CHECKPOINTS = (25, 50, 100)
+TARGET_SEED = 1234
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {  # name: (optimizer.sampler, optimizer.sampler_options)
+    "random": ("random", {}),
+    "tpe": ("tpe", {}),
+    "cmaes": ("cmaes", {}),
+    "gp": ("gp", {}),
+    "default": (OptimizerSettings().sampler, dict(OptimizerSettings().sampler_options)),
+}
+
+
+def bench_config(folder: Path, models: list[Path], config_dir: Path, references: Path) -> dict[str, Any]:
+    """The bench's run config (the sampler, seed, trials and study are set per run)."""
+    return {
+        "models": [{"path": str(models[0]), "name": "tiny_a"}, {"path": str(models[1]), "name": "tiny_b"}],
+        "diffusers_config": str(config_dir),
+        "device": "cpu",
+        "merge": {"method": "weighted_sum"},
+        "guide": {"diffuser": ["all"], "clip_l": ["single"]},
+        "payloads": [
+            {"name": "cat", "prompt": "a photo of a cat", "seed": 1, "steps": 2, "cfg_scale": 5,
+             "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE, "batch_size": 2},
+            {"name": "house", "prompt": "a house by a lake", "seed": 7, "steps": 2, "cfg_scale": 5,
+             "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE},
+        ],
+        "scorers": [{"name": "reference", "options": {"folder": str(references)}}],
+        "optimizer": {"trials": 1, "score_inputs": False},
+        "output_dir": str(folder / "runs"),
+    }
+
+
+def hidden_target(names: list[str]) -> dict[str, float]:
+    """The target's weights: one per parameter, away from the bounds, from a fixed seed."""
+    rng = random.Random(TARGET_SEED)
+    return {name: round(rng.uniform(0.1, 0.9), 3) for name in names}
+
+
+def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
+                    folder: Path | None = None) -> dict[str, Any]:
+    """Every sampler's figures (see the module's docstring) as the JSON the CLI prints."""
+    from ..demo import render_references
+
+    names = samplers or list(SAMPLERS)
+    folder = Path(folder or tempfile.mkdtemp(prefix="sd-optim-bench-optimizer-"))
+    models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
+    data = bench_config(folder, models, tiny_diffusers_config("sd1", folder / "diffusers-config"),
+                        folder / "references")
+    config = config_from_dict(data, base_dir=folder)
+    host = make_host(config)
+    params = make_planner(config, host.model_config()).space.distributions()
+    target = hidden_target(sorted(params))
+    render_references(config, host, target, folder / "references")
+    runs = {name: [_run(host, data, folder, name, seed, trials) for seed in range(seeds)] for name in names}
+    typical = statistics.median(v for run in runs.get("random", []) for v in run["values"]) \
+        if "random" in runs else None
+    return {"params": len(params), "trials": trials, "seeds": seeds, "optimum": 1.0,
+            "random_median": typical,
+            "samplers": {name: _figures(rs, target, typical, trials) for name, rs in runs.items()}}
+
+
+def _run(host, data: dict[str, Any], folder: Path, name: str, seed: int, trials: int) -> dict[str, Any]:
+    """One study of ``trials`` trials with sampler ``name`` and ``seed``: its values in trial
+    order, the best trial's parameters and the seconds spent generating."""
+    sampler, options = SAMPLERS[name]
+    optimizer = {**data["optimizer"], "sampler": sampler, "sampler_options": options, "seed": seed,
+                 "trials": trials, "study": f"{name}-{seed}"}
+    config = config_from_dict({**data, "optimizer": optimizer}, base_dir=folder)
+    finished: list[ev.TrialFinished] = []
+    run_to_end(Runner(config, host, RunOptions(save_images=False)),
+               lambda e: finished.append(e) if isinstance(e, ev.TrialFinished) else None)
+    done = [f for f in finished if f.state == "COMPLETE"]
+    best = max(done, key=lambda f: f.value)
+    return {"values": [f.value for f in done], "best_params": best.params,
+            "generation_s": sum(f.timings.get("generate", 0.0) for f in finished)}
+
+
+def _figures(runs: list[dict[str, Any]], target: dict[str, float], typical: float | None,
+             trials: int) -> dict[str, Any]:
+    """Medians over a sampler's seeds."""
+    def regret(values: list[float], n: int) -> float | None:
+        if n > trials or not values:
+            return None
+        gap = 1.0 - max(values[:n])
+        return gap / (1.0 - typical) if typical is not None and typical < 1.0 else gap
+
+    out: dict[str, Any] = {}
+    for n in CHECKPOINTS:
+        found = [regret(r["values"], n) for r in runs]
+        out[f"regret_{n}"] = None if None in found else round(statistics.median(found), 4)
+    out["regret_final"] = round(statistics.median(regret(r["values"], trials) for r in runs), 4)
+    out["weight_distance"] = round(statistics.median(_distance(r["best_params"], target) for r in runs), 4)
+    out["generation_s"] = round(statistics.median(r["generation_s"] for r in runs), 2)
+    return out
+
+
+def _distance(params: dict[str, float], target: dict[str, float]) -> float:
+    return (sum((params[k] - v) ** 2 for k, v in target.items()) / len(target)) ** 0.5
+
+
+def bench_optimizer_text(result: dict[str, Any]) -> list[str]:
+    """The figures as a table (regret as a share of a typical random merge's: see the module)."""
+    lines = [(f"{result['params']} parameters, {result['trials']} trials, {result['seeds']} seeds; regret = "
+             f"(1 - best) / (1 - median random trial {result['random_median']})"),
+             (f"{'sampler':10s} {'regret@25':>10s} {'regret@50':>10s} {'regret@100':>11s} {'final':>8s} "
+             f"{'weights':>8s} {'generate':>9s}")]
+    for name, f in result["samplers"].items():
+        cells = ["-" if f[f"regret_{n}"] is None else f"{f[f'regret_{n}']:.3f}" for n in CHECKPOINTS]
+        lines.append(f"{name:10s} {cells[0]:>10s} {cells[1]:>10s} {cells[2]:>11s} {f['regret_final']:8.3f} "
+                     f"{f['weight_distance']:8.3f} {f['generation_s']:8.1f}s")
+    return lines
