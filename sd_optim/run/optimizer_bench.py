@@ -1,7 +1,8 @@
 """``python -m sd_optim bench optimizer``: the samplers against a merge whose optimum is known.
 
 Two tiny SD1 checkpoints (generated), a block-wise ``weighted_sum`` of them (one ``alpha`` per
-UNet block and one for the text encoder: 26 parameters), and a *hidden target*: per-parameter
+block of the UNet's 26: ``BASE``, ``IN00``–``IN11``, ``M00``, ``OUT00``–``OUT11``; and one for the
+text encoder: 27 parameters), and a *hidden target*: per-parameter
 weights drawn once from a fixed seed. The target's images (the bench's prompt sets and seeds) are
 the references of the ``reference`` scorer, so a trial's value is how close its images are to
 the target's; identical images score exactly 1.0, the known optimum.
