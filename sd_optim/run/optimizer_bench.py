@@ -32,7 +32,7 @@ from typing import Any
 from ..config import OptimizerSettings, config_from_dict
 from ..hosts.standalone import make_host
 from ..search.planning import make_planner
-from ..tiny_models import TINY_SIZE, tiny_diffusers_config, tiny_model_set
+from ..tiny_models import tiny_diffusers_config, tiny_model_set
 from . import events as ev
 from .runner import Runner, RunOptions, run_to_end
 
@@ -48,23 +48,13 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {  # name: (optimizer.sampler,
 
 
 def bench_config(folder: Path, models: list[Path], config_dir: Path, references: Path) -> dict[str, Any]:
-    """The bench's run config (the sampler, seed, trials and study are set per run)."""
-    return {
-        "models": [{"path": str(models[0]), "name": "tiny_a"}, {"path": str(models[1]), "name": "tiny_b"}],
-        "diffusers_config": str(config_dir),
-        "device": "cpu",
-        "merge": {"method": "weighted_sum"},
-        "guide": {"diffuser": ["all"], "clip_l": ["single"]},
-        "payloads": [
-            {"name": "cat", "prompt": "a photo of a cat", "seed": 1, "steps": 2, "cfg_scale": 5,
-             "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE, "batch_size": 2},
-            {"name": "house", "prompt": "a house by a lake", "seed": 7, "steps": 2, "cfg_scale": 5,
-             "sampler": "Euler", "width": TINY_SIZE, "height": TINY_SIZE},
-        ],
-        "scorers": [{"name": "reference", "options": {"folder": str(references)}}],
-        "optimizer": {"trials": 1, "score_inputs": False},
-        "output_dir": str(folder / "runs"),
-    }
+    """The demo's run config, block-wise (the sampler, seed, trials and study are set per run)."""
+    from ..demo import demo_config
+
+    data = demo_config(folder, models, config_dir, 1, references)
+    data["guide"] = {"diffuser": ["all"], "clip_l": ["single"]}
+    data["optimizer"] = {"trials": 1, "score_inputs": False}
+    return data
 
 
 def hidden_target(names: list[str]) -> dict[str, float]:
