@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OptimizerSettings, config_from_dict
+from ..demo import demo_config, render_references
 from ..hosts.standalone import make_host
 from ..search.planning import make_planner
 from ..tiny_models import tiny_diffusers_config, tiny_model_set
@@ -49,8 +50,6 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {  # name: (optimizer.sampler,
 
 def bench_config(folder: Path, models: list[Path], config_dir: Path, references: Path) -> dict[str, Any]:
     """The demo's run config, block-wise (the sampler, seed, trials and study are set per run)."""
-    from ..demo import demo_config
-
     data = demo_config(folder, models, config_dir, 1, references)
     data["guide"] = {"diffuser": ["all"], "clip_l": ["single"]}
     data["optimizer"] = {"trials": 1, "score_inputs": False}
@@ -66,8 +65,6 @@ def hidden_target(names: list[str]) -> dict[str, float]:
 def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
                     folder: Path | None = None) -> dict[str, Any]:
     """Every sampler's figures (see the module's docstring) as the JSON the CLI prints."""
-    from ..demo import render_references
-
     names = samplers or list(SAMPLERS)
     folder = Path(folder or tempfile.mkdtemp(prefix="sd-optim-bench-optimizer-"))
     models = tiny_model_set("sd1", folder / "models", n=2, seed=0)
