@@ -135,17 +135,8 @@ def run_workers(folder: Path, data: dict, storage: str, n: int, trials: int) -> 
             raise SystemExit(f"a worker failed:\n{err[-3000:]}")
     timed = [json.loads(o.read_text(encoding="utf-8")) for o in outs]
     fig = study_figures(storage, study)
-    methods: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for t in timed:
-        for name, seconds in t["methods"].items():
-            methods[name] = methods.get(name, 0.0) + seconds
-            counts[name] = counts.get(name, 0) + t["counts"][name]
+    methods, counts, waits = (_summed(timed, k) for k in ("methods", "counts", "waits"))
     wait, work, cpu = (sum(t[k] for t in timed) for k in ("wait_s", "work_s", "work_cpu_s"))
-    waits: dict[str, float] = {}
-    for t in timed:
-        for name, seconds in t["waits"].items():
-            waits[name] = waits.get(name, 0.0) + seconds
     return {"workers": n, "trials": fig["trials"], "workers_seen": fig["workers_seen"],
             "trials_per_min": 60 * fig["trials"] / fig["span_s"],
             "trial_ms": 1e3 * fig["trial_s"] / fig["trials"],
@@ -156,6 +147,15 @@ def run_workers(folder: Path, data: dict, storage: str, n: int, trials: int) -> 
             "work_cpu_ms_per_trial": 1e3 * cpu / fig["trials"], "work_cpu_share": cpu / fig["trial_s"],
             "work_cpu_ms_per_trial_by_call": {k: [round(1e3 * v / fig["trials"], 2), round(counts[k] / fig["trials"], 2)]
                                           for k, v in sorted(methods.items(), key=lambda kv: -kv[1])}}
+
+
+def _summed(timed: list[dict], key: str) -> dict[str, float]:
+    """The workers' ``key`` dicts (by call name) added up."""
+    out: dict[str, float] = {}
+    for t in timed:
+        for name, v in t[key].items():
+            out[name] = out.get(name, 0) + v
+    return out
 
 
 def main() -> None:
