@@ -51,6 +51,8 @@ class _Progress:
             self.bar.set_postfix_str(f"trial {event.number}: {value}")
             if event.state == "FAIL":
                 self.bar.write(f"trial {event.number} failed: {event.reason}")
+            elif event.state == "PRUNED":
+                self.bar.write(f"trial {event.number} {event.reason}")
         elif isinstance(event, ev.NewBest) and self.bar is not None:
             self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")
         elif isinstance(event, (ev.RunFinished, ev.RunFailed)) and self.bar is not None:
@@ -82,7 +84,8 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "study": final.study, "trials": final.trials, "reason": final.reason,
         "best_trial": final.best_trial, "best_value": final.best_value,
         "best_params": final.best_params, "best_recipe": final.best_recipe,
-        "run_dir": final.run_dir, "completed": final.completed, "failure": final.failure,
+        "run_dir": final.run_dir, "completed": final.completed, "pruned": final.pruned,
+        "failure": final.failure,
     }
 
 
@@ -288,6 +291,7 @@ def _bench_optimizer(args) -> int:
     if unknown:
         print(f"--samplers: unknown {', '.join(unknown)} (known: {', '.join(SAMPLERS)})", file=sys.stderr)
         return 2
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study it creates
     result = bench_optimizer(args.trials, args.seeds, names)
     print("\n".join(bench_optimizer_text(result)))
     if args.json:

@@ -14,15 +14,16 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def test_the_optimizer_benchmark_reports_every_sampler_on_a_known_optimum(capsys):
-    assert main(["bench", "optimizer", "--trials", "3", "--seeds", "2", "--samplers", "random,default", "--json"]) == 0
+    assert main(["bench", "optimizer", "--trials", "3", "--seeds", "2", "--samplers", "random,default+median", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert result["params"] >= 20 and result["trials"] == 3 and result["seeds"] == 2 and result["optimum"] == 1.0
     assert 0.9 < result["random_median"] < 1.0  # a random merge scores close to the optimum: hence the scale
-    assert set(result["samplers"]) == {"random", "default"}
+    assert set(result["samplers"]) == {"random", "default+median"}
     for figures in result["samplers"].values():
         assert figures["regret_25"] is None and figures["regret_50"] is None  # past the 3 trials
         assert 0 <= figures["regret_final"] < 2 and 0 < figures["weight_distance"] < 1 and figures["generation_s"] > 0
+        assert figures["pruned"] == 0  # the median pruner prunes nothing in its first 5 trials
     assert "regret = (1 - best) / (1 - median random trial" in out[0]
 
 
@@ -30,7 +31,8 @@ def test_the_benchmarks_target_is_fixed_and_inside_the_bounds():
     names = [f"diffuser.IN{i:02d}.alpha" for i in range(12)]
     assert hidden_target(names) == hidden_target(names)
     assert all(0.1 <= v <= 0.9 for v in hidden_target(names).values())
-    assert SAMPLERS["random"] == ("random", {}) and "default" in SAMPLERS
+    assert SAMPLERS["random"] == {"sampler": "random"} and "default" in SAMPLERS
+    assert SAMPLERS["default+median"] == {**SAMPLERS["default"], "pruner": "median"}
 
 
 def test_an_unknown_sampler_is_refused(capsys):

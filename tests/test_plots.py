@@ -33,6 +33,20 @@ def make_study(values: list[float | None], n_params: int = 2) -> optuna.Study:
     return study
 
 
+def pruned_study() -> optuna.Study:
+    """A run with a pruner: each trial's score after each of three prompt sets; trial 2 pruned
+    after the first."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for steps, pruned in (([0.5, 0.6, 0.7], False), ([0.6, 0.7, 0.8], False), ([0.1], True), ([0.7, 0.8, 0.9], False)):
+        trial = study.ask()
+        trial.suggest_float("p0", 0.0, 1.0)
+        trial.suggest_float("p1", 0.0, 1.0)
+        for step, value in enumerate(steps):
+            trial.report(value, step)
+        study.tell(trial, None if pruned else steps[-1], state=optuna.trial.TrialState.PRUNED if pruned else None)
+    return study
+
+
 def drawn(plots_: dict) -> set[str]:
     return {name for name, figure in plots_.items() if figure is not None}
 
@@ -58,8 +72,20 @@ def quiet_optuna():
 def test_every_plot_is_a_figure_of_its_kind_once_trials_exist(kind):
     result = study_plots(make_study([0.1, 0.5, 0.3, 0.9, 0.2, 0.6]), kind=kind)
     assert list(result) == list(PLOT_NAMES)
+    assert result.pop("intermediate") is None  # a run without a pruner reports no running scores
     for name, figure in result.items():
         assert isinstance(figure, FIGURE_TYPES[kind]), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_pruned_run_draws_the_running_scores_with_pruned_trials_ending_early(kind):
+    """Trials report their score after each prompt set (steps 0, 1, 2); trial 2 was pruned
+    after the first: it is in the running-score plot, not in the history."""
+    result = study_plots(pruned_study(), kind=kind)
+    assert isinstance(result["intermediate"], FIGURE_TYPES[kind])
+    assert history_trials(result["history"], kind) == [0, 1, 3]
+    if kind == "plotly":
+        assert sorted(len(t.x) for t in result["intermediate"].data) == [1, 3, 3, 3]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -134,7 +160,7 @@ def test_slice_shows_the_most_important_parameters_only():
 def test_plotly_figures_carry_no_typed_arrays():
     # plotly >= 6 sends numpy arrays as base64 typed arrays; the plotly.js inside gradio 3.41 and
     # 4.40 draws those as an empty plot (seen in Chromium)
-    for name, figure in study_plots(make_study([0.1, 0.5, 0.3, 0.9]), kind="plotly").items():
+    for name, figure in study_plots(pruned_study(), kind="plotly").items():
         assert '"bdata"' not in figure.to_json(), name
 
 

@@ -12,6 +12,7 @@ from .model import (  # noqa: F401  (the config's public names)
     MERGE_PRECISIONS,
     MODES,
     ON_ERROR,
+    PRUNERS,
     SAMPLERS,
     SCORER_PATH_OPTIONS,
     STRATEGIES,

@@ -15,6 +15,7 @@ MODES = ("merge", "recipe")
 STRATEGIES = ("all", "select", "group", "single", "none")
 ITEM_KINDS = ("blocks", "keys")
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")
+PRUNERS = ("none", "median", "percentile", "halving")  # stop a trial between its prompt sets
 MEANS = ("arithmetic", "geometric", "quadratic")
 BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
@@ -130,6 +131,8 @@ class OptimizerSettings:
     sampler: str = _shown("Optuna sampler", default="tpe")
     sampler_options: dict[str, Any] = _shown("Sampler options", "`n_startup_trials: 4`", default_factory=dict)
     trials: int = _shown("Trials", default=20)
+    pruner: str = _shown("Pruner", "stops a clearly worse trial between its prompt sets; none: off", default="none")
+    pruner_options: dict[str, Any] = _shown("Pruner options", "`n_startup_trials: 5`", default_factory=dict)
     seed: int | None = _shown("Seed", "empty: random", default=None)
     storage: str = _shown("Storage URL", "empty: SQLite in the run folder", default="")  # an Optuna URL
     study: str = _shown("Study name", "empty: method + models", default="")

@@ -107,6 +107,7 @@ class ArtifactWriter:
                 "value": event.value, "params": event.params, "per_payload": event.per_payload,
                 "scores": event.per_scorer, "timings": event.timings, "reason": event.reason,
                 "images": self._images.pop(event.number, []), "time": time.time(),
+                **({"intermediate": event.intermediate} if event.intermediate else {}),
             })
         elif isinstance(event, ev.TrialMerged):
             pass
@@ -130,7 +131,8 @@ class ArtifactWriter:
                 "kind": "trial", "number": t.number, "state": t.state.name, "value": t.value,
                 "params": t.params, "per_payload": t.user_attrs.get("per_payload", {}), "scores": {},
                 "timings": trial_timings(t.user_attrs),
-                "reason": t.user_attrs.get("fail_reason", ""), "images": [],
+                "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""), "images": [],
+                **({"intermediate": dict(t.intermediate_values)} if t.intermediate_values else {}),
                 "time": t.datetime_complete.timestamp() if t.datetime_complete else time.time(),
                 "recovered": True,
             })

@@ -62,13 +62,14 @@ class ImageScored(Event):
 @dataclass
 class TrialFinished(Event):
     number: int
-    state: str  # "COMPLETE" | "FAIL"
-    value: float | None
+    state: str  # "COMPLETE" | "FAIL" | "PRUNED"
+    value: float | None  # a pruned trial's: its score over the prompt sets it finished
     params: dict[str, Any]
     per_payload: dict[str, float] = field(default_factory=dict)
     per_scorer: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    reason: str = ""
+    reason: str = ""  # why it failed or was pruned
+    intermediate: dict[int, float] = field(default_factory=dict)  # the running score after each prompt set (pruning)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class RunFinished(Event):
     saved_checkpoint: str = ""  # after_run.save_best: the checkpoint written
     after_run_note: str = ""  # why keep/save did not happen, when asked for
     completed: int = 0  # trials completed in this session
+    pruned: int = 0  # trials the pruner stopped in this session
     failure: str = ""  # set when this session's trials all failed: why (the last failure)
 
 

@@ -3,7 +3,8 @@
 Two tiny SD1 checkpoints (generated), a block-wise ``weighted_sum`` of them (one ``alpha`` per
 block of the UNet's 26: ``BASE``, ``IN00``–``IN11``, ``M00``, ``OUT00``–``OUT11``; and one for the
 text encoder: 27 parameters), and a *hidden target*: per-parameter
-weights drawn once from a fixed seed. The target's images (the bench's prompt sets and seeds) are
+weights drawn once from a fixed seed. The target's images (the bench's prompt sets and seeds:
+the demo's two and two more, four images in four sets, so that a pruner has steps to stop at) are
 the references of the ``reference`` scorer, so a trial's value is how close its images are to
 the target's; identical images score exactly 1.0, the known optimum.
 
@@ -11,14 +12,15 @@ The ``reference`` scores of merges of two related checkpoints sit close together
 scores about 0.97–0.99), so regret is reported on a scale that spreads them: the optimum minus
 the best value found, as a share of the optimum minus the median value of the ``random``
 sampler's trials (the typical random merge). 1.0: no better than a typical random merge; 0: the
-optimum.
+optimum. Only completed trials count as found: a pruned trial's value is of part of its images.
 
 Each sampler runs ``seeds`` studies of ``trials`` trials (real runs: merge, generate, score); per
 sampler, the median over the seeds of: the regret after 25, 50 and 100 trials (``None`` past
 ``trials``), the distance of the best trial's weights to the target's (root mean square over the
-parameters), and the seconds spent generating. ``default`` is the product's default optimizer
-configuration (``optimizer.sampler`` and ``optimizer.sampler_options`` of a config that names
-none).
+parameters), the seconds spent generating and the trials pruned. ``default`` is the product's
+default optimizer configuration (``optimizer.sampler``, ``optimizer.sampler_options`` and
+``optimizer.pruner`` of a config that names none); ``default+median`` the same with the median
+pruner (Optuna's defaults: no pruning in the first 5 trials).
 """
 
 from __future__ import annotations
@@ -39,19 +41,31 @@ from .runner import Runner, RunOptions, run_to_end
 
 CHECKPOINTS = (25, 50, 100)
 TARGET_SEED = 1234
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {  # name: (optimizer.sampler, optimizer.sampler_options)
-    "random": ("random", {}),
-    "tpe": ("tpe", {}),
-    "cmaes": ("cmaes", {}),
-    "gp": ("gp", {}),
-    "default": (OptimizerSettings().sampler, dict(OptimizerSettings().sampler_options)),
+_DEFAULT = OptimizerSettings()
+SAMPLERS: dict[str, dict[str, Any]] = {  # name: the optimizer settings it runs with
+    "random": {"sampler": "random"},
+    "tpe": {"sampler": "tpe"},
+    "cmaes": {"sampler": "cmaes"},
+    "gp": {"sampler": "gp"},
+    "default": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),
+                "pruner": _DEFAULT.pruner},
+    "default+median": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),
+                       "pruner": "median"},
 }
+EXTRA_SETS = [  # beside the demo's two prompt sets: four sets, a step for a pruner after each
+    {"name": "tree", "prompt": "a tall tree in a field", "seed": 11},
+    {"name": "car", "prompt": "a red car on a street", "negative_prompt": "blurry", "seed": 13},
+]
 
 
 def bench_config(folder: Path, models: list[Path], config_dir: Path, references: Path) -> dict[str, Any]:
-    """The demo's run config, block-wise (the sampler, seed, trials and study are set per run)."""
+    """The demo's run config, block-wise, with four prompt sets of one image each (the sampler,
+    pruner, seed, trials and study are set per run)."""
     data = demo_config(folder, models, config_dir, 1, references)
     data["guide"] = {"diffuser": ["all"], "clip_l": ["single"]}
+    house = data["payloads"][1]
+    data["payloads"] += [{**house, "negative_prompt": "", **extra} for extra in EXTRA_SETS]
+    data["payloads"][0] = {**data["payloads"][0], "batch_size": 1}
     data["optimizer"] = {"trials": 1, "score_inputs": False}
     return data
 
@@ -76,7 +90,7 @@ def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
     target = hidden_target(sorted(params))
     render_references(config, host, target, folder / "references")
     runs = {name: [_run(host, data, folder, name, seed, trials) for seed in range(seeds)] for name in names}
-    typical = statistics.median(v for run in runs.get("random", []) for v in run["values"]) \
+    typical = statistics.median(v for run in runs.get("random", []) for v in run["values"] if v is not None) \
         if "random" in runs else None
     return {"params": len(params), "trials": trials, "seeds": seeds, "optimum": 1.0,
             "random_median": typical,
@@ -84,37 +98,40 @@ def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
 
 
 def _run(host, data: dict[str, Any], folder: Path, name: str, seed: int, trials: int) -> dict[str, Any]:
-    """One study of ``trials`` trials with sampler ``name`` and ``seed``: its values in trial
-    order, the best trial's parameters and the seconds spent generating."""
-    sampler, options = SAMPLERS[name]
-    optimizer = {**data["optimizer"], "sampler": sampler, "sampler_options": options, "seed": seed,
-                 "trials": trials, "study": f"{name}-{seed}"}
+    """One study of ``trials`` trials with the settings ``name`` and ``seed``: its values in trial
+    order (None: not completed), the best trial's parameters, the seconds spent generating and
+    the trials pruned."""
+    optimizer = {**data["optimizer"], **SAMPLERS[name], "seed": seed, "trials": trials,
+                 "study": f"{name.replace('+', '-')}-{seed}"}
     config = config_from_dict({**data, "optimizer": optimizer}, base_dir=folder)
     finished: list[ev.TrialFinished] = []
     run_to_end(Runner(config, host, RunOptions(save_images=False)),
                lambda e: finished.append(e) if isinstance(e, ev.TrialFinished) else None)
-    done = [f for f in finished if f.state == "COMPLETE"]
-    best = max(done, key=lambda f: f.value)
-    return {"values": [f.value for f in done], "best_params": best.params,
-            "generation_s": sum(f.timings.get("generate", 0.0) for f in finished)}
+    best = max((f for f in finished if f.state == "COMPLETE"), key=lambda f: f.value)
+    return {"values": [f.value if f.state == "COMPLETE" else None for f in finished], "best_params": best.params,
+            "generation_s": sum(f.timings.get("generate", 0.0) for f in finished),
+            "pruned": sum(f.state == "PRUNED" for f in finished)}
 
 
 def _figures(runs: list[dict[str, Any]], target: dict[str, float], typical: float | None,
              trials: int) -> dict[str, Any]:
     """Medians over a sampler's seeds."""
-    def regret(values: list[float], n: int) -> float | None:
-        if n > trials or not values:
+    def regret(values: list[float | None], n: int) -> float | None:
+        found = [v for v in values[:n] if v is not None]
+        if n > trials or not found:
             return None
-        gap = 1.0 - max(values[:n])
+        gap = 1.0 - max(found)
         return gap / (1.0 - typical) if typical is not None and typical < 1.0 else gap
 
     out: dict[str, Any] = {}
     for n in CHECKPOINTS:
         found = [regret(r["values"], n) for r in runs]
         out[f"regret_{n}"] = None if None in found else round(statistics.median(found), 4)
-    out["regret_final"] = round(statistics.median(regret(r["values"], trials) for r in runs), 4)
+    finals = [regret(r["values"], trials) for r in runs]
+    out["regret_final"] = None if None in finals else round(statistics.median(finals), 4)
     out["weight_distance"] = round(statistics.median(_distance(r["best_params"], target) for r in runs), 4)
     out["generation_s"] = round(statistics.median(r["generation_s"] for r in runs), 2)
+    out["pruned"] = statistics.median(r["pruned"] for r in runs)
     return out
 
 
@@ -126,10 +143,11 @@ def bench_optimizer_text(result: dict[str, Any]) -> list[str]:
     """The figures as a table (regret as a share of a typical random merge's: see the module)."""
     lines = [(f"{result['params']} parameters, {result['trials']} trials, {result['seeds']} seeds; regret = "
              f"(1 - best) / (1 - median random trial {result['random_median']})"),
-             (f"{'sampler':10s} {'regret@25':>10s} {'regret@50':>10s} {'regret@100':>11s} {'final':>8s} "
-             f"{'weights':>8s} {'generate':>9s}")]
+             (f"{'sampler':15s} {'regret@25':>10s} {'regret@50':>10s} {'regret@100':>11s} {'final':>8s} "
+             f"{'weights':>8s} {'generate':>9s} {'pruned':>7s}")]
     for name, f in result["samplers"].items():
-        cells = ["-" if f[f"regret_{n}"] is None else f"{f[f'regret_{n}']:.3f}" for n in CHECKPOINTS]
-        lines.append(f"{name:10s} {cells[0]:>10s} {cells[1]:>10s} {cells[2]:>11s} {f['regret_final']:8.3f} "
-                     f"{f['weight_distance']:8.3f} {f['generation_s']:8.1f}s")
+        cells = ["-" if f[key] is None else f"{f[key]:.3f}"
+                 for key in [f"regret_{n}" for n in CHECKPOINTS] + ["regret_final"]]
+        lines.append(f"{name:15s} {cells[0]:>10s} {cells[1]:>10s} {cells[2]:>11s} {cells[3]:>8s} "
+                     f"{f['weight_distance']:8.3f} {f['generation_s']:8.1f}s {f['pruned']:7g}")
     return lines

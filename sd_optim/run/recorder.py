@@ -51,10 +51,12 @@ class RecordingFailed(Exception):
 
 
 def trial_attrs(timings: dict[str, float], per_payload: dict[str, float],
-                per_scorer: dict[str, dict[str, list[float]]], reason: str = "") -> dict[str, Any]:
+                per_scorer: dict[str, dict[str, list[float]]], reason: str = "", pruned: bool = False
+                ) -> dict[str, Any]:
     """A finished trial's user attributes (the runner's, and a row's written back on resume).
     The timings go in one attribute, ``seconds`` (each attribute is a row to write; studies made
-    before have one ``seconds_<part>`` attribute per part)."""
+    before have one ``seconds_<part>`` attribute per part). ``reason``: why it failed, or with
+    ``pruned`` why it was pruned (``prune_reason``)."""
     attrs: dict[str, Any] = {"seconds": {k: round(v, 4) for k, v in timings.items()}}
     if per_payload or not reason:
         attrs["per_payload"] = per_payload
@@ -63,7 +65,7 @@ def trial_attrs(timings: dict[str, float], per_payload: dict[str, float],
     if ratings:  # the ratings by hand, kept for later
         attrs["manual_ratings"] = ratings
     if reason:
-        attrs["fail_reason"] = reason
+        attrs["prune_reason" if pruned else "fail_reason"] = reason
     return attrs
 
 
@@ -279,10 +281,11 @@ def _row_trial(row: dict[str, Any], distributions: dict[str, BaseDistribution]) 
         state = TrialState[row["state"]]
         params = dict(row.get("params") or {})
         attrs = trial_attrs(row.get("timings") or {}, row.get("per_payload") or {}, row.get("scores") or {},
-                            row.get("reason") or "")
+                            row.get("reason") or "", pruned=state == TrialState.PRUNED)
         trial = optuna.trial.create_trial(
-            state=state, value=row.get("value") if state == TrialState.COMPLETE else None, params=params,
-            distributions={k: distributions[k] for k in params}, user_attrs=attrs)
+            state=state, value=row.get("value") if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+            params=params, distributions={k: distributions[k] for k in params}, user_attrs=attrs,
+            intermediate_values={int(k): float(v) for k, v in (row.get("intermediate") or {}).items()})
         if isinstance(row.get("time"), (int, float)):
             trial.datetime_complete = datetime.fromtimestamp(row["time"])
         return trial

@@ -66,6 +66,7 @@ from .study import (
     claim_trial,
     discard_study,
     join_study,
+    make_pruner,
     make_sampler,
     new_study_folder,
     open_study,
@@ -84,6 +85,15 @@ HISTORY_KEPT = 2000
 
 class RunStopped(Exception):
     """The user asked the run to stop (Stop button, Interrupt, Ctrl-C)."""
+
+
+class TrialPruned(Exception):
+    """The pruner stopped a trial between its prompt sets (the trial is told PRUNED, not failed):
+    why, the raw scores of the sets it finished and the running score reported after each."""
+
+    def __init__(self, reason: str, per_scorer: dict[str, dict[str, list[float]]], intermediate: dict[int, float]):
+        super().__init__(reason)
+        self.reason, self.per_scorer, self.intermediate = reason, per_scorer, intermediate
 
 
 class TrialNotStarted(RecordingFailed):
@@ -149,21 +159,24 @@ class _Outcomes:
     is an error, not a success with no result)."""
 
     completed: int = 0
+    pruned: int = 0
     failed: int = 0  # failures other than the trial a stop request cut short
     last_error: str = ""
 
     def add(self, finished: ev.TrialFinished, stopping: bool) -> None:
         if finished.state == "COMPLETE":
             self.completed += 1
+        elif finished.state == "PRUNED":
+            self.pruned += 1
         elif not stopping:
             self.failed += 1
             self.last_error = finished.reason
 
     def fields(self) -> dict[str, Any]:
         failure = ""
-        if self.failed and not self.completed:
+        if self.failed and not self.completed and not self.pruned:
             failure = f"every trial failed ({self.failed} of {self.failed}); the last: {self.last_error}"
-        return {"completed": self.completed, "failure": failure}
+        return {"completed": self.completed, "pruned": self.pruned, "failure": failure}
 
 
 @dataclass
@@ -202,6 +215,7 @@ class RunState:
     last_recipe: tuple[int, Any] | None = None  # (trial number, recipe) of the latest merge
     shared: SharedRun | None = None  # a worker of a shared study: its lock, heartbeat, limit
     feed: TrialFeed | None = None  # a worker's trials, claimed ahead and told behind
+    pruning: bool = False  # optimizer.pruner set: each prompt set's running score reported, trials pruned
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
         """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
@@ -270,15 +284,19 @@ class Runner:
         self._check_payloads()
         scorers = self._scorers()
         jobs = self._jobs()
+        pruner = make_pruner(cfg.optimizer.pruner, cfg.optimizer.pruner_options, len(jobs))
         if self.options.join:
             recorder, folder, shared = self._join_study(planner, model_config, jobs)
+            recorder.study.pruner = pruner or optuna.pruners.NopPruner()
             progress = _Progress(self.options.trials or shared.limit, _best(recorder.study))
             feed = TrialFeed(recorder.study, shared, planner.space.distributions(), cfg.optimizer.heartbeat_s)
             return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress,
-                            shared=shared, feed=feed)
+                            shared=shared, feed=feed, pruning=pruner is not None)
         recorder, folder = self._open_study(planner, model_config, jobs)
+        recorder.study.pruner = pruner or optuna.pruners.NopPruner()
         progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(recorder.study))
-        return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress)
+        return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress,
+                        pruning=pruner is not None)
 
     def _recorder(self, study: optuna.Study, folder: RunFolder, planner: Planner):
         """The run's own study.db is run in memory and written behind the trials; a storage the
@@ -587,13 +605,18 @@ class Runner:
         ends the run (a stop, or ``on_trial_error: stop``)."""
         progress = run.progress
         progress.outcomes.add(finished, self.control.stopping)
+        es = self.config.optimizer.early_stopping
+        if finished.state == "PRUNED":  # no gain (a shared study's patience counts completed trials only)
+            progress.since_best += run.shared is None
+            if es.patience and progress.since_best >= es.patience:
+                progress.reason = "early stopping"
+            return
         if finished.state == "FAIL":
             if self.control.stopping:
                 progress.reason = self.control.stop_reason
             elif self.config.optimizer.on_trial_error == "stop":
                 progress.reason = "trial failed"
             return
-        es = self.config.optimizer.early_stopping
         best = progress.best
         progress.since_best = 0 if best is None or finished.value > best + es.min_improvement \
             else progress.since_best + 1
@@ -714,6 +737,7 @@ class Runner:
         params = dict(trial.params)
         yield self._emit(ev.TrialStarted(trial.number, params))
         timings = {"merge": 0.0, "generate": 0.0, "score": 0.0, "suggest": suggest}
+        reported: dict[int, float] = {}  # with a pruner, the running score after each prompt set
         try:
             t0 = time.perf_counter()
             recipe = run.planner.recipe(params)
@@ -721,8 +745,13 @@ class Runner:
             stats = self._merge(run, recipe)
             timings["merge"] = time.perf_counter() - t0
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
-            per_scorer = yield from self._generate_and_score(run, trial.number, params, timings)
+            per_scorer = yield from self._generate_and_score(run, trial.number, params, timings, (trial, reported))
             value, per_payload = self._combine(per_scorer, run.scorers)
+        except TrialPruned as p:
+            finished = self._prune(run, trial, params, timings, p)
+            timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
+            yield self._emit(finished)
+            return finished
         except (RunStopped, ScoringStopped):
             finished = self._emit(self._fail(run, trial, params, timings, self.control.stop_reason))
             yield finished
@@ -746,7 +775,8 @@ class Runner:
             raise
         self._complete(run, trial, params, value, timings, per_scorer, per_payload)
         timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
-        finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings)
+        finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings,
+                                    intermediate=reported)
         yield self._emit(finished)
         return finished
 
@@ -765,6 +795,28 @@ class Runner:
             log.warning("trial %d: %s", trial.number, reason)
             self._emit_quietly(self._fail(run, trial, params, timings, reason))
             raise RecordingFailed(reason) from e
+
+    def _prune(self, run: RunState, trial, params, timings, pruned: TrialPruned) -> ev.TrialFinished:
+        """Tell the study the trial was pruned: its value is its last reported score (of the
+        prompt sets it finished), as Optuna records a pruned trial."""
+        _, per_payload = self._combine(pruned.per_scorer, run.scorers)
+        attrs = trial_attrs(timings, per_payload, pruned.per_scorer, pruned.reason, pruned=True)
+        self._images_saved(run)  # the sets it finished are on disk before it is told
+        try:
+            if run.feed is not None:
+                run.feed.tell(trial, attrs, state=optuna.trial.TrialState.PRUNED)
+            else:
+                for k, v in attrs.items():
+                    trial.set_user_attr(k, v)
+                run.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                run.recorder.finished(trial.number)
+        except Exception as e:  # the database or its disk refused
+            reason = f"could not record pruned trial {trial.number}: {type(e).__name__}: {e}"
+            self._emit_quietly(self._fail(run, trial, params, timings, reason))
+            raise RecordingFailed(reason) from e
+        value = pruned.intermediate[max(pruned.intermediate)]
+        return ev.TrialFinished(trial.number, "PRUNED", value, params, per_payload, pruned.per_scorer,
+                                timings, pruned.reason, dict(pruned.intermediate))
 
     def _fail(self, run: RunState, trial, params, timings, reason: str) -> ev.TrialFinished:
         """Tell the study the trial failed; :class:`RecordingFailed` when even that cannot be
@@ -801,10 +853,13 @@ class Runner:
                              cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
 
     def _generate_and_score(self, run: RunState, number: int, params: dict[str, Any],
-                            timings: dict[str, float]):
+                            timings: dict[str, float],
+                            pruned: tuple[optuna.Trial, dict[int, float]] | None = None):
         """Each prompt set generated, then scored on the scoring thread while the next set
-        generates; its images' events as soon as its scores are in. ``score`` is the time the trial
-        waited for scores (after its last image, mostly the last set's scoring)."""
+        generates; its images' events as soon as its scores are in. With a pruner, ``pruned`` is
+        the trial and the dict its running score goes into after each set (:class:`TrialPruned`
+        ends it early). ``score`` is the time the
+        trial waited for scores (after its last image, mostly the last set's scoring)."""
         per_payload: dict[str, dict[str, list[float]]] = {}
         queue = run.scoring
         ctx = ScoreContext(device=self.host.device, should_stop=queue.begin(self.should_stop),
@@ -830,7 +885,11 @@ class Runner:
                 if self.should_stop() or len(images) < job.n_images:
                     raise RunStopped()
                 queue.submit((payload, images), functools.partial(self._score_set, run, payload, images, ctx))
+                if run.pruning and pruned is not None and len(per_payload) + 1 < len(run.jobs):
+                    yield from self._scored(queue.drain(), number, params, per_payload)  # judged before the next set
+                    self._check_pruned(run, pruned, per_payload)
             yield from self._scored(queue.drain(), number, params, per_payload)
+            self._check_pruned(run, pruned, per_payload)
         except BaseException:
             queue.abandon()
             raise
@@ -840,6 +899,25 @@ class Runner:
         if cache is not None:
             self._scorers_within_budget(cache)
         return per_payload
+
+    def _check_pruned(self, run: RunState, pruned: tuple[optuna.Trial, dict[int, float]] | None,
+                      per_payload: dict) -> None:
+        """With a pruner: the trial's score over the prompt sets scored so far reported once per
+        set (step = sets scored - 1, into ``reported`` too), and :class:`TrialPruned` when the
+        pruner stops it while sets remain to generate. Each set is scored before the next one
+        generates then, so that a pruned trial makes no image past its last set."""
+        if pruned is None or not run.pruning or not per_payload or len(per_payload) - 1 in pruned[1]:
+            return
+        trial, reported = pruned
+        step = len(per_payload) - 1
+        value, _ = self._combine(per_payload, run.scorers)
+        trial.report(value, step)
+        reported[step] = value
+        if step + 1 < len(run.jobs) and trial.should_prune():
+            names = ", ".join(per_payload)
+            raise TrialPruned(f"pruned after {step + 1} of {len(run.jobs)} prompt sets ({names}): "
+                              f"score so far {value:.4f}, below the {self.config.optimizer.pruner} pruner's "
+                              "bar for that step", dict(per_payload), dict(reported))
 
     @staticmethod
     def _score_set(run: RunState, payload: Payload, images: list, ctx: ScoreContext) -> dict[str, list[float]]:

@@ -73,6 +73,35 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
     return sampler
 
 
+_PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "median": {},
+    "percentile": {"percentile": 25.0},  # Optuna has no default: pruned when in the lowest quarter
+    "halving": {},
+}
+
+
+def make_pruner(name: str, options: dict[str, Any], prompt_sets: int) -> optuna.pruners.BasePruner | None:
+    """The pruner by config name (``optimizer.pruner``) with its options; None for ``none``. A
+    trial's steps are its prompt sets: with one set there is nothing to stop early."""
+    if name == "none":
+        if options:
+            raise ConfigError([Problem("optimizer.pruner_options", "set, but optimizer.pruner is none", options)])
+        return None
+    if prompt_sets < 2:
+        raise ConfigError([Problem("optimizer.pruner", "a pruner stops a trial between its prompt sets: "
+                                                       f"it needs 2 or more, this run has {prompt_sets}", name)])
+    cls = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+           "halving": optuna.pruners.SuccessiveHalvingPruner}[name]
+    problems = option_problems(cls, options, "optimizer.pruner_options")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return cls(**{**_PRUNER_DEFAULTS[name], **options})
+    except Exception as e:  # noqa: BLE001 - a value of the right type out of its range
+        raise ConfigError([Problem("optimizer.pruner_options", f"not accepted by {cls.__name__}: "
+                                                               f"{type(e).__name__}: {e}", options)]) from None
+
+
 def _probe(sampler: optuna.samplers.BaseSampler, distributions) -> None:
     """One ask on a throwaway in-memory study: an option of the right type and a wrong value
     (optuna checks most only when sampling) fails here, before any file is created."""
@@ -97,14 +126,15 @@ _SIMPLE = {
 }
 
 
-def option_problems(cls, options: dict[str, Any]) -> list[str]:
-    """``optimizer.sampler_options`` against the sampler's ``__init__``: unknown names, and values
-    whose type its annotation rules out (simple annotations only: int, float, bool, str, None)."""
+def option_problems(cls, options: dict[str, Any], section: str = "optimizer.sampler_options") -> list[str]:
+    """``optimizer.sampler_options`` (or ``section``) against the class's ``__init__``: unknown names,
+    and values whose type its annotation rules out (simple annotations only: int, float, bool, str,
+    None)."""
     params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
               if n not in ("self", "seed") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     problems = []
     for name, value in options.items():
-        where = f"optimizer.sampler_options.{name}"
+        where = f"{section}.{name}"
         if name not in params:
             near = difflib.get_close_matches(name, list(params), n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""

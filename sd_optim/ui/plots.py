@@ -24,6 +24,7 @@ PLOT_NAMES: dict[str, str] = {
     "importance": "Parameter importances",
     "slice": "Slice plot",
     "parallel": "Parallel coordinates",
+    "intermediate": "Score after each prompt set (pruned trials end early)",
 }
 KINDS = ("plotly", "matplotlib")
 
@@ -58,10 +59,12 @@ def study_plots(study: optuna.Study, *, kind: str) -> dict[str, Any | None]:
 
     - history, slice, parallel: at least one completed trial with a finite value;
     - importance: at least two such trials whose values differ, and two parameters (optuna
-      gives equal importances for fewer trials or tied values; one parameter is always 100%).
+      gives equal importances for fewer trials or tied values; one parameter is always 100%);
+    - intermediate: a study run with a pruner (``optimizer.pruner``): each trial's running score
+      after each prompt set, pruned trials included (their line ends where they were stopped).
 
-    Failed, pruned and running trials are left out. A plot that fails to draw is logged and
-    given as None."""
+    Failed, pruned and running trials are left out of the others. A plot that fails to draw is
+    logged and given as None."""
     if kind not in KINDS:
         raise ValueError(f"plots: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "plotly" and not optuna.visualization.is_available():
@@ -88,12 +91,17 @@ def study_plots(study: optuna.Study, *, kind: str) -> dict[str, Any | None]:
             plots["importance"] = _draw(kind, "importance", lambda: _plotly_importances(importances))
         elif importances:
             plots["importance"] = _draw(kind, "importance", lambda: vis.plot_param_importances(study))
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=_REPORTED)):
+            plots["intermediate"] = _draw(kind, "intermediate", lambda: vis.plot_intermediate_values(study))
         if names:
             plots["slice"] = _draw(kind, "slice", lambda: vis.plot_slice(
                 study, params=ranked[:MAX_PARAMS["slice"]]))
             plots["parallel"] = _draw(kind, "parallel", lambda: vis.plot_parallel_coordinate(
                 study, params=ranked[:MAX_PARAMS["parallel"]]))
     return plots
+
+
+_REPORTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def _finite_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -80,6 +80,8 @@ def trial_rows(study) -> list[list[Any]]:
         state = t.state.name
         if state == "FAIL" and t.user_attrs.get("fail_reason"):
             state = f"FAIL ({t.user_attrs['fail_reason']})"
+        elif state == "PRUNED" and t.user_attrs.get("prune_reason"):
+            state = f"PRUNED ({t.user_attrs['prune_reason']})"
         text = params_text(t.params)
         ratings = t.user_attrs.get("manual_ratings")
         if ratings:  # rated by hand: the ratings stay visible when the study is continued later

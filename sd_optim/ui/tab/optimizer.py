@@ -33,6 +33,12 @@ def _samplers():
     return SAMPLERS
 
 
+def _pruners():
+    from ...config import PRUNERS
+
+    return PRUNERS
+
+
 def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
     with set_up_panel(parts, "optimizer", open=False):
@@ -48,6 +54,11 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
             parts["apply_status"] = gr.Markdown("", elem_id=elem("apply_status"))
         parts["sampler_options"] = gr.Textbox(form["sampler_options"], label=fm.control_label("sampler_options"),
                                               elem_id=elem("sampler_options"))
+        with gr.Row():
+            parts["pruner"] = gr.Dropdown(list(_pruners()), value=form["pruner"], label=fm.control_label("pruner"),
+                                          elem_id=elem("pruner"))
+            parts["pruner_options"] = gr.Textbox(form["pruner_options"], label=fm.control_label("pruner_options"),
+                                                 elem_id=elem("pruner_options"))
         with gr.Row():
             parts["patience"] = gr.Number(form["patience"], precision=0, label=fm.control_label("patience"),
                                           elem_id=elem("patience"))
