@@ -291,6 +291,16 @@ def test_unknown_sampler_is_refused_before_anything_runs(sd1_host, cfg):
     assert not (config.resolve_path(config.output_dir) / "s").exists()
 
 
+def test_an_optuna_sampler_by_import_path_runs_the_study_and_a_missing_one_is_refused_first(sd1_host, cfg):
+    final = run(cfg(optimizer={"sampler": "optuna.samplers.NSGAIISampler", "sampler_options": {"population_size": 2},
+                               "trials": 3}), sd1_host)
+    assert final.completed == 3
+    config = cfg(optimizer={"sampler": "sd_optim_nowhere.Sampler", "study": "s2"})
+    with pytest.raises(ConfigError, match=r"optimizer.sampler: cannot import 'sd_optim_nowhere'"):
+        run(config, sd1_host)
+    assert not (config.resolve_path(config.output_dir) / "s2").exists()
+
+
 def test_trial_limit_can_change_during_a_run(sd1_host, cfg):
     runner = Runner(cfg(optimizer={"trials": 10}), sd1_host)
     for event in runner.events():

@@ -160,6 +160,11 @@ def test_api_config_may_only_name_allowed_folders(webui, tiny_sd1_paths, tiny_sd
     assert not elsewhere.exists()
     r = client.post("/sd-optim/run", json={"config": {**data, "optimizer": {"storage": "postgresql://h/db"}}})
     assert any("accepts only SQLite" in p["message"] for p in r.json()["problems"])
+    # a sampler by import path runs its module's code on import: from the API, optuna's only
+    r = client.post("/sd-optim/run", json={"config": {**data, "optimizer": {"sampler": "antigravity.Sampler"}}})
+    assert r.status_code == 400 and "antigravity" not in sys.modules
+    assert next(p for p in r.json()["problems"] if p["field"] == "optimizer.sampler")["message"].startswith(
+        "the API imports samplers from optuna only")
     # the setting lists more folders; the WebUI's models and outputs folders are allowed already
     webui.shared.opts.sd_optim_api_dirs = f"{tmp_path / 'private'};{elsewhere}"
     config_file = Path(webui.shared.models_path) / "run.yaml"

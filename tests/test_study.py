@@ -66,6 +66,69 @@ def test_sampler_options_are_checked():
         make_sampler("qmc", {"qmc_type": "nope"}, None, space().distributions())
 
 
+class MidpointSampler(optuna.samplers.RandomSampler):
+    """A sampler of the user's own (by import path ``test_study.MidpointSampler``): every float
+    parameter at ``at`` of its range; takes no seed."""
+
+    def __init__(self, at: float = 0.5, **kwargs):
+        super().__init__(seed=0)
+        self.at = at
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, optuna.distributions.FloatDistribution):
+            return param_distribution.low + self.at * (param_distribution.high - param_distribution.low)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_a_sampler_named_by_import_path_runs_with_its_options_and_the_seed():
+    dists = {k: v for k, v in space().distributions().items()
+             if not isinstance(v, optuna.distributions.CategoricalDistribution)}
+    for path in ("optuna.samplers.NSGAIISampler", "optuna.samplers:NSGAIISampler"):
+        runs = []
+        for seed in (1, 1, 2):
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(path, {"population_size": 4}, seed, dists))
+            for _ in range(6):
+                trial = study.ask(dists)
+                study.tell(trial, -sum((v - 0.3) ** 2 for v in trial.params.values()))
+            runs.append([t.params for t in study.trials])
+        assert runs[0] == runs[1] != runs[2]
+        assert study.sampler._population_size == 4
+    sampler = make_sampler("test_study.MidpointSampler", {"at": 0.25}, None, dists)
+    trial = optuna.create_study(sampler=sampler).ask(dists)
+    assert trial.params["clip_l.all.alpha"] == 0.25
+
+
+@pytest.mark.parametrize(("path", "options", "message"), [
+    ("no_such_package.samplers.Fast", {}, ("optimizer.sampler: cannot import 'no_such_package.samplers' "
+                                          "(ModuleNotFoundError")),
+    ("optuna.samplers.NoSuchSampler", {}, "optimizer.sampler: module 'optuna.samplers' has no 'NoSuchSampler'"),
+    ("optuna.study.Study", {}, "optimizer.sampler: not an Optuna sampler (a subclass of optuna.samplers.BaseSampler)"),
+    ("optuna.samplers.NSGAIISampler", {"populaton_size": 4},
+     "optimizer.sampler_options.populaton_size: not an option of NSGAIISampler (did you mean 'population_size'?"),
+    ("optuna.samplers.NSGAIISampler", {"population_size": 1},
+     "optimizer.sampler_options: NSGAIISampler refused it: ValueError"),
+])
+def test_a_sampler_by_import_path_that_cannot_be_used_names_the_field(path, options, message):
+    with pytest.raises(ConfigError) as e:
+        make_sampler(path, options, 0, space().distributions())
+    assert e.value.problems[0].startswith(message), e.value.problems
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("optuna.samplers.NSGAIISampler", True), ("my_pkg.mod:MySampler", True), ("tpe", True),
+    ("tpes", False), ("os.system('x')", False), ("../evil.Sampler", False), ("a b.C", False),
+])
+def test_the_config_takes_a_built_in_sampler_or_an_import_path(value, ok):
+    data = {"models": ["a.safetensors", "b.safetensors"], "payloads": [{"prompt": "x"}], "scorers": ["image_stats"],
+            "optimizer": {"sampler": value}}
+    if ok:
+        assert config_from_dict(data).optimizer.sampler == value
+    else:
+        with pytest.raises(ConfigError, match=r"optimizer.sampler: must be one of tpe, .*or a sampler class by "
+                                              r"import path"):
+            config_from_dict(data)
+
+
 def test_tpe_is_multivariate_by_default():
     sampler = make_sampler("tpe", {}, 0, space().distributions())
     assert sampler._multivariate

@@ -14,7 +14,8 @@ from typing import Any
 MODES = ("merge", "recipe")
 STRATEGIES = ("all", "select", "group", "single", "none")
 ITEM_KINDS = ("blocks", "keys")
-SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")
+SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")  # or a class by import path (SAMPLER_PATH)
+SAMPLER_PATH = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*"  # package.module.Class or package.module:Class
 PRUNERS = ("none", "median", "percentile", "halving")  # stop a trial between its prompt sets
 MEANS = ("arithmetic", "geometric", "quadratic")
 BASELINES = ("defaults", "midpoint")
@@ -128,7 +129,7 @@ class EarlyStopping:
 
 @dataclass
 class OptimizerSettings:
-    sampler: str = _shown("Optuna sampler", default="tpe")
+    sampler: str = _shown("Optuna sampler", "or a class by import path: package.module.Class", default="tpe")
     sampler_options: dict[str, Any] = _shown("Sampler options", "`n_startup_trials: 4`", default_factory=dict)
     trials: int = _shown("Trials", default=20)
     pruner: str = _shown("Pruner", "stops a clearly worse trial between its prompt sets; none: off", default="none")

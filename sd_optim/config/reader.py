@@ -25,6 +25,7 @@ from .model import (
     MODES,
     ON_ERROR,
     PRUNERS,
+    SAMPLER_PATH,
     SAMPLERS,
     STRATEGIES,
     AfterRun,
@@ -426,7 +427,7 @@ class ConfigReader:
             if b not in BASELINES:
                 self.bad(f"optimizer.baseline[{i}]", f"must be one of {', '.join(BASELINES)}", b)
         return OptimizerSettings(
-            sampler=self.str_("optimizer.sampler", d.get("sampler"), "tpe", SAMPLERS),
+            sampler=self.sampler(d.get("sampler")),
             sampler_options=self.plain_dict("optimizer.sampler_options", d.get("sampler_options")),
             trials=self.num("optimizer.trials", d.get("trials"), 20, integer=True, minimum=1),
             pruner=self.str_("optimizer.pruner", d.get("pruner"), "none", PRUNERS),
@@ -448,6 +449,17 @@ class ConfigReader:
             heartbeat_s=self.num("optimizer.heartbeat_s", d.get("heartbeat_s"), 20, integer=True, minimum=1),
         )
 
+
+    def sampler(self, value: Any) -> str:
+        """A built-in sampler's name, or a sampler class by import path (imported when the run
+        starts: :func:`sd_optim.run.study.make_sampler`)."""
+        if isinstance(value, str) and value not in SAMPLERS and re.fullmatch(SAMPLER_PATH, value.strip()):
+            return value.strip()
+        if isinstance(value, str) and value and value not in SAMPLERS:
+            self.bad("optimizer.sampler", f"must be one of {', '.join(SAMPLERS)}, or a sampler class by import "
+                                          "path (package.module.Class)", value)
+            return "tpe"
+        return self.str_("optimizer.sampler", value, "tpe", SAMPLERS)
 
     def after_run(self, value: Any) -> AfterRun:
         d = self.mapping("after_run", value, tuple(f.name for f in dataclasses.fields(AfterRun)))

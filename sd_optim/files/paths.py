@@ -111,8 +111,13 @@ def sqlite_file(storage: str) -> Path | None:
 
 def check_allowed(config, roots: list[Path], *, default_storage: str = "") -> None:
     """Refuse a config from the API that names a file outside ``roots`` (ConfigError listing
-    each field). Storage: a SQLite file inside ``roots``, or the settings' own storage URL."""
+    each field). Storage: a SQLite file inside ``roots``, or the settings' own storage URL. A
+    sampler by import path: only Optuna's own (importing a module runs its code)."""
     problems = [p for field, path in config.named_paths() if (p := allowed_problem(field, path, roots))]
+    sampler = config.optimizer.sampler
+    if ("." in sampler or ":" in sampler) and sampler.replace(":", ".").split(".")[0] != "optuna":
+        problems.append(Problem("optimizer.sampler", "the API imports samplers from optuna only (importing "
+                                                     "a module runs its code); use the tab or the CLI", sampler))
     storage = config.optimizer.storage
     if storage and storage != default_storage:
         file = sqlite_file(storage)

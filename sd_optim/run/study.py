@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import json
 import logging
@@ -41,7 +42,10 @@ _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
 def make_sampler(name: str, options: dict[str, Any], seed: int | None,
                  distributions: dict[str, optuna.distributions.BaseDistribution]
                  ) -> optuna.samplers.BaseSampler:
-    """The sampler by config name with its options (``optimizer.sampler_options``)."""
+    """The sampler by config name, or a sampler class by import path, with its options
+    (``optimizer.sampler_options``)."""
+    if name not in _SAMPLER_DEFAULTS:
+        return _sampler_by_path(name, options, seed, distributions)
     opts = {**_SAMPLER_DEFAULTS[name], **options}
     classes = {
         "tpe": optuna.samplers.TPESampler,
@@ -102,6 +106,47 @@ def make_pruner(name: str, options: dict[str, Any], prompt_sets: int) -> optuna.
                                                                f"{type(e).__name__}: {e}", options)]) from None
 
 
+def sampler_class(path: str) -> type:
+    """The sampler class ``package.module.Class`` (or ``package.module:Class``) names, imported;
+    a :class:`ConfigError` naming ``optimizer.sampler`` when it cannot be imported or is not an
+    Optuna sampler."""
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - not installed, or failing on import
+        raise ConfigError([Problem("optimizer.sampler", f"cannot import {module_name!r} "
+                                                        f"({type(e).__name__}: {e}); is its package installed "
+                                                        "in this Python?", path)]) from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ConfigError([Problem("optimizer.sampler", f"module {module_name!r} has no {attr!r}", path)])
+    if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
+        raise ConfigError([Problem("optimizer.sampler", "not an Optuna sampler (a subclass of "
+                                                        "optuna.samplers.BaseSampler)", path)])
+    return cls
+
+
+def _sampler_by_path(path: str, options: dict[str, Any], seed: int | None,
+                     distributions: dict[str, optuna.distributions.BaseDistribution]) -> optuna.samplers.BaseSampler:
+    """A sampler class named by import path, made with ``options`` and ``seed`` (when it takes one)."""
+    cls = sampler_class(path)
+    problems = option_problems(cls, options)
+    if problems:
+        raise ConfigError(problems)
+    takes_seed = "seed" in inspect.signature(cls.__init__).parameters
+    if seed is not None and not takes_seed:
+        log.warning("optimizer.seed: %s takes no seed; its trials are not repeatable", path)
+    kwargs = {**options, **({"seed": seed} if takes_seed else {})}
+    try:
+        sampler = cls(**kwargs)
+        _probe(cls(**kwargs), distributions)
+    except Exception as e:  # noqa: BLE001 - any failure here would otherwise fail every trial
+        field = "optimizer.sampler_options" if options else "optimizer.sampler"
+        raise ConfigError([Problem(field, f"{cls.__name__} refused it: {type(e).__name__}: {e}",
+                                   options or path)]) from None
+    return sampler
+
+
 def _probe(sampler: optuna.samplers.BaseSampler, distributions) -> None:
     """One ask on a throwaway in-memory study: an option of the right type and a wrong value
     (optuna checks most only when sampling) fails here, before any file is created."""
@@ -130,11 +175,15 @@ def option_problems(cls, options: dict[str, Any], section: str = "optimizer.samp
     """``optimizer.sampler_options`` (or ``section``) against the class's ``__init__``: unknown names,
     and values whose type its annotation rules out (simple annotations only: int, float, bool, str,
     None)."""
-    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+    signature = inspect.signature(cls.__init__).parameters
+    params = {n: p for n, p in signature.items()
               if n not in ("self", "seed") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in signature.values())  # **kwargs: any name
     problems = []
     for name, value in options.items():
         where = f"{section}.{name}"
+        if name not in params and open_ended:
+            continue
         if name not in params:
             near = difflib.get_close_matches(name, list(params), n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""

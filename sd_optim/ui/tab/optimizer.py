@@ -43,7 +43,7 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
     parts: Components = {}
     with set_up_panel(parts, "optimizer", open=False):
         with gr.Row():
-            parts["sampler"] = gr.Dropdown(list(_samplers()), value=form["sampler"],
+            parts["sampler"] = gr.Dropdown(list(_samplers()), value=form["sampler"], allow_custom_value=True,
                                            label=fm.control_label("sampler"), elem_id=elem("sampler"))
             parts["trials"] = gr.Number(form["trials"], precision=0, label=fm.control_label("trials"),
                                         elem_id=elem("trials"))
