@@ -55,6 +55,11 @@ class _Progress:
                 self.bar.write(f"trial {event.number} {event.reason}")
         elif isinstance(event, ev.NewBest) and self.bar is not None:
             self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")
+        elif isinstance(event, ev.ConfirmationStarted) and self.bar is not None:
+            self.bar.write(f"confirming trials {', '.join(map(str, event.trials))} on fresh seeds")
+        elif isinstance(event, ev.TrialConfirmed) and self.bar is not None:
+            self.bar.write(f"trial {event.number}: {event.value:.4f}, on fresh seeds {event.fresh_value:.4f}, "
+                           f"both {event.combined:.4f}")
         elif isinstance(event, (ev.RunFinished, ev.RunFailed)) and self.bar is not None:
             self.bar.close()
 
@@ -85,7 +90,7 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "best_trial": final.best_trial, "best_value": final.best_value,
         "best_params": final.best_params, "best_recipe": final.best_recipe,
         "run_dir": final.run_dir, "completed": final.completed, "pruned": final.pruned,
-        "failure": final.failure,
+        "failure": final.failure, "confirmed_trial": final.confirmed_trial, "confirmed_value": final.confirmed_value,
     }
 
 
@@ -125,6 +130,9 @@ def _print_result(result: dict[str, Any], json_out: bool) -> None:
         print(f"best trial {result['best_trial']}: {result['best_value']:.6f}")
         for k, v in result["best_params"].items():
             print(f"  {k} = {v:.6g}" if isinstance(v, float) else f"  {k} = {v}")
+        if result.get("confirmed_trial") is not None:
+            print(f"confirmed on fresh seeds: trial {result['confirmed_trial']} "
+                  f"(mean of both seeds {result['confirmed_value']:.6f}); best.mecha is its recipe")
         print(f"best recipe: {result['best_recipe']}")
     print(f"run folder: {result['run_dir']}")
 

@@ -7,6 +7,7 @@ nothing runs on a bad config.
 
 from .model import (  # noqa: F401  (the config's public names)
     BASELINES,
+    CONFIRM_TOP_MAX,
     ITEM_KINDS,
     MEANS,
     MERGE_PRECISIONS,

@@ -17,6 +17,7 @@ ITEM_KINDS = ("blocks", "keys")
 SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "grid")  # or a class by import path (SAMPLER_PATH)
 SAMPLER_PATH = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*"  # package.module.Class or package.module:Class
 PRUNERS = ("none", "median", "percentile", "halving")  # stop a trial between its prompt sets
+CONFIRM_TOP_MAX = 20  # optimizer.confirm_top: each one costs a trial's images again
 MEANS = ("arithmetic", "geometric", "quadratic")
 BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
@@ -134,6 +135,8 @@ class OptimizerSettings:
     trials: int = _shown("Trials", default=20)
     pruner: str = _shown("Pruner", "stops a clearly worse trial between its prompt sets; none: off", default="none")
     pruner_options: dict[str, Any] = _shown("Pruner options", "`n_startup_trials: 5`", default_factory=dict)
+    # at the end, the best N trials rendered again on fresh seeds; the winner picked on both
+    confirm_top: int = _shown("Confirm the best N on fresh seeds", "0: off", default=0)
     seed: int | None = _shown("Seed", "empty: random", default=None)
     storage: str = _shown("Storage URL", "empty: SQLite in the run folder", default="")  # an Optuna URL
     study: str = _shown("Study name", "empty: method + models", default="")

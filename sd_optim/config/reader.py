@@ -19,6 +19,7 @@ from ..errors import NO_VALUE, ConfigError, Problem
 from ..files.paths import name_problem
 from .model import (
     BASELINES,
+    CONFIRM_TOP_MAX,
     ITEM_KINDS,
     MEANS,
     MERGE_PRECISIONS,
@@ -432,6 +433,8 @@ class ConfigReader:
             trials=self.num("optimizer.trials", d.get("trials"), 20, integer=True, minimum=1),
             pruner=self.str_("optimizer.pruner", d.get("pruner"), "none", PRUNERS),
             pruner_options=self.plain_dict("optimizer.pruner_options", d.get("pruner_options")),
+            confirm_top=self.num("optimizer.confirm_top", d.get("confirm_top"), 0, integer=True, minimum=0,
+                                 maximum=CONFIRM_TOP_MAX),
             seed=self.num("optimizer.seed", d.get("seed"), None, integer=True, minimum=0, allow_none=True),
             storage=self.str_("optimizer.storage", d.get("storage")),
             study=self.str_("optimizer.study", d.get("study")),

@@ -62,7 +62,7 @@ class ArtifactWriter:
         self.folder = folder
         self.config = config
         self.save_images = save_images
-        self._images: dict[int, list[dict[str, Any]]] = {}
+        self._images: dict[int | str, list[dict[str, Any]]] = {}  # by trial (-1: references; "confirm-N")
         self._cut_line = False
         self._saving: list[Future] = []
         self._saver: ThreadPoolExecutor | None = None
@@ -95,7 +95,7 @@ class ArtifactWriter:
         if isinstance(event, ev.ImageScored):
             self._image(event)
             return
-        if isinstance(event, (ev.ReferenceScored, ev.TrialFinished)):
+        if isinstance(event, (ev.ReferenceScored, ev.TrialFinished, ev.TrialConfirmed)):
             self.saved()  # a row names images that are on disk
         if isinstance(event, ev.ReferenceScored):
             self._append({"kind": "reference", "model": event.model, "value": event.value,
@@ -109,6 +109,11 @@ class ArtifactWriter:
                 "images": self._images.pop(event.number, []), "time": time.time(),
                 **({"intermediate": event.intermediate} if event.intermediate else {}),
             })
+        elif isinstance(event, ev.TrialConfirmed):
+            self._append({"kind": "confirm", "number": event.number, "value": event.value,
+                          "fresh_value": event.fresh_value, "combined": event.combined,
+                          "per_payload": event.per_payload, "images": self._images.pop(f"confirm-{event.number}", []),
+                          "time": time.time()})
         elif isinstance(event, ev.TrialMerged):
             pass
         elif isinstance(event, ev.NewBest):
@@ -149,7 +154,8 @@ class ArtifactWriter:
         entry: dict[str, Any] = {"payload": e.payload, "index": e.index, "seed": e.seed,
                                  "scores": e.scores}
         if self.save_images:
-            sub = f"reference/{e.params.get('model', 'input')}" if e.trial < 0 else f"{e.trial:05d}"
+            sub = f"reference/{e.params.get('model', 'input')}" if e.trial < 0 else \
+                f"confirm/{e.trial:05d}" if e.stage else f"{e.trial:05d}"
             path = self.folder.path / "images" / sub / f"{e.payload}-{e.index:02d}.png"
             inside(self.folder.path, path, "payloads.name")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,12 +164,12 @@ class ArtifactWriter:
             info.add_text("sd_optim", json.dumps({
                 "trial": e.trial, "payload": e.payload, "index": e.index, "seed": e.seed,
                 "prompt": e.prompt, "negative_prompt": e.negative_prompt, "scores": e.scores,
-                "params": e.params,
+                "params": e.params, **({"stage": e.stage} if e.stage else {}),
             }, default=str))
             self._save_later(e.image, path, info)
             e.path = str(path)
             entry["path"] = str(path.relative_to(self.folder.path))
-        self._images.setdefault(e.trial, []).append(entry)
+        self._images.setdefault(f"{e.stage}-{e.trial}" if e.stage else e.trial, []).append(entry)
 
     def _save_later(self, image, path: Path, info: PngImagePlugin.PngInfo) -> None:
         if self._saver is None:

@@ -57,6 +57,7 @@ class ImageScored(Event):
     scores: dict[str, float]
     params: dict[str, Any] = field(default_factory=dict)
     path: str = ""  # filled in by the artifacts writer
+    stage: str = ""  # "confirm": trial ``trial`` rendered again on fresh seeds (optimizer.confirm_top)
 
 
 @dataclass
@@ -70,6 +71,31 @@ class TrialFinished(Event):
     timings: dict[str, float] = field(default_factory=dict)
     reason: str = ""  # why it failed or was pruned
     intermediate: dict[int, float] = field(default_factory=dict)  # the running score after each prompt set (pruning)
+
+
+@dataclass
+class ConfirmationStarted(Event):
+    """The run's trials are done: the best ``trials`` (numbers, best first) are rendered again on
+    fresh seeds (``optimizer.confirm_top``)."""
+
+    trials: list[int]
+
+
+@dataclass
+class TrialConfirmed(Event):
+    number: int
+    value: float  # its value in the study, on the prompt sets' own seeds
+    fresh_value: float  # on the fresh seeds
+    combined: float  # what the winner is chosen by: the mean of the two
+    per_payload: dict[str, float] = field(default_factory=dict)  # on the fresh seeds
+
+
+@dataclass
+class ConfirmationFinished(Event):
+    winner: int | None  # the trial with the highest combined value; None: the stage did not finish
+    combined: float | None
+    raw_best: int  # the trial with the highest value in the study
+    note: str = ""  # why it did not finish
 
 
 @dataclass
@@ -107,6 +133,8 @@ class RunFinished(Event):
     after_run_note: str = ""  # why keep/save did not happen, when asked for
     completed: int = 0  # trials completed in this session
     pruned: int = 0  # trials the pruner stopped in this session
+    confirmed_trial: int | None = None  # optimizer.confirm_top: the winner on both seeds (best.mecha's)
+    confirmed_value: float | None = None  # its combined value
     failure: str = ""  # set when this session's trials all failed: why (the last failure)
 
 
@@ -125,6 +153,7 @@ class RunTally:
     best: NewBest | None = None
     current_trial: int | None = None  # started and not finished yet
     last_timings: dict[str, float] = field(default_factory=dict)  # of the last completed trial
+    confirming: tuple[int, int] | None = None  # the confirmation stage: (trials confirmed, of how many)
 
     def add(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -138,3 +167,9 @@ class RunTally:
                 self.last_timings = dict(event.timings)
         elif isinstance(event, NewBest):
             self.best = event
+        elif isinstance(event, ConfirmationStarted):
+            self.confirming = (0, len(event.trials))
+        elif isinstance(event, TrialConfirmed) and self.confirming is not None:
+            self.confirming = (self.confirming[0] + 1, self.confirming[1])
+        elif isinstance(event, ConfirmationFinished):
+            self.confirming = None

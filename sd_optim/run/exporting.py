@@ -12,7 +12,14 @@ from ..search.planning import make_planner
 from ..search.recipes import recipe_text
 from .artifacts import new_file
 from .shared import CONFIG_ATTR
-from .study import FINGERPRINT_ATTR, check_study_name, existing_studies, read_studies, storage_url
+from .study import (
+    FINGERPRINT_ATTR,
+    check_study_name,
+    chosen_trial,
+    existing_studies,
+    read_studies,
+    storage_url,
+)
 
 
 def load_run(output_dir: Path, study: str, storage: str = ""):
@@ -52,7 +59,7 @@ def trial_recipe(study: optuna.Study, config, trial: int | None):
         if not done:
             raise ConfigError([Problem("study", f"no completed trial to export ({len(study.trials)} trials, "
                                                 "none completed)", study.study_name)])
-        t = study.best_trial
+        t = chosen_trial(study)  # the confirmation stage's winner when it had one
     else:
         matches = [t for t in study.trials if t.number == trial]
         if not matches or matches[0].state != optuna.trial.TrialState.COMPLETE:

@@ -62,7 +62,9 @@ from .shared import (
     worker_info,
 )
 from .study import (
+    CONFIRM_ATTR,
     check_study_name,
+    chosen_trial,
     claim_trial,
     discard_study,
     join_study,
@@ -216,6 +218,7 @@ class RunState:
     shared: SharedRun | None = None  # a worker of a shared study: its lock, heartbeat, limit
     feed: TrialFeed | None = None  # a worker's trials, claimed ahead and told behind
     pruning: bool = False  # optimizer.pruner set: each prompt set's running score reported, trials pruned
+    confirmed: tuple[int, float] | None = None  # optimizer.confirm_top's winner and its combined value
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
         """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
@@ -503,6 +506,7 @@ class Runner:
                 run.slot = slot
                 try:
                     yield from self._loop(run)
+                    yield from self._confirm(run)
                     after = self._after_run(run)
                 finally:
                     self.control.restoring = True  # the slot's exit puts the original weights back
@@ -629,13 +633,54 @@ class Runner:
         if es.patience and progress.since_best >= es.patience:
             progress.reason = "early stopping"
 
+    def _confirm(self, run: RunState):
+        """``optimizer.confirm_top``: the study's best trials rendered again on fresh seeds (each
+        prompt set's next ``batch_size`` seeds), best first; the winner is the one whose mean of
+        the two values is highest. It goes into the study (``CONFIRM_ATTR``) and best.mecha.
+        Skipped when the run was stopped or failed, and for a worker of a shared study."""
+        top = self.config.optimizer.confirm_top
+        if not top or run.shared is not None or run.progress.reason not in (None, "completed", "early stopping"):
+            return
+        done = sorted(run.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: -t.value)[:top]
+        if not done:
+            return
+        yield self._emit(ev.ConfirmationStarted([t.number for t in done]))
+        fresh_jobs = [(p, dataclasses.replace(job, seed=job.seed + job.n_images)) for p, job in run.jobs]
+        results: dict[str, dict[str, float]] = {}
+        try:
+            for t in done:
+                fresh, per_payload = yield from self._fresh_value(run, t, fresh_jobs)
+                results[str(t.number)] = {"value": t.value, "fresh_value": fresh, "combined": (t.value + fresh) / 2}
+                yield self._emit(ev.TrialConfirmed(t.number, t.value, fresh, results[str(t.number)]["combined"],
+                                                   per_payload))
+        except (RunStopped, ScoringStopped):
+            run.progress.reason = f"{self.control.stop_reason} (while confirming the best trials)"
+            yield self._emit(ev.ConfirmationFinished(None, None, done[0].number, "stopped"))
+            return
+        winner = max(results, key=lambda n: results[n]["combined"])
+        run.study.set_user_attr(CONFIRM_ATTR, {"winner": int(winner), "trials": results})
+        run.confirmed = (int(winner), results[winner]["combined"])
+        params = next(t.params for t in done if t.number == int(winner))
+        run.folder.best_recipe.write_text(run.planner.recipe_text(params), encoding="utf-8")
+        yield self._emit(ev.ConfirmationFinished(int(winner), results[winner]["combined"], done[0].number))
+
+    def _fresh_value(self, run: RunState, trial: optuna.trial.FrozenTrial, jobs):
+        """Trial ``trial`` merged again and its value on the prompt sets ``jobs`` (fresh seeds)."""
+        params = dict(trial.params)
+        self._merge(run, run.planner.recipe(params))
+        timings = {"generate": 0.0, "score": 0.0}
+        per_scorer = yield from self._generate_and_score(run, trial.number, params, timings, jobs=jobs,
+                                                         stage="confirm")
+        return self._combine(per_scorer, run.scorers)
+
     def _after_run(self, run: RunState) -> dict[str, Any]:
         """keep-best / save-best, inside the open slot (the WebUI's queue is still ours)."""
         after, study, planner = self.config.after_run, run.study, run.planner
         if not (after.keep_best or after.save_best):
             return {}
         try:
-            bt = study.best_trial
+            bt = chosen_trial(study)
         except ValueError:
             return {"after_run_note": "no completed trial: nothing kept or saved"}
         changed = self.host.model_changed()
@@ -699,6 +744,8 @@ class Runner:
             best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
             best_params=dict(bt.params) if bt else {},
             best_recipe=str(folder.best_recipe) if bt else "",
+            confirmed_trial=run.confirmed[0] if run.confirmed else None,
+            confirmed_value=run.confirmed[1] if run.confirmed else None,
             **after,
         )
 
@@ -854,11 +901,13 @@ class Runner:
 
     def _generate_and_score(self, run: RunState, number: int, params: dict[str, Any],
                             timings: dict[str, float],
-                            pruned: tuple[optuna.Trial, dict[int, float]] | None = None):
+                            pruned: tuple[optuna.Trial, dict[int, float]] | None = None,
+                            jobs: list[tuple[Payload, GenerationJob]] | None = None, stage: str = ""):
         """Each prompt set generated, then scored on the scoring thread while the next set
         generates; its images' events as soon as its scores are in. With a pruner, ``pruned`` is
         the trial and the dict its running score goes into after each set (:class:`TrialPruned`
-        ends it early). ``score`` is the time the
+        ends it early). ``jobs``: other prompt sets than the run's (fresh seeds), ``stage`` on their
+        images' events. ``score`` is the time the
         trial waited for scores (after its last image, mostly the last set's scoring)."""
         per_payload: dict[str, dict[str, list[float]]] = {}
         queue = run.scoring
@@ -869,7 +918,7 @@ class Runner:
             cache.restore(self.host.device)  # back from the CPU, where the last trial left them
         run.recorder.generating()
         try:
-            for payload, job in run.jobs:
+            for payload, job in jobs or run.jobs:
                 t0 = time.perf_counter()
                 images = []
                 job = dataclasses.replace(job, infotext_params=trial_infotext(run.study, number, params))
@@ -879,16 +928,16 @@ class Runner:
                         if self.should_stop():
                             break
                         timings["generate"] += time.perf_counter() - t0
-                        yield from self._scored(queue.ready(), number, params, per_payload)
+                        yield from self._scored(queue.ready(), number, params, per_payload, stage)
                         t0 = time.perf_counter()
                 timings["generate"] += time.perf_counter() - t0
                 if self.should_stop() or len(images) < job.n_images:
                     raise RunStopped()
                 queue.submit((payload, images), functools.partial(self._score_set, run, payload, images, ctx))
                 if run.pruning and pruned is not None and len(per_payload) + 1 < len(run.jobs):
-                    yield from self._scored(queue.drain(), number, params, per_payload)  # judged before the next set
+                    yield from self._scored(queue.drain(), number, params, per_payload, stage)  # judged before the next set
                     self._check_pruned(run, pruned, per_payload)
-            yield from self._scored(queue.drain(), number, params, per_payload)
+            yield from self._scored(queue.drain(), number, params, per_payload, stage)
             self._check_pruned(run, pruned, per_payload)
         except BaseException:
             queue.abandon()
@@ -927,14 +976,14 @@ class Runner:
         chosen = [s for s in run.scorers if not payload.scorers or s.name in payload.scorers]
         return {s.name: [float(x) for x in s.score(batch, ctx)] for s in chosen}
 
-    def _scored(self, results, number: int, params: dict[str, Any], per_payload: dict):
+    def _scored(self, results, number: int, params: dict[str, Any], per_payload: dict, stage: str = ""):
         """The events of the prompt sets whose scores are in."""
         for (payload, images), scores in results:
             per_payload[payload.name] = scores
             for i, g in enumerate(images):
                 yield self._emit(ev.ImageScored(
                     number, payload.name, i, g.image, g.seed, g.prompt, g.negative_prompt,
-                    g.infotext, {name: vals[i] for name, vals in scores.items()}, params))
+                    g.infotext, {name: vals[i] for name, vals in scores.items()}, params, stage=stage))
 
     def _images_saved(self, run: RunState) -> None:
         """The trial's images are on disk before it is told: one that cannot be written (a full

@@ -21,6 +21,8 @@ from ..files.paths import name_problem, safe_component, sqlite_file
 log = logging.getLogger("sd_optim")
 
 FINGERPRINT_ATTR = "sd_optim.fingerprint"
+# optimizer.confirm_top's result: {"winner": N, "trials": {"N": {"value", "fresh_value", "combined"}}}
+CONFIRM_ATTR = "sd_optim.confirmation"
 OWNER_ATTR = "sd_optim.process"  # which process runs a trial: "host:pid:start time"
 INTERRUPTED = "interrupted (process ended)"
 ABANDONED = "interrupted (its run ended without recording it, e.g. on a full disk)"
@@ -37,6 +39,16 @@ _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "random": {},
     "grid": {},
 }
+
+
+def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The study's result: the winner of its confirmation stage (``optimizer.confirm_top``) when it
+    had one, else its best trial; ValueError when no trial completed."""
+    winner = (study.user_attrs.get(CONFIRM_ATTR) or {}).get("winner")
+    trials = study.get_trials(deepcopy=False)
+    if isinstance(winner, int) and 0 <= winner < len(trials) and trials[winner].state == optuna.trial.TrialState.COMPLETE:
+        return trials[winner]
+    return study.best_trial
 
 
 def make_sampler(name: str, options: dict[str, Any], seed: int | None,

@@ -16,6 +16,7 @@ from ..errors import ConfigError, Problem
 from ..hosts.base import GeneratedImage, KeptMerge
 from ..merging import MERGE_DTYPES, MergeEngine
 from .runner import Runner, RunState, trial_infotext
+from .study import chosen_trial
 
 
 class TrialTools:
@@ -35,7 +36,7 @@ class TrialTools:
 
     def best_number(self) -> int:
         try:
-            return self.run.study.best_trial.number
+            return chosen_trial(self.run.study).number
         except ValueError:
             raise ConfigError([Problem("trial", f"study {self.run.study.study_name!r} has no completed trial yet")]) \
                 from None

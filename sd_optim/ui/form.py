@@ -73,7 +73,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "normalize": _SCORING.normalize, "vram_gb": _SCORING.vram_gb,
     # optimizer
     "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
-    "pruner": _OPT.pruner, "pruner_options": "",
+    "pruner": _OPT.pruner, "pruner_options": "", "confirm_top": _OPT.confirm_top,
     "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
     "min_improvement": _STOP.min_improvement, "baseline": list(_OPT.baseline),
     "score_inputs": _OPT.score_inputs, "on_trial_error": _OPT.on_trial_error,
@@ -97,6 +97,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "payload_mean": (ScoringSettings, "payload_mean"), "models_dir": (RunConfig, "models_dir"),
     "sampler": (OptimizerSettings, "sampler"), "sampler_options": (OptimizerSettings, "sampler_options"),
     "pruner": (OptimizerSettings, "pruner"), "pruner_options": (OptimizerSettings, "pruner_options"),
+    "confirm_top": (OptimizerSettings, "confirm_top"),
     "trials": (OptimizerSettings, "trials"), "seed": (OptimizerSettings, "seed"),
     "patience": (EarlyStopping, "patience"), "min_improvement": (EarlyStopping, "min_improvement"),
     "baseline": (OptimizerSettings, "baseline"), "score_inputs": (OptimizerSettings, "score_inputs"),
@@ -440,6 +441,8 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
     pruner_options = _flow_mapping(f["pruner_options"])
     if pruner_options:
         opt["pruner_options"] = pruner_options
+    if not _blank(f["confirm_top"]) and f["confirm_top"] != _OPT.confirm_top:
+        opt["confirm_top"] = _number(f["confirm_top"], integer=True)
     if not _blank(f["seed"]):
         opt["seed"] = _number(f["seed"], integer=True)
     if not _blank(f["storage"]):
@@ -529,7 +532,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     f["normalize"], f["vram_gb"] = cfg.scoring.normalize, cfg.scoring.vram_gb
     o = cfg.optimizer
     f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,
-             pruner=o.pruner, pruner_options=_fmt_mapping(o.pruner_options),
+             pruner=o.pruner, pruner_options=_fmt_mapping(o.pruner_options), confirm_top=o.confirm_top,
              seed="" if o.seed is None else o.seed, patience=o.early_stopping.patience,
              min_improvement=o.early_stopping.min_improvement, baseline=list(o.baseline),
              score_inputs=o.score_inputs, on_trial_error=o.on_trial_error, storage=o.storage,

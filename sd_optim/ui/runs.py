@@ -370,6 +370,7 @@ class RunManager:
             "awaiting_ratings": len(self.waiting_for_ratings()),
             "last_timings": dict(tally.last_timings),
             "eta_seconds": None,
+            "confirming": tally.confirming,
         }
         if live.trials_timed and out["trials_total"] and live.thread.is_alive() and not out["stopping"]:
             mean = live.trial_seconds / live.trials_timed
@@ -380,7 +381,7 @@ class RunManager:
             out.update(reason=f.reason, best_trial=f.best_trial, best_value=f.best_value,
                        best_recipe=f.best_recipe, kept_trial=f.kept_trial,
                        saved_checkpoint=f.saved_checkpoint, after_run_note=f.after_run_note,
-                       failure=f.failure)
+                       failure=f.failure, confirmed_trial=f.confirmed_trial, confirmed_value=f.confirmed_value)
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
@@ -448,6 +449,8 @@ def _describe(s: dict[str, Any]) -> str:
     if s["state"] == "failed":
         return f"{head}failed: {s['error']}"
     text = f"{head}finished ({s.get('reason', '?')}), {s['trials_done']} trials{best}"
+    if s.get("confirmed_trial") is not None:
+        text += f"; on fresh seeds too: trial #{s['confirmed_trial']} ({s['confirmed_value']:.4f} on both)"
     if s.get("failure"):
         text += f"; {s['failure']}"
     if s.get("kept_trial") is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..run.shared import WORKER_ATTR
+from ..run.study import CONFIRM_ATTR, chosen_trial
 
 TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters", "worker"]
 
@@ -27,6 +28,9 @@ def status_markdown(status: dict[str, Any]) -> str:
         parts.append(f"**{done} of {total} trials done**")
         if status.get("stopping"):
             parts.append("**stopping after the current image…**")
+        elif status.get("confirming"):
+            done_, of = status["confirming"]
+            parts.append(f"confirming the best {of} on fresh seeds ({done_} of {of} done)")
         elif current is not None:
             parts.append(f"trial #{current} running")
         if status.get("paused"):
@@ -106,8 +110,24 @@ def best_markdown(study) -> str:
     except ValueError:
         return "No completed trial yet."
     lines = [f"**Best: trial {bt.number}**, value **{bt.value:.6f}**", ""]
+    confirmed = study.user_attrs.get(CONFIRM_ATTR) or {}
+    if confirmed.get("trials"):
+        lines = [*confirmation_lines(confirmed, bt.number), ""]
+        bt = chosen_trial(study)
     lines += [f"- `{k}` = {_value(v)}" for k, v in bt.params.items()]
     return "\n".join(lines)
+
+
+def confirmation_lines(confirmed: dict[str, Any], raw_best: int) -> list[str]:
+    """The confirmation stage's table: each trial's value, on fresh seeds and both; the winner first."""
+    winner = confirmed.get("winner")
+    head = (f"**Best: trial {winner}** on both seeds (the highest value alone: trial {raw_best})"
+            if winner != raw_best else f"**Best: trial {winner}**, confirmed on fresh seeds")
+    rows = ["| trial | value | on fresh seeds | both |", "|---|---|---|---|"]
+    for number, r in sorted(confirmed["trials"].items(), key=lambda kv: -kv[1]["combined"]):
+        mark = " ✓" if str(winner) == number else ""
+        rows.append(f"| {number}{mark} | {r['value']:.6f} | {r['fresh_value']:.6f} | {r['combined']:.6f} |")
+    return [head, "", *rows, "", f"Parameters of trial {winner}:"]
 
 
 def guide_yaml(data: dict[str, Any]) -> str:

@@ -59,6 +59,8 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
                                           elem_id=elem("pruner"))
             parts["pruner_options"] = gr.Textbox(form["pruner_options"], label=fm.control_label("pruner_options"),
                                                  elem_id=elem("pruner_options"))
+            parts["confirm_top"] = gr.Number(form["confirm_top"], precision=0, label=fm.control_label("confirm_top"),
+                                             elem_id=elem("confirm_top"))
         with gr.Row():
             parts["patience"] = gr.Number(form["patience"], precision=0, label=fm.control_label("patience"),
                                           elem_id=elem("patience"))
