@@ -42,6 +42,8 @@ def test_a_full_set_up_round_trips_with_custom_names_loras_bounds_and_study_opti
         "optimizer": {"sampler": "cmaes", "trials": 30, "seed": 7, "sampler_options": {"n_startup_trials": 4},
                       "pruner": "percentile", "pruner_options": {"percentile": 30.0, "n_warmup_steps": 1}, "confirm_top": 3,
                       "early_stopping": {"patience": 5, "min_improvement": 0.01}, "baseline": ["midpoint"],
+                      "start_from": [{"diffuser.in.alpha": 0.3, "&7.alpha[IN04]": 0.5}, {"clip_l.all.alpha": 1}],
+                      "start_from_study": "coarse",
                       "score_inputs": True, "on_trial_error": "stop", "storage": "sqlite:///x.db",
                       "study": "mine"},
         "after_run": {"keep_best": True, "save_best": True, "save_name": "best-merge"},

@@ -142,6 +142,12 @@ class OptimizerSettings:
     study: str = _shown("Study name", "empty: method + models", default="")
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     baseline: list[str] = _shown("Baseline trials first", default_factory=list)
+    # warm start: parameter sets (name -> value; the rest drawn) tried first, in a new study
+    start_from: list[dict[str, Any]] = _shown("Start from these values", "one `name: value, …` per line; "
+                                              "unnamed parameters drawn", default_factory=list)
+    # warm start: that study's result, mapped onto this search space by the keys its parameters cover
+    start_from_study: str = _shown("Start from the result of study", "e.g. a coarse study: every block at its value",
+                                   default="")
     score_inputs: bool = _shown("Score the input models", default=False)
     on_trial_error: str = _shown("When a trial fails", default="continue")
     # a shared study (workers): how many times a dead worker's trial is run again by another

@@ -445,6 +445,8 @@ class ConfigReader:
                                          es.get("min_improvement"), 0.0, minimum=0),
             ),
             baseline=[b for b in baseline if b in BASELINES],
+            start_from=self.start_from(d.get("start_from")),
+            start_from_study=self.str_("optimizer.start_from_study", d.get("start_from_study")),
             score_inputs=self.bool_("optimizer.score_inputs", d.get("score_inputs"), False),
             on_trial_error=self.str_("optimizer.on_trial_error", d.get("on_trial_error"),
                                      "continue", ON_ERROR),
@@ -452,6 +454,17 @@ class ConfigReader:
             heartbeat_s=self.num("optimizer.heartbeat_s", d.get("heartbeat_s"), 20, integer=True, minimum=1),
         )
 
+
+    def start_from(self, value: Any) -> list[dict[str, Any]]:
+        """Parameter sets: a list of mappings (names and values are checked against the search
+        space when the run starts)."""
+        points = []
+        for i, point in enumerate(self.list_("optimizer.start_from", value)):
+            if isinstance(point, dict) and all(isinstance(k, str) for k in point):
+                points.append(dict(point))
+            else:
+                self.bad(f"optimizer.start_from[{i}]", "must be a mapping of parameter names to values", point)
+        return points
 
     def sampler(self, value: Any) -> str:
         """A built-in sampler's name, or a sampler class by import path (imported when the run

@@ -76,6 +76,7 @@ from .study import (
     storage_url,
     study_name,
 )
+from .warm import START_ATTR, start_points
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
@@ -288,14 +289,15 @@ class Runner:
         scorers = self._scorers()
         jobs = self._jobs()
         pruner = make_pruner(cfg.optimizer.pruner, cfg.optimizer.pruner_options, len(jobs))
+        start = start_points(cfg, planner.space) if not (self.options.resume or self.options.fork) else []
         if self.options.join:
-            recorder, folder, shared = self._join_study(planner, model_config, jobs)
+            recorder, folder, shared = self._join_study(planner, model_config, jobs, start)
             recorder.study.pruner = pruner or optuna.pruners.NopPruner()
             progress = _Progress(self.options.trials or shared.limit, _best(recorder.study))
             feed = TrialFeed(recorder.study, shared, planner.space.distributions(), cfg.optimizer.heartbeat_s)
             return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress,
                             shared=shared, feed=feed, pruning=pruner is not None)
-        recorder, folder = self._open_study(planner, model_config, jobs)
+        recorder, folder = self._open_study(planner, model_config, jobs, start)
         recorder.study.pruner = pruner or optuna.pruners.NopPruner()
         progress = _Progress(self.options.trials or cfg.optimizer.trials, _best(recorder.study))
         return RunState(cfg, model_config, planner, recorder, folder, jobs, scorers, progress,
@@ -349,7 +351,7 @@ class Runner:
             "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean, *([] if cfg.scoring.normalize else ["raw"])],
         }
 
-    def _open_study(self, planner: Planner, model_config: str, jobs):
+    def _open_study(self, planner: Planner, model_config: str, jobs, start: list[tuple[dict[str, Any], str]]):
         cfg, opt = self.config, self.config.optimizer
         distributions = planner.space.distributions()
         sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions)
@@ -383,7 +385,7 @@ class Runner:
                                resume=bool(self.options.resume), fork_from=self.options.fork,
                                fork_storage=fork_storage, distributions=distributions)
             try:
-                self._annotate(study, planner, hashes)
+                self._annotate(study, planner, hashes, start)
                 recorder = self._recorder(study, folder, planner)
             except BaseException:
                 if not self.options.resume:
@@ -394,7 +396,7 @@ class Runner:
             raise
         return recorder, folder
 
-    def _join_study(self, planner: Planner, model_config: str, jobs):
+    def _join_study(self, planner: Planner, model_config: str, jobs, start: list[tuple[dict[str, Any], str]]):
         """A worker of the shared study ``optimizer.study`` in the database ``optimizer.storage``:
         created by the first worker, joined by the others (refused when what they run differs);
         each worker has its own run folder, ``<output_dir>/<study>/<host>-<pid>``."""
@@ -407,7 +409,7 @@ class Runner:
         lock = StudyLock(opt.storage, name)
         try:
             with lock:  # one worker at a time creates the tables and the study, or checks it
-                storage, study = self._create_or_join(name, planner, model_config, jobs, hashes)
+                storage, study = self._create_or_join(name, planner, model_config, jobs, hashes, start)
         except (ConfigError, StudyMismatchError):
             lock.close()
             raise
@@ -420,7 +422,8 @@ class Runner:
                            worker_info(self.options.worker_kind or self.host.name, self.host.device))
         return DirectRecorder(study), folder, shared
 
-    def _create_or_join(self, name: str, planner: Planner, model_config: str, jobs, hashes: dict[str, str]):
+    def _create_or_join(self, name: str, planner: Planner, model_config: str, jobs, hashes: dict[str, str],
+                        start: list[tuple[dict[str, Any], str]]):
         """The shared study's storage and the study (under its lock): a new study gets the run's
         fingerprint, baselines, trial limit and config; a joined one is checked against them."""
         cfg, opt = self.config, self.config.optimizer
@@ -430,13 +433,16 @@ class Runner:
         storage = shared_storage(opt.storage, heartbeat_s=opt.heartbeat_s)
         study, created = join_study(name=name, storage=storage, sampler=sampler,
                                     fingerprint=self._fingerprint(planner, model_config, hashes, jobs))
-        self._annotate(study, planner, hashes, baselines=created)
+        self._annotate(study, planner, hashes, start, baselines=created)
         if created:  # the study's trial limit: its creator's optimizer.trials, for every worker
             study.set_user_attr(LIMIT_ATTR, opt.trials)
             study.set_user_attr(CONFIG_ATTR, stored_config(cfg))
         return storage, study
 
-    def _annotate(self, study, planner: Planner, hashes: dict[str, str], baselines: bool | None = None) -> None:
+    def _annotate(self, study, planner: Planner, hashes: dict[str, str], start: list[tuple[dict[str, Any], str]],
+                  baselines: bool | None = None) -> None:
+        """The study's attributes; a new study's first trials: the baselines, then the warm-start
+        parameter sets (``start``: :func:`.warm.start_points`)."""
         cfg, opt = self.config, self.config.optimizer
         if self.options.resume and opt.seed is not None:
             # the same seed again would replay the first session's parameter sets
@@ -453,6 +459,8 @@ class Runner:
             for kind in opt.baseline:
                 point = planner.space.default_point() if kind == "defaults" else planner.space.midpoint()
                 study.enqueue_trial(point, user_attrs={"sd_optim.baseline": kind})
+            for point, source in start:
+                study.enqueue_trial(point, user_attrs={START_ATTR: source})
 
     def _check_payloads(self) -> None:
         """Sampler and scheduler names against the host's own lists, before anything runs."""

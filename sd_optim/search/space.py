@@ -342,3 +342,34 @@ def _check_bounds_names(space: SearchSpace, config: RunConfig, problems: list[st
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             problems.append(Problem(f"guide.bounds.{name}", "not a tuned hyperparameter or generated "
                                                             f"parameter name{hint}"))
+
+
+def map_point(source: SearchSpace, values: dict[str, Any], target: SearchSpace) -> dict[str, Any]:
+    """A parameter set of ``source`` as one of ``target``, by the keys each parameter covers: a
+    target parameter takes the value of the source parameters of its hyperparameter that cover
+    its keys (their mean weighted by the keys they share, for numbers; the one sharing the most
+    otherwise), brought inside its range. Target parameters no source parameter overlaps are left
+    out (the sampler draws them). So a coarse optimum (one ``alpha`` for the whole UNet) starts a
+    block-wise search with every block at that value."""
+    point: dict[str, Any] = {}
+    for t in target.params:
+        keys = set(t.keys)
+        shared = [(len(keys.intersection(s.keys)), values[s.name]) for s in source.params
+                  if s.hyper == t.hyper and s.name in values and keys.intersection(s.keys)]
+        if not shared:
+            continue
+        d = t.distribution
+        if isinstance(d, CategoricalDistribution):
+            value = max(shared, key=lambda x: x[0])[1]
+            if value in d.choices:
+                point[t.name] = value
+            continue
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in shared):
+            continue
+        same = {v for _, v in shared}  # one value: itself, exactly (a mean of equal floats may not be)
+        mean = same.pop() if len(same) == 1 else sum(n * float(v) for n, v in shared) / sum(n for n, _ in shared)
+        inside = min(max(mean, d.low), d.high)
+        if getattr(d, "step", None):  # onto the range's grid
+            inside = min(d.low + round((inside - d.low) / d.step) * d.step, d.high)
+        point[t.name] = round(inside) if isinstance(d, IntDistribution) else inside
+    return point

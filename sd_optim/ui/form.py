@@ -76,6 +76,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "pruner": _OPT.pruner, "pruner_options": "", "confirm_top": _OPT.confirm_top,
     "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
     "min_improvement": _STOP.min_improvement, "baseline": list(_OPT.baseline),
+    "start_from": "", "start_from_study": _OPT.start_from_study,
     "score_inputs": _OPT.score_inputs, "on_trial_error": _OPT.on_trial_error,
     "storage": _OPT.storage, "study": _OPT.study, "start_as": START_AS[0], "source_study": "",
     "keep_best": _AFTER.keep_best, "save_best": _AFTER.save_best, "save_name": _AFTER.save_name,
@@ -101,6 +102,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "trials": (OptimizerSettings, "trials"), "seed": (OptimizerSettings, "seed"),
     "patience": (EarlyStopping, "patience"), "min_improvement": (EarlyStopping, "min_improvement"),
     "baseline": (OptimizerSettings, "baseline"), "score_inputs": (OptimizerSettings, "score_inputs"),
+    "start_from": (OptimizerSettings, "start_from"), "start_from_study": (OptimizerSettings, "start_from_study"),
     "on_trial_error": (OptimizerSettings, "on_trial_error"), "study": (OptimizerSettings, "study"),
     "storage": (OptimizerSettings, "storage"), "keep_best": (AfterRun, "keep_best"),
     "save_best": (AfterRun, "save_best"), "save_name": (AfterRun, "save_name"),
@@ -455,6 +457,11 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
         opt["early_stopping"] = {"patience": patience, "min_improvement": min_imp}
     if f["baseline"]:
         opt["baseline"] = list(f["baseline"])
+    points = [_flow_mapping(line) for line in str(f["start_from"] or "").splitlines() if line.strip()]
+    if points:
+        opt["start_from"] = points
+    if not _blank(f["start_from_study"]):
+        opt["start_from_study"] = str(f["start_from_study"]).strip()
     if f["score_inputs"]:
         opt["score_inputs"] = True
     opt["on_trial_error"] = f["on_trial_error"]
@@ -535,6 +542,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
              pruner=o.pruner, pruner_options=_fmt_mapping(o.pruner_options), confirm_top=o.confirm_top,
              seed="" if o.seed is None else o.seed, patience=o.early_stopping.patience,
              min_improvement=o.early_stopping.min_improvement, baseline=list(o.baseline),
+             start_from="\n".join(_fmt_mapping(p) for p in o.start_from), start_from_study=o.start_from_study,
              score_inputs=o.score_inputs, on_trial_error=o.on_trial_error, storage=o.storage,
              study=o.study)
     f.update(keep_best=cfg.after_run.keep_best, save_best=cfg.after_run.save_best,

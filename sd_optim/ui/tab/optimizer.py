@@ -73,6 +73,11 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
                                                 elem_id=elem("score_inputs"))
             parts["on_trial_error"] = gr.Radio(["continue", "stop"], value=form["on_trial_error"],
                                                label=fm.control_label("on_trial_error"), elem_id=elem("on_trial_error"))
+        with gr.Row():
+            parts["start_from"] = gr.Textbox(form["start_from"], lines=2, label=fm.control_label("start_from"),
+                                             elem_id=elem("start_from"))
+            parts["start_from_study"] = gr.Textbox(form["start_from_study"], label=fm.control_label("start_from_study"),
+                                                   elem_id=elem("start_from_study"))
         parts.update(_study_controls(ctx, form))
         with gr.Row():
             parts["output_dir"] = gr.Textbox(form["output_dir"], elem_id=elem("output_dir"),
