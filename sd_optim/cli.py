@@ -55,6 +55,8 @@ class _Progress:
                 self.bar.write(f"trial {event.number} {event.reason}")
         elif isinstance(event, ev.NewBest) and self.bar is not None:
             self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")
+        elif isinstance(event, ev.SamplerHandedOver) and self.bar is not None:
+            self.bar.write(event.note)
         elif isinstance(event, ev.ConfirmationStarted) and self.bar is not None:
             self.bar.write(f"confirming trials {', '.join(map(str, event.trials))} on fresh seeds")
         elif isinstance(event, ev.TrialConfirmed) and self.bar is not None:
@@ -91,6 +93,7 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "best_params": final.best_params, "best_recipe": final.best_recipe,
         "run_dir": final.run_dir, "completed": final.completed, "pruned": final.pruned,
         "failure": final.failure, "confirmed_trial": final.confirmed_trial, "confirmed_value": final.confirmed_value,
+        "sampler_note": final.sampler_note,
     }
 
 

@@ -40,7 +40,7 @@ def test_a_full_set_up_round_trips_with_custom_names_loras_bounds_and_study_opti
                     {"name": "reference", "options": {"folder": "refs"}}],
         "scoring": {"scorer_mean": "geometric", "payload_mean": "quadratic"},
         "optimizer": {"sampler": "cmaes", "trials": 30, "seed": 7, "sampler_options": {"n_startup_trials": 4},
-                      "pruner": "percentile", "pruner_options": {"percentile": 30.0, "n_warmup_steps": 1}, "confirm_top": 3,
+                      "pruner": "percentile", "pruner_options": {"percentile": 30.0, "n_warmup_steps": 1}, "confirm_top": 3, "max_suggest_s": 2.5,
                       "early_stopping": {"patience": 5, "min_improvement": 0.01}, "baseline": ["midpoint"],
                       "start_from": [{"diffuser.in.alpha": 0.3, "&7.alpha[IN04]": 0.5}, {"clip_l.all.alpha": 1}],
                       "start_from_study": "coarse",

@@ -138,6 +138,8 @@ class OptimizerSettings:
     # at the end, the best N trials rendered again on fresh seeds; the winner picked on both
     confirm_top: int = _shown("Confirm the best N on fresh seeds", "0: off", default=0)
     seed: int | None = _shown("Seed", "empty: random", default=None)
+    # a sampler this slow to suggest (3 trials in a row) hands the rest of the run to TPE
+    max_suggest_s: float = _shown("Hand over to TPE after suggestions of (s)", "3 in a row; 0: never", default=1.0)
     storage: str = _shown("Storage URL", "empty: SQLite in the run folder", default="")  # an Optuna URL
     study: str = _shown("Study name", "empty: method + models", default="")
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)

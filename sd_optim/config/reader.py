@@ -436,6 +436,7 @@ class ConfigReader:
             confirm_top=self.num("optimizer.confirm_top", d.get("confirm_top"), 0, integer=True, minimum=0,
                                  maximum=CONFIRM_TOP_MAX),
             seed=self.num("optimizer.seed", d.get("seed"), None, integer=True, minimum=0, allow_none=True),
+            max_suggest_s=self.num("optimizer.max_suggest_s", d.get("max_suggest_s"), 1.0, minimum=0.0),
             storage=self.str_("optimizer.storage", d.get("storage")),
             study=self.str_("optimizer.study", d.get("study")),
             early_stopping=EarlyStopping(

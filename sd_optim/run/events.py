@@ -74,6 +74,15 @@ class TrialFinished(Event):
 
 
 @dataclass
+class SamplerHandedOver(Event):
+    """``optimizer.max_suggest_s``: the sampler was too slow to suggest; TPE suggests from trial
+    ``number`` on."""
+
+    number: int
+    note: str
+
+
+@dataclass
 class ConfirmationStarted(Event):
     """The run's trials are done: the best ``trials`` (numbers, best first) are rendered again on
     fresh seeds (``optimizer.confirm_top``)."""
@@ -135,6 +144,7 @@ class RunFinished(Event):
     pruned: int = 0  # trials the pruner stopped in this session
     confirmed_trial: int | None = None  # optimizer.confirm_top: the winner on both seeds (best.mecha's)
     confirmed_value: float | None = None  # its combined value
+    sampler_note: str = ""  # the sampler was handed over to TPE in this session: why
     failure: str = ""  # set when this session's trials all failed: why (the last failure)
 
 

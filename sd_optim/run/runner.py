@@ -67,6 +67,7 @@ from .study import (
     chosen_trial,
     claim_trial,
     discard_study,
+    hand_over_if_slow,
     join_study,
     make_pruner,
     make_sampler,
@@ -220,6 +221,8 @@ class RunState:
     feed: TrialFeed | None = None  # a worker's trials, claimed ahead and told behind
     pruning: bool = False  # optimizer.pruner set: each prompt set's running score reported, trials pruned
     confirmed: tuple[int, float] | None = None  # optimizer.confirm_top's winner and its combined value
+    slow_suggests: list[float] = field(default_factory=list)  # the sampler's latest slow suggestions in a row
+    sampler_note: str = ""  # why the sampler was handed over to TPE (once per run)
 
     def best_text(self, number: int, params: dict[str, Any]) -> str:
         """Trial ``number``'s recipe as text (the recipe it merged, when it is the latest)."""
@@ -754,6 +757,7 @@ class Runner:
             best_recipe=str(folder.best_recipe) if bt else "",
             confirmed_trial=run.confirmed[0] if run.confirmed else None,
             confirmed_value=run.confirmed[1] if run.confirmed else None,
+            sampler_note=run.sampler_note,
             **after,
         )
 
@@ -773,9 +777,21 @@ class Runner:
         except Exception as e:  # the study cannot be written: nothing could be kept
             raise TrialNotStarted(f"could not start a trial: {type(e).__name__}: {e}") from e
         try:
+            if self._hand_over_if_slow(run, suggest):
+                yield self._emit(ev.SamplerHandedOver(trial.number + 1, run.sampler_note))
             return (yield from self._run_trial(run, trial, start, suggest))
         finally:
             release_trial(run.study.study_name, trial.number)
+
+    def _hand_over_if_slow(self, run: RunState, suggest: float) -> bool:
+        """``optimizer.max_suggest_s``: True when this suggestion made the run hand its sampler
+        over to TPE (a worker of a shared study claims ahead, off the trial's time: not watched)."""
+        opt = self.config.optimizer
+        if run.feed is not None or run.sampler_note:
+            return False
+        run.sampler_note = hand_over_if_slow(run.study, run.slow_suggests, suggest, opt.max_suggest_s, opt.sampler,
+                                             opt.seed, run.planner.space.distributions())
+        return bool(run.sampler_note)
 
     def _ask(self, run: RunState) -> optuna.Trial | None:
         """The next trial: of the run's own study, or of a shared one (None once it has its limit

@@ -41,6 +41,31 @@ _SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+SLOW_SUGGESTS = 3  # suggestions in a row slower than optimizer.max_suggest_s hand a run to TPE
+HANDOVER_ATTR = "sd_optim.sampler_handover"  # {"trial": N, "from": name, "seconds": s}
+
+
+def hand_over_if_slow(study: optuna.Study, slow: list[float], seconds: float, limit: float, name: str,
+                      seed: int | None, distributions) -> str:
+    """``seconds``, the latest suggestion's time, into ``slow`` (the slow ones in a row); after
+    :data:`SLOW_SUGGESTS` of them over ``limit`` the study's sampler becomes TPE (multivariate,
+    seeded past the trials it has) and the why is returned ("" otherwise). TPE itself is not
+    handed over, nor anything when ``limit`` is 0."""
+    if not limit or name == "tpe":
+        return ""
+    slow[:] = [*slow, seconds] if seconds > limit else []
+    if len(slow) < SLOW_SUGGESTS:
+        return ""
+    number = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler("tpe", {}, None if seed is None else seed + number, distributions)
+    study.set_user_attr(HANDOVER_ATTR, {"trial": number, "from": name, "seconds": [round(s, 3) for s in slow]})
+    note = (f"{name} took over {limit:g} s to suggest {len(slow)} trials in a row "
+            f"({', '.join(f'{s:.2f}' for s in slow)} s): TPE suggests from trial {number} on")
+    slow.clear()
+    log.warning("%s", note)
+    return note
+
+
 def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The study's result: the winner of its confirmation stage (``optimizer.confirm_top``) when it
     had one, else its best trial; ValueError when no trial completed."""

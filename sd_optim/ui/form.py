@@ -74,7 +74,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     # optimizer
     "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
     "pruner": _OPT.pruner, "pruner_options": "", "confirm_top": _OPT.confirm_top,
-    "seed": "" if _OPT.seed is None else _OPT.seed, "patience": _STOP.patience,
+    "seed": "" if _OPT.seed is None else _OPT.seed, "max_suggest_s": _OPT.max_suggest_s, "patience": _STOP.patience,
     "min_improvement": _STOP.min_improvement, "baseline": list(_OPT.baseline),
     "start_from": "", "start_from_study": _OPT.start_from_study,
     "score_inputs": _OPT.score_inputs, "on_trial_error": _OPT.on_trial_error,
@@ -100,6 +100,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "pruner": (OptimizerSettings, "pruner"), "pruner_options": (OptimizerSettings, "pruner_options"),
     "confirm_top": (OptimizerSettings, "confirm_top"),
     "trials": (OptimizerSettings, "trials"), "seed": (OptimizerSettings, "seed"),
+    "max_suggest_s": (OptimizerSettings, "max_suggest_s"),
     "patience": (EarlyStopping, "patience"), "min_improvement": (EarlyStopping, "min_improvement"),
     "baseline": (OptimizerSettings, "baseline"), "score_inputs": (OptimizerSettings, "score_inputs"),
     "start_from": (OptimizerSettings, "start_from"), "start_from_study": (OptimizerSettings, "start_from_study"),
@@ -447,6 +448,8 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
         opt["confirm_top"] = _number(f["confirm_top"], integer=True)
     if not _blank(f["seed"]):
         opt["seed"] = _number(f["seed"], integer=True)
+    if not _blank(f["max_suggest_s"]) and f["max_suggest_s"] != _OPT.max_suggest_s:
+        opt["max_suggest_s"] = _number(f["max_suggest_s"])
     if not _blank(f["storage"]):
         opt["storage"] = str(f["storage"]).strip()
     if not _blank(f["study"]):
@@ -540,7 +543,8 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     o = cfg.optimizer
     f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,
              pruner=o.pruner, pruner_options=_fmt_mapping(o.pruner_options), confirm_top=o.confirm_top,
-             seed="" if o.seed is None else o.seed, patience=o.early_stopping.patience,
+             seed="" if o.seed is None else o.seed, max_suggest_s=o.max_suggest_s,
+             patience=o.early_stopping.patience,
              min_improvement=o.early_stopping.min_improvement, baseline=list(o.baseline),
              start_from="\n".join(_fmt_mapping(p) for p in o.start_from), start_from_study=o.start_from_study,
              score_inputs=o.score_inputs, on_trial_error=o.on_trial_error, storage=o.storage,

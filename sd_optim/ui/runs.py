@@ -381,7 +381,8 @@ class RunManager:
             out.update(reason=f.reason, best_trial=f.best_trial, best_value=f.best_value,
                        best_recipe=f.best_recipe, kept_trial=f.kept_trial,
                        saved_checkpoint=f.saved_checkpoint, after_run_note=f.after_run_note,
-                       failure=f.failure, confirmed_trial=f.confirmed_trial, confirmed_value=f.confirmed_value)
+                       failure=f.failure, confirmed_trial=f.confirmed_trial, confirmed_value=f.confirmed_value,
+                       sampler_note=f.sampler_note)
             if f.kept_trial is not None:
                 kept = self.host.kept_merge()
                 out["kept_loaded"] = kept is not None and kept.study == f.study and kept.trial == f.kept_trial
@@ -453,6 +454,8 @@ def _describe(s: dict[str, Any]) -> str:
         text += f"; on fresh seeds too: trial #{s['confirmed_trial']} ({s['confirmed_value']:.4f} on both)"
     if s.get("failure"):
         text += f"; {s['failure']}"
+    if s.get("sampler_note"):
+        text += f"; {s['sampler_note']}"
     if s.get("kept_trial") is not None:
         text += (f"; trial #{s['kept_trial']} stays loaded ({s['kept_until']})" if s.get("kept_loaded") else
                  f"; trial #{s['kept_trial']} was kept loaded until the model was reloaded")

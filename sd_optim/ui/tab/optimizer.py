@@ -61,6 +61,8 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
                                                  elem_id=elem("pruner_options"))
             parts["confirm_top"] = gr.Number(form["confirm_top"], precision=0, label=fm.control_label("confirm_top"),
                                              elem_id=elem("confirm_top"))
+            parts["max_suggest_s"] = gr.Number(form["max_suggest_s"], label=fm.control_label("max_suggest_s"),
+                                               elem_id=elem("max_suggest_s"))
         with gr.Row():
             parts["patience"] = gr.Number(form["patience"], precision=0, label=fm.control_label("patience"),
                                           elem_id=elem("patience"))
