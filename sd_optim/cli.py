@@ -59,6 +59,8 @@ class _Progress:
             self.bar.write(event.note)
         elif isinstance(event, ev.ConfirmationStarted) and self.bar is not None:
             self.bar.write(f"confirming trials {', '.join(map(str, event.trials))} on fresh seeds")
+        elif isinstance(event, ev.ConfirmationFinished) and self.bar is not None and event.winner is None:
+            self.bar.write(f"the confirmation stage ended without a winner: {event.note}")
         elif isinstance(event, ev.TrialConfirmed) and self.bar is not None:
             self.bar.write(f"trial {event.number}: {event.value:.4f}, on fresh seeds {event.fresh_value:.4f}, "
                            f"both {event.combined:.4f}")

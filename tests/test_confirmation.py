@@ -105,6 +105,25 @@ def test_a_stop_while_confirming_ends_the_stage_without_a_winner(sd1_host, tiny_
     assert_original(sd1_host, tiny_sd1_paths[0])
 
 
+def test_a_failure_while_confirming_keeps_the_run_and_its_trials(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,
+                                                                 tmp_path):
+    def break_confirmation(event):
+        if isinstance(event, ev.ImageScored) and event.stage == "confirm":
+            raise OSError("No space left on device")
+
+    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, payloads=SETS,
+                         optimizer={"trials": 3, "confirm_top": 2, "study": "c"})
+    runner = Runner(config, sd1_host, RunOptions())
+    runner.listeners.append(break_confirmation)
+    events = []
+    final = run_to_end(runner, events.append)
+    assert final.reason == "completed" and final.completed == 3 and final.confirmed_trial is None
+    (done,) = [e for e in events if isinstance(e, ev.ConfirmationFinished)]
+    assert done.winner is None and done.note.startswith("failed: RecordingFailed") and "No space left" in done.note
+    assert (tmp_path / "c" / "best.mecha").exists()
+    assert_original(sd1_host, tiny_sd1_paths[0])
+
+
 @pytest.mark.parametrize("value", [-1, 21, "3"])
 def test_confirm_top_is_checked(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, value):
     with pytest.raises(ConfigError, match="optimizer.confirm_top"):

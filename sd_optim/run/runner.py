@@ -669,6 +669,11 @@ class Runner:
             run.progress.reason = f"{self.control.stop_reason} (while confirming the best trials)"
             yield self._emit(ev.ConfirmationFinished(None, None, done[0].number, "stopped"))
             return
+        except Exception as e:  # noqa: BLE001 - the trials are kept; only the confirmation is lost
+            log.warning("the confirmation stage failed: %s\n%s", e, traceback.format_exc())
+            yield self._emit_quietly(ev.ConfirmationFinished(None, None, done[0].number,
+                                                             f"failed: {type(e).__name__}: {e}"))
+            return
         winner = max(results, key=lambda n: results[n]["combined"])
         run.study.set_user_attr(CONFIRM_ATTR, {"winner": int(winner), "trials": results})
         run.confirmed = (int(winner), results[winner]["combined"])
@@ -872,7 +877,11 @@ class Runner:
         prompt sets it finished), as Optuna records a pruned trial."""
         _, per_payload = self._combine(pruned.per_scorer, run.scorers)
         attrs = trial_attrs(timings, per_payload, pruned.per_scorer, pruned.reason, pruned=True)
-        self._images_saved(run)  # the sets it finished are on disk before it is told
+        try:
+            self._images_saved(run)  # the sets it finished are on disk before it is told
+        except RecordingFailed as e:
+            self._emit_quietly(self._fail(run, trial, params, timings, str(e)))
+            raise
         try:
             if run.feed is not None:
                 run.feed.tell(trial, attrs, state=optuna.trial.TrialState.PRUNED)
@@ -931,8 +940,8 @@ class Runner:
         generates; its images' events as soon as its scores are in. With a pruner, ``pruned`` is
         the trial and the dict its running score goes into after each set (:class:`TrialPruned`
         ends it early). ``jobs``: other prompt sets than the run's (fresh seeds), ``stage`` on their
-        images' events. ``score`` is the time the
-        trial waited for scores (after its last image, mostly the last set's scoring)."""
+        images' events. ``score`` is the time the trial waited for scores (after its last image,
+        mostly the last set's scoring)."""
         per_payload: dict[str, dict[str, list[float]]] = {}
         queue = run.scoring
         ctx = ScoreContext(device=self.host.device, should_stop=queue.begin(self.should_stop),
