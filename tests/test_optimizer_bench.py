@@ -27,6 +27,17 @@ def test_the_optimizer_benchmark_reports_every_sampler_on_a_known_optimum(capsys
     assert "regret = (1 - best) / (1 - median random trial" in out[0]
 
 
+def test_the_confirmation_stage_is_judged_on_held_out_seeds(capsys):
+    assert main(["bench", "optimizer", "--trials", "3", "--seeds", "1", "--samplers", "random,default+confirm",
+                 "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    c = json.loads(out[-1])["samplers"]["default+confirm"]["confirmation"]
+    assert c["top"] == 3 and c["of"] == 1  # the top 5 of 3 trials: all three
+    assert set(c["truly_best_picked"]) == {"confirmed", "raw"} and all(0 <= v <= 1 for v in c["truly_best_picked"].values())
+    assert all(v >= 0 for v in c["shortfall"].values())
+    assert any(line.startswith("default+confirm: of the top 3, the truly best") for line in out)
+
+
 def test_the_benchmarks_target_is_fixed_and_inside_the_bounds():
     names = [f"diffuser.IN{i:02d}.alpha" for i in range(12)]
     assert hidden_target(names) == hidden_target(names)

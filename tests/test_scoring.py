@@ -396,6 +396,19 @@ def test_reference_prefers_the_prompt_set_folder_and_resizes(tmp_path):
     assert fallback == pytest.approx(1.0 - 2 / 3)  # red vs blue: two of three channels differ fully
 
 
+def test_reference_of_the_images_seed_comes_first(tmp_path):
+    """References by seed (``seed-<seed>.png``) serve images of other seeds than a trial's own
+    (the confirmation stage's); an image of a seed without one takes the index's."""
+    (tmp_path / "p").mkdir()
+    Image.new("RGB", (16, 16), (0, 255, 0)).save(tmp_path / "p" / "seed-0.png")
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "p" / "1.png")
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "p" / "2.png")
+    scorer = build("reference", {"folder": tmp_path})
+    green = Image.new("RGB", (16, 16), (0, 255, 0))
+    by_seed, by_index = scorer.score(items([green, green], "p", 1), CTX)  # seeds 0 and 1, images 1 and 2
+    assert by_seed == pytest.approx(1.0) and by_index == pytest.approx(1.0 - 2 / 3)
+
+
 def test_reference_missing_file_names_the_paths_tried(tmp_path):
     scorer = build("reference", {"folder": tmp_path})
     with pytest.raises(ScorerError) as error:

@@ -21,10 +21,18 @@ parameters), the seconds spent generating and the trials pruned. ``default`` is 
 default optimizer configuration (``optimizer.sampler``, ``optimizer.sampler_options`` and
 ``optimizer.pruner`` of a config that names none); ``default+median`` the same with the median
 pruner (Optuna's defaults: no pruning in the first 5 trials).
+
+``default+confirm`` adds the confirmation stage (``optimizer.confirm_top: 5``), judged against a
+truth the trials never see: each of the top 5 trials' mean ``reference`` score on
+``TRUTH_ROUNDS`` more rounds of seeds (after the trials' own and the confirmation's; the target
+rendered for every one). Per seed, whether the stage's winner is the truly best of the five, and
+whether the highest raw value is; and how far each pick falls short of the truly best, scaled as
+regret is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import tempfile
@@ -34,6 +42,8 @@ from typing import Any
 from ..config import OptimizerSettings, config_from_dict
 from ..demo import demo_config, render_references
 from ..hosts.standalone import make_host
+from ..merging import MergeEngine
+from ..scoring import ImageToScore, ScoreContext, build_scorers
 from ..search.planning import make_planner
 from ..tiny_models import tiny_diffusers_config, tiny_model_set
 from . import events as ev
@@ -51,7 +61,10 @@ SAMPLERS: dict[str, dict[str, Any]] = {  # name: the optimizer settings it runs 
                 "pruner": _DEFAULT.pruner},
     "default+median": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),
                        "pruner": "median"},
+    "default+confirm": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),
+                        "pruner": _DEFAULT.pruner, "confirm_top": 5},
 }
+TRUTH_ROUNDS = 4  # rounds of held-out seeds whose mean score is a top trial's true value
 EXTRA_SETS = [  # beside the demo's two prompt sets: four sets, a step for a pruner after each
     {"name": "tree", "prompt": "a tall tree in a field", "seed": 11},
     {"name": "car", "prompt": "a red car on a street", "negative_prompt": "blurry", "seed": 13},
@@ -89,12 +102,67 @@ def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
     params = make_planner(config, host.model_config()).space.distributions()
     target = hidden_target(sorted(params))
     render_references(config, host, target, folder / "references")
+    rounds = range(2 + TRUTH_ROUNDS) if any(SAMPLERS[n].get("confirm_top") for n in names) else range(0)
+    for r in rounds:  # by seed: the confirmation's seeds and the held-out ones
+        _render_round(config, host, target, folder / "references", r)
     runs = {name: [_run(host, data, folder, name, seed, trials) for seed in range(seeds)] for name in names}
     typical = statistics.median(v for run in runs.get("random", []) for v in run["values"] if v is not None) \
         if "random" in runs else None
+    figures = {name: _figures(rs, target, typical, trials) for name, rs in runs.items()}
+    for name, rs in runs.items():
+        if any("confirm" in r for r in rs):
+            figures[name]["confirmation"] = _confirmation_figures(host, config, rs, typical)
     return {"params": len(params), "trials": trials, "seeds": seeds, "optimum": 1.0,
-            "random_median": typical,
-            "samplers": {name: _figures(rs, target, typical, trials) for name, rs in runs.items()}}
+            "random_median": typical, "samplers": figures}
+
+
+def _shifted(config, host, r: int) -> list[tuple[Any, Any]]:
+    """The config's prompt sets on their ``r``-th round of seeds (0: the trials' own; 1: the
+    confirmation stage's)."""
+    return [(p, dataclasses.replace(job, seed=job.seed + r * job.n_images)) for p, job in Runner(config, host)._jobs()]
+
+
+def _render_round(config, host, target: dict[str, float], folder: Path, r: int) -> None:
+    """The target's images on seed round ``r``, as ``<set>/seed-<seed>.png``."""
+    planner = make_planner(config, host.model_config())
+    with host.open_slot() as slot:
+        MergeEngine(device=host.device).apply(planner.recipe(target), slot, planner.model_config)
+        for payload, job in _shifted(config, host, r):
+            (folder / payload.name).mkdir(parents=True, exist_ok=True)
+            for i, img in enumerate(host.generate(job)):
+                img.image.save(folder / payload.name / f"seed-{job.seed + i}.png")
+
+
+def _true_value(host, config, params: dict[str, float]) -> float:
+    """A trial's mean ``reference`` score over the held-out seed rounds."""
+    planner = make_planner(config, host.model_config())
+    (scorer,) = build_scorers(config.absolute().scorers, models_dir=None, device=host.device)
+    scores = []
+    with host.open_slot() as slot:
+        MergeEngine(device=host.device).apply(planner.recipe(params), slot, planner.model_config)
+        for r in range(2, 2 + TRUTH_ROUNDS):
+            for payload, job in _shifted(config, host, r):
+                batch = [ImageToScore(g.image, g.prompt, g.negative_prompt, g.seed, payload.name, i)
+                         for i, g in enumerate(host.generate(job))]
+                scores += scorer.score(batch, ScoreContext(device=host.device))
+    return statistics.fmean(scores)
+
+
+def _confirmation_figures(host, config, runs: list[dict[str, Any]], typical: float | None) -> dict[str, Any]:
+    """Over the seeds: how often the confirmation's winner and the raw maximum are the truly best
+    of the top trials, and the median shortfall of each pick (scaled as regret)."""
+    scale = (1.0 - typical) if typical is not None and typical < 1.0 else 1.0
+    right = {"confirmed": 0, "raw": 0}
+    gaps: dict[str, list[float]] = {"confirmed": [], "raw": []}
+    for run in runs:
+        c = run["confirm"]
+        truth = {n: _true_value(host, config, c["params"][n]) for n in c["top"]}
+        best = max(truth.values())
+        for kind, pick in (("confirmed", c["winner"]), ("raw", c["top"][0])):
+            right[kind] += truth[pick] == best
+            gaps[kind].append((best - truth[pick]) / scale)
+    return {"top": len(runs[0]["confirm"]["top"]), "truly_best_picked": right, "of": len(runs),
+            "shortfall": {k: round(statistics.median(v), 4) for k, v in gaps.items()}}
 
 
 def _run(host, data: dict[str, Any], folder: Path, name: str, seed: int, trials: int) -> dict[str, Any]:
@@ -104,13 +172,19 @@ def _run(host, data: dict[str, Any], folder: Path, name: str, seed: int, trials:
     optimizer = {**data["optimizer"], **SAMPLERS[name], "seed": seed, "trials": trials,
                  "study": f"{name.replace('+', '-')}-{seed}"}
     config = config_from_dict({**data, "optimizer": optimizer}, base_dir=folder)
-    finished: list[ev.TrialFinished] = []
-    run_to_end(Runner(config, host, RunOptions(save_images=False)),
-               lambda e: finished.append(e) if isinstance(e, ev.TrialFinished) else None)
+    events: list[ev.Event] = []
+    run_to_end(Runner(config, host, RunOptions(save_images=False)), events.append)
+    finished = [e for e in events if isinstance(e, ev.TrialFinished)]
     best = max((f for f in finished if f.state == "COMPLETE"), key=lambda f: f.value)
-    return {"values": [f.value if f.state == "COMPLETE" else None for f in finished], "best_params": best.params,
-            "generation_s": sum(f.timings.get("generate", 0.0) for f in finished),
-            "pruned": sum(f.state == "PRUNED" for f in finished)}
+    out = {"values": [f.value if f.state == "COMPLETE" else None for f in finished], "best_params": best.params,
+           "generation_s": sum(f.timings.get("generate", 0.0) for f in finished),
+           "pruned": sum(f.state == "PRUNED" for f in finished)}
+    started = [e.trials for e in events if isinstance(e, ev.ConfirmationStarted)]
+    winner = [e.winner for e in events if isinstance(e, ev.ConfirmationFinished) and e.winner is not None]
+    if started and winner:
+        out["confirm"] = {"top": started[0], "winner": winner[0],
+                          "params": {f.number: f.params for f in finished if f.number in started[0]}}
+    return out
 
 
 def _figures(runs: list[dict[str, Any]], target: dict[str, float], typical: float | None,
@@ -150,4 +224,11 @@ def bench_optimizer_text(result: dict[str, Any]) -> list[str]:
                  for key in [f"regret_{n}" for n in CHECKPOINTS] + ["regret_final"]]
         lines.append(f"{name:15s} {cells[0]:>10s} {cells[1]:>10s} {cells[2]:>11s} {cells[3]:>8s} "
                      f"{f['weight_distance']:8.3f} {f['generation_s']:8.1f}s {f['pruned']:7g}")
+    for name, f in result["samplers"].items():
+        c = f.get("confirmation")
+        if c:
+            lines.append(f"{name}: of the top {c['top']}, the truly best (mean over {TRUTH_ROUNDS} held-out seed rounds) "
+                         f"was picked by the confirmation in {c['truly_best_picked']['confirmed']} of {c['of']} "
+                         f"seeds, by the raw maximum in {c['truly_best_picked']['raw']}; median shortfall "
+                         f"{c['shortfall']['confirmed']:.3f} vs {c['shortfall']['raw']:.3f}")
     return lines

@@ -1,7 +1,9 @@
 """``reference``: how close each image is to a reference picture of the look you want.
 
-The reference for image ``index`` of prompt set ``payload`` is ``<folder>/<payload>/<index>.png``,
-or ``<folder>/<index>.png`` when the prompt set has no folder of its own. It is resized to the
+The reference for image ``index`` of prompt set ``payload`` is ``<folder>/<payload>/seed-<seed>.png``
+for the seed it was made with, else ``<folder>/<payload>/<index>.png``, or ``<folder>/<index>.png``
+when the prompt set has no folder of its own. (References by seed serve the images of other seeds
+than a trial's own: the confirmation stage's, ``optimizer.confirm_top``.) It is resized to the
 generated image's size (bicubic) before comparing.
 
 Option ``measure``:
@@ -78,8 +80,9 @@ def pyramid_similarity(image: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 class ReferenceImages:
-    """The reference pictures in ``folder``: ``<folder>/<prompt set>/<index>.png``, else
-    ``<folder>/<index>.png``; decoded once per file (again when a file changes)."""
+    """The reference pictures in ``folder``: ``<folder>/<prompt set>/seed-<seed>.png``, else
+    ``<folder>/<prompt set>/<index>.png``, else ``<folder>/<index>.png``; decoded once per file
+    (again when a file changes)."""
 
     def __init__(self, scorer: str, folder: Path) -> None:
         self.scorer, self.folder = scorer, folder
@@ -92,7 +95,8 @@ class ReferenceImages:
 
     def paths(self, item: ImageToScore) -> list[Path]:
         """Where the reference of ``item`` is looked for, in order."""
-        return [self.folder / item.payload / f"{item.index}.png", self.folder / f"{item.index}.png"]
+        return [self.folder / item.payload / f"seed-{item.seed}.png", self.folder / item.payload / f"{item.index}.png",
+                self.folder / f"{item.index}.png"]
 
     def find(self, item: ImageToScore) -> Image.Image:
         tried = self.paths(item)
