@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trials", type=_positive_int, default=100, help="optimizer: trials per study (default: 100)")
     b.add_argument("--seeds", type=_positive_int, default=4, help="optimizer: studies per sampler (default: 4)")
     b.add_argument("--samplers", metavar="A,B",
-                   help="optimizer: only these (random, tpe, cmaes, gp, default, default+median; regret needs random)")
+                   help="optimizer: only these (random, tpe, cmaes, gp, default, default+median, "
+                        "default+confirm; regret needs random)")
     b.add_argument("--config", default="sd1-ldm", choices=["sd1-ldm", "sdxl-sgm"],
                    help="merge: the model config whose keys and shapes the random weights take (default: sd1-ldm)")
     b.add_argument("--keys", type=_positive_int, metavar="N",
