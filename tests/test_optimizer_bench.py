@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 
 from sd_optim.cli import main
 from sd_optim.run.optimizer_bench import SAMPLERS, hidden_target
@@ -27,6 +28,7 @@ def test_the_optimizer_benchmark_reports_every_sampler_on_a_known_optimum(capsys
     assert "regret = (1 - best) / (1 - median random trial" in out[0]
 
 
+@pytest.mark.slow  # the core only: make test-a1111 leaves it to make test
 def test_the_confirmation_stage_is_judged_on_held_out_seeds(capsys):
     assert main(["bench", "optimizer", "--trials", "3", "--seeds", "1", "--samplers", "random,default+confirm",
                  "--json"]) == 0
