@@ -22,11 +22,16 @@ SETS = [{"name": "fox", "prompt": "a red fox", "seed": 3, "steps": 2, "cfg_scale
          "width": 64, "height": 64}]
 
 
-def confirmed_run(host, paths, config_dir, out, **optimizer):
+def confirmed_run(host, paths, config_dir, out, listener=None, **optimizer):
+    """A run of the tiny models with the confirmation stage; ``listener(runner, event)`` sees each
+    event as it happens (to stop the run, or to fail a write)."""
     config = make_config(paths, config_dir, out, payloads=SETS,
                          optimizer={"trials": 6, "confirm_top": 3, "study": "c", **optimizer})
+    runner = Runner(config, host, RunOptions())
+    if listener is not None:
+        runner.listeners.append(lambda e: listener(runner, e))
     events = []
-    final = run_to_end(Runner(config, host, RunOptions()), events.append)
+    final = run_to_end(runner, events.append)
     return config, final, events
 
 
@@ -78,25 +83,20 @@ def test_the_tab_and_the_status_show_both_numbers(sd1_host, tiny_sd1_paths, tiny
     assert "confirming the best 2 on fresh seeds (1 of 2 done)" in shown
 
 
+def stop_at(kind):
+    return lambda runner, e: runner.control.stop("stopped") if isinstance(e, kind) else None
+
+
 def test_a_stopped_run_confirms_nothing(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path):
-    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, payloads=SETS,
-                         optimizer={"trials": 6, "confirm_top": 3, "study": "c"})
-    runner = Runner(config, sd1_host, RunOptions())
-    runner.listeners.append(lambda e: runner.control.stop("stopped") if isinstance(e, ev.TrialFinished) else None)
-    events = []
-    final = run_to_end(runner, events.append)
+    _, final, events = confirmed_run(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, stop_at(ev.TrialFinished))
     assert final.reason == "stopped" and final.confirmed_trial is None
     assert not [e for e in events if isinstance(e, (ev.ConfirmationStarted, ev.TrialConfirmed))]
 
 
 def test_a_stop_while_confirming_ends_the_stage_without_a_winner(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,
                                                                  tmp_path):
-    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, payloads=SETS,
-                         optimizer={"trials": 4, "confirm_top": 3, "study": "c"})
-    runner = Runner(config, sd1_host, RunOptions())
-    runner.listeners.append(lambda e: runner.control.stop("stopped") if isinstance(e, ev.TrialConfirmed) else None)
-    events = []
-    final = run_to_end(runner, events.append)
+    _, final, events = confirmed_run(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path,
+                                     stop_at(ev.TrialConfirmed), trials=4)
     assert final.reason == "stopped (while confirming the best trials)" and final.confirmed_trial is None
     (done,) = [e for e in events if isinstance(e, ev.ConfirmationFinished)]
     assert done.winner is None and done.note == "stopped"
@@ -107,16 +107,12 @@ def test_a_stop_while_confirming_ends_the_stage_without_a_winner(sd1_host, tiny_
 
 def test_a_failure_while_confirming_keeps_the_run_and_its_trials(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir,
                                                                  tmp_path):
-    def break_confirmation(event):
+    def break_confirmation(runner, event):
         if isinstance(event, ev.ImageScored) and event.stage == "confirm":
             raise OSError("No space left on device")
 
-    config = make_config(tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, payloads=SETS,
-                         optimizer={"trials": 3, "confirm_top": 2, "study": "c"})
-    runner = Runner(config, sd1_host, RunOptions())
-    runner.listeners.append(break_confirmation)
-    events = []
-    final = run_to_end(runner, events.append)
+    _, final, events = confirmed_run(sd1_host, tiny_sd1_paths, tiny_sd1_config_dir, tmp_path, break_confirmation,
+                                     trials=3, confirm_top=2)
     assert final.reason == "completed" and final.completed == 3 and final.confirmed_trial is None
     (done,) = [e for e in events if isinstance(e, ev.ConfirmationFinished)]
     assert done.winner is None and done.note.startswith("failed: RecordingFailed") and "No space left" in done.note
