@@ -32,7 +32,6 @@ regret is.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import statistics
 import tempfile
@@ -47,7 +46,7 @@ from ..scoring import ImageToScore, ScoreContext, build_scorers
 from ..search.planning import make_planner
 from ..tiny_models import tiny_diffusers_config, tiny_model_set
 from . import events as ev
-from .runner import Runner, RunOptions, run_to_end
+from .runner import Runner, RunOptions, run_to_end, seed_round
 
 CHECKPOINTS = (25, 50, 100)
 TARGET_SEED = 1234
@@ -119,7 +118,7 @@ def bench_optimizer(trials: int, seeds: int, samplers: list[str] | None = None,
 def _shifted(config, host, r: int) -> list[tuple[Any, Any]]:
     """The config's prompt sets on their ``r``-th round of seeds (0: the trials' own; 1: the
     confirmation stage's)."""
-    return [(p, dataclasses.replace(job, seed=job.seed + r * job.n_images)) for p, job in Runner(config, host)._jobs()]
+    return seed_round(Runner(config, host)._jobs(), r)
 
 
 def _render_round(config, host, target: dict[str, float], folder: Path, r: int) -> None:

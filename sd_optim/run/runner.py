@@ -657,7 +657,7 @@ class Runner:
         if not done:
             return
         yield self._emit(ev.ConfirmationStarted([t.number for t in done]))
-        fresh_jobs = [(p, dataclasses.replace(job, seed=job.seed + job.n_images)) for p, job in run.jobs]
+        fresh_jobs = seed_round(run.jobs, 1)
         results: dict[str, dict[str, float]] = {}
         try:
             for t in done:
@@ -1052,6 +1052,12 @@ class Runner:
                 yield self._emit(ev.ReferenceScored(m.name, None, {}, f"{type(e).__name__}: {e}"))
                 continue
             yield self._emit(ev.ReferenceScored(m.name, value, per_payload))
+
+
+def seed_round(jobs: list[tuple[Payload, GenerationJob]], r: int) -> list[tuple[Payload, GenerationJob]]:
+    """The prompt sets on their ``r``-th round of seeds: 0, the trials' own; 1, the confirmation
+    stage's (each set's next ``batch_size`` seeds); and so on."""
+    return [(p, dataclasses.replace(job, seed=job.seed + r * job.n_images)) for p, job in jobs]
 
 
 def _remove_new(db: Path | None, dirs: list[Path]) -> None:
