@@ -48,13 +48,15 @@ class _Progress:
         elif isinstance(event, ev.TrialFinished) and self.bar is not None:
             self.bar.update(1)
             value = "failed" if event.value is None else f"{event.value:.4f}"
+            if event.objectives:  # several: each one's, then their mean
+                value = " · ".join(f"{k} {v:.4f}" for k, v in event.objectives.items()) + f" · mean {value}"
             self.bar.set_postfix_str(f"trial {event.number}: {value}")
             if event.state == "FAIL":
                 self.bar.write(f"trial {event.number} failed: {event.reason}")
             elif event.state == "PRUNED":
                 self.bar.write(f"trial {event.number} {event.reason}")
         elif isinstance(event, ev.NewBest) and self.bar is not None:
-            self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")
+            self.bar.write(f"new best: trial {event.number} = {event.value:.4f}")  # several objectives: their mean
         elif isinstance(event, ev.SamplerHandedOver) and self.bar is not None:
             self.bar.write(event.note)
         elif isinstance(event, ev.ConfirmationStarted) and self.bar is not None:
@@ -95,7 +97,7 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "best_params": final.best_params, "best_recipe": final.best_recipe,
         "run_dir": final.run_dir, "completed": final.completed, "pruned": final.pruned,
         "failure": final.failure, "confirmed_trial": final.confirmed_trial, "confirmed_value": final.confirmed_value,
-        "sampler_note": final.sampler_note,
+        "sampler_note": final.sampler_note, "pareto": final.pareto,
     }
 
 
@@ -138,8 +140,19 @@ def _print_result(result: dict[str, Any], json_out: bool) -> None:
         if result.get("confirmed_trial") is not None:
             print(f"confirmed on fresh seeds: trial {result['confirmed_trial']} "
                   f"(mean of both seeds {result['confirmed_value']:.6f}); best.mecha is its recipe")
+        if result.get("pareto"):
+            _print_pareto(result)
         print(f"best recipe: {result['best_recipe']}")
     print(f"run folder: {result['run_dir']}")
+
+
+def _print_pareto(result: dict[str, Any]) -> None:
+    """Several objectives: the best trial above is the balanced pick; the front to choose from."""
+    print(f"Pareto front ({len(result['pareto'])} trials; best above is the balanced pick, the highest mean; "
+          f"take another with: export {result['study']} --trial N --out FILE):")
+    for p in sorted(result["pareto"], key=lambda p: -p["value"]):
+        values = ", ".join(f"{k} {v:.4f}" for k, v in p["objectives"].items())
+        print(f"  trial {p['trial']}: {values} (mean {p['value']:.4f})")
 
 
 def cmd_run(args) -> int:
@@ -236,7 +249,7 @@ def cmd_studies(args) -> int:
             best = s.best_trial.value if s.best_trial is not None else None
             rows.append({"study": s.study_name, "trials": s.n_trials, "best_value": best,
                          "best_trial": s.best_trial.number if s.best_trial else None,
-                         "storage": storage})
+                         "objectives": len(s.directions), "storage": storage})
     if args.json:
         print(json.dumps({"studies": rows}))
     elif not rows:
@@ -244,6 +257,8 @@ def cmd_studies(args) -> int:
     else:
         for r in rows:
             best = "-" if r["best_value"] is None else f"{r['best_value']:.6f} (trial {r['best_trial']})"
+            if r["objectives"] > 1:  # Optuna's summary has no single best then
+                best = f"- ({r['objectives']} objectives: a Pareto front)"
             print(f"{r['study']}: {r['trials']} trials, best {best}")
     return 0
 

@@ -73,6 +73,7 @@ def test_every_plot_is_a_figure_of_its_kind_once_trials_exist(kind):
     result = study_plots(make_study([0.1, 0.5, 0.3, 0.9, 0.2, 0.6]), kind=kind)
     assert list(result) == list(PLOT_NAMES)
     assert result.pop("intermediate") is None  # a run without a pruner reports no running scores
+    assert result.pop("pareto") is None  # one objective: no front
     for name, figure in result.items():
         assert isinstance(figure, FIGURE_TYPES[kind]), name
 
@@ -137,11 +138,26 @@ def test_a_study_of_infinite_values_draws_nothing(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_multi_objective_study_draws_nothing(kind):
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    trial = study.ask()
-    study.tell(trial, [trial.suggest_float("p0", 0, 1), 1.0])
-    assert drawn(study_plots(study, kind=kind)) == set()
+@pytest.mark.parametrize("objectives", [2, 4])
+def test_a_study_of_several_objectives_draws_its_pareto_front_and_the_mean(kind, objectives):
+    """``scoring.objectives``: the front by the objectives' names (past what a plot has axes for,
+    the first ones), the other plots by the mean of the objectives; no running scores."""
+    study = optuna.create_study(directions=["maximize"] * objectives, sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([f"o{i}" for i in range(objectives)])
+    for _ in range(6):
+        trial = study.ask()
+        xs = [trial.suggest_float(f"p{i}", 0, 1) for i in range(2)]
+        study.tell(trial, [xs[0], xs[1], *[1 - xs[0]] * (objectives - 2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = study_plots(study, kind=kind)
+    assert drawn(result) == {"history", "importance", "slice", "parallel", "pareto"}
+    if kind == "plotly" and objectives == 2:
+        layout = result["pareto"].layout
+        assert layout.xaxis.title.text == "o0" and layout.yaxis.title.text == "o1"
+        assert "mean of the objectives" in str(result["history"].layout.yaxis.title.text)
 
 
 def test_slice_shows_the_most_important_parameters_only():
@@ -161,6 +177,8 @@ def test_plotly_figures_carry_no_typed_arrays():
     # plotly >= 6 sends numpy arrays as base64 typed arrays; the plotly.js inside gradio 3.41 and
     # 4.40 draws those as an empty plot (seen in Chromium)
     for name, figure in study_plots(pruned_study(), kind="plotly").items():
+        if name == "pareto":  # one objective: none
+            continue
         assert '"bdata"' not in figure.to_json(), name
 
 

@@ -23,6 +23,7 @@ BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
 MERGE_PRECISIONS = ("fp32", "fp16", "bf16")  # the dtype merges compute in (sd-mecha's merge_dtype)
 SCORER_PATH_OPTIONS = ("folder", "head", "clip")  # scorer options that name files: relative to the config
+OBJECTIVE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"  # scoring.objectives: a name shown in tables and plots
 
 
 def _shown(label: str, help: str = "", **default: Any) -> Any:
@@ -120,6 +121,9 @@ class ScoringSettings:
                              default=True)
     vram_gb: float = _shown("Scorer GPU memory between trials (GB)",
                             "above it the scorers' models wait on the CPU between trials; 0: no bound", default=0.0)
+    # two or more: optimized together (a Pareto front); each a name and the scorers that make it
+    objectives: dict[str, list[str]] = _shown("Objectives", "two or more, one `name: scorer, scorer` per line; "
+                                              "empty: one value from every scorer", default_factory=dict)
 
 
 @dataclass

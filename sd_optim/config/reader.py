@@ -24,6 +24,7 @@ from .model import (
     MEANS,
     MERGE_PRECISIONS,
     MODES,
+    OBJECTIVE_NAME,
     ON_ERROR,
     PRUNERS,
     SAMPLER_PATH,
@@ -183,6 +184,7 @@ class ConfigReader:
             if not lora.apply_to and cfg.models:
                 lora.apply_to = cfg.models[0].name
         self.check_scorer_filters(cfg)
+        self.check_objectives(cfg)
         if cfg.scorers and not any(sc.weight > 0 for sc in cfg.scorers):
             self.lacks("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
         if cfg.payloads and not any(p.weight > 0 for p in cfg.payloads):
@@ -410,13 +412,67 @@ class ConfigReader:
                              f"must name a configured scorer ({', '.join(names)})", s)
 
     def scoring(self, value: Any) -> ScoringSettings:
-        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean", "normalize", "vram_gb"))
+        d = self.mapping("scoring", value, ("scorer_mean", "payload_mean", "normalize", "vram_gb", "objectives"))
         return ScoringSettings(
             scorer_mean=self.str_("scoring.scorer_mean", d.get("scorer_mean"), "arithmetic", MEANS),
             payload_mean=self.str_("scoring.payload_mean", d.get("payload_mean"), "arithmetic", MEANS),
             normalize=self.bool_("scoring.normalize", d.get("normalize"), True),
             vram_gb=self.num("scoring.vram_gb", d.get("vram_gb"), 0.0, minimum=0.0),
+            objectives=self.objectives(d.get("objectives")),
         )
+
+    def objectives(self, value: Any) -> dict[str, list[str]]:
+        """``scoring.objectives``: name -> the scorers whose combined score it is (a name or a list)."""
+        d = self.plain_dict("scoring.objectives", value)
+        out = {}
+        for name, scorers in d.items():
+            path = f"scoring.objectives.{name}"
+            if not re.fullmatch(OBJECTIVE_NAME, name):
+                self.bad("scoring.objectives", "an objective's name is letters, digits, '_', '.' and '-' "
+                                               "(up to 40, starting with a letter or digit)", name)
+                continue
+            before = len(self.problems)
+            names = self.str_list(path, scorers)
+            if len(self.problems) > before:
+                continue  # str_list said why
+            if not names:
+                self.lacks(path, "names no scorer; give the scorers whose score this objective is", scorers)
+            out[name] = names
+        if len(d) == 1:
+            self.bad("scoring.objectives", "needs two or more objectives (with one, leave it out: every scorer "
+                                           "makes the value)", list(d))
+        return out
+
+    def check_objectives(self, cfg: RunConfig) -> None:
+        """Objectives against the scorers, the prompt sets and what Optuna cannot do with several."""
+        objectives = cfg.scoring.objectives
+        if len(objectives) < 2:
+            return
+        weights = {s.name: s.weight for s in cfg.scorers}
+        for name, members in objectives.items():
+            path = f"scoring.objectives.{name}"
+            for i, scorer in enumerate(members):
+                if scorer not in weights:
+                    near = _nearest(scorer, list(weights))
+                    self.bad(f"{path}[{i}]", f"must name a configured scorer ({', '.join(weights)}){near}", scorer)
+            known = [s for s in members if s in weights]
+            if known and not any(weights[s] > 0 for s in known):
+                self.bad(path, "needs a scorer with a weight > 0", known)
+            if known and cfg.payloads and not any(not p.scorers or set(p.scorers) & set(known) for p in cfg.payloads):
+                self.bad(path, "no prompt set is scored by its scorers (see the prompt sets' scorer filters)", known)
+        unused = [s.name for s in cfg.scorers if not any(s.name in m for m in objectives.values())]
+        if unused:
+            self.bad("scoring.objectives", "every scorer belongs to an objective; these belong to none", unused)
+        opt = cfg.optimizer
+        if opt.pruner != "none":
+            self.bad("optimizer.pruner", "cannot prune a run with several objectives (Optuna's pruners take "
+                                         "one value); set it to none", opt.pruner)
+        if opt.confirm_top:
+            self.bad("optimizer.confirm_top", "a run with several objectives has no single best to confirm; "
+                                              "set it to 0", opt.confirm_top)
+        if opt.sampler == "cmaes":
+            self.bad("optimizer.sampler", "CMA-ES optimizes one objective; with several use tpe (the default), "
+                                          "gp, qmc, random, grid or e.g. optuna.samplers.NSGAIISampler", opt.sampler)
 
     def optimizer(self, value: Any) -> OptimizerSettings:
         known = tuple(f.name for f in dataclasses.fields(OptimizerSettings))

@@ -21,6 +21,7 @@ from PIL import PngImagePlugin
 from ..config import RunConfig, save_config
 from ..files.paths import inside
 from . import events as ev
+from .study import objective_names, trial_value
 
 
 class RunFolder:
@@ -108,6 +109,7 @@ class ArtifactWriter:
                 "scores": event.per_scorer, "timings": event.timings, "reason": event.reason,
                 "images": self._images.pop(event.number, []), "time": time.time(),
                 **({"intermediate": event.intermediate} if event.intermediate else {}),
+                **({"objectives": event.objectives} if event.objectives else {}),
             })
         elif isinstance(event, ev.TrialConfirmed):
             self._append({"kind": "confirm", "number": event.number, "value": event.value,
@@ -133,7 +135,9 @@ class ArtifactWriter:
                     t.state == optuna.trial.TrialState.WAITING:
                 continue
             self._append({
-                "kind": "trial", "number": t.number, "state": t.state.name, "value": t.value,
+                "kind": "trial", "number": t.number, "state": t.state.name, "value": trial_value(t),
+                **({"objectives": dict(zip(objective_names(study), t.values))}
+                   if t.values is not None and len(t.values) > 1 else {}),
                 "params": t.params, "per_payload": t.user_attrs.get("per_payload", {}), "scores": {},
                 "timings": trial_timings(t.user_attrs),
                 "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""), "images": [],

@@ -64,13 +64,14 @@ class ImageScored(Event):
 class TrialFinished(Event):
     number: int
     state: str  # "COMPLETE" | "FAIL" | "PRUNED"
-    value: float | None  # a pruned trial's: its score over the prompt sets it finished
+    value: float | None  # a pruned trial's: its score over the prompt sets it finished; several objectives: their mean
     params: dict[str, Any]
     per_payload: dict[str, float] = field(default_factory=dict)
     per_scorer: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reason: str = ""  # why it failed or was pruned
     intermediate: dict[int, float] = field(default_factory=dict)  # the running score after each prompt set (pruning)
+    objectives: dict[str, float] = field(default_factory=dict)  # scoring.objectives: each one's value
 
 
 @dataclass
@@ -146,6 +147,8 @@ class RunFinished(Event):
     confirmed_value: float | None = None  # its combined value
     sampler_note: str = ""  # the sampler was handed over to TPE in this session: why
     failure: str = ""  # set when this session's trials all failed: why (the last failure)
+    # scoring.objectives: the study's Pareto front, [{"trial", "objectives": {name: value}, "value"}]
+    pareto: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -282,8 +282,10 @@ def _row_trial(row: dict[str, Any], distributions: dict[str, BaseDistribution]) 
         params = dict(row.get("params") or {})
         attrs = trial_attrs(row.get("timings") or {}, row.get("per_payload") or {}, row.get("scores") or {},
                             row.get("reason") or "", pruned=state == TrialState.PRUNED)
+        objectives = row.get("objectives") if state == TrialState.COMPLETE else None
         trial = optuna.trial.create_trial(
-            state=state, value=row.get("value") if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+            state=state, value=row.get("value") if state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and not objectives else None, values=list(objectives.values()) if objectives else None,
             params=params, distributions={k: distributions[k] for k in params}, user_attrs=attrs,
             intermediate_values={int(k): float(v) for k, v in (row.get("intermediate") or {}).items()})
         if isinstance(row.get("time"), (int, float)):

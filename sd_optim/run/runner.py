@@ -39,8 +39,10 @@ from ..scoring import (
     Scorer,
     ScoringStopped,
     available_scorers,
+    balanced,
     build_scorers,
     combine_trial,
+    objective_values,
 )
 from ..search.planning import Planner, make_planner
 from ..search.recipes import recipe_text
@@ -63,6 +65,7 @@ from .shared import (
 )
 from .study import (
     CONFIRM_ATTR,
+    best_trial,
     check_study_name,
     chosen_trial,
     claim_trial,
@@ -72,10 +75,13 @@ from .study import (
     make_pruner,
     make_sampler,
     new_study_folder,
+    objective_names,
     open_study,
+    pareto_front,
     release_trial,
     storage_url,
     study_name,
+    trial_value,
 )
 from .warm import START_ATTR, start_points
 from .wildcards import WildcardError, expand
@@ -352,6 +358,8 @@ class Runner:
             # raw scores combined: a different value; (normalised, the default, adds nothing, so
             # studies made before normalising existed still resume)
             "scoring": [cfg.scoring.scorer_mean, cfg.scoring.payload_mean, *([] if cfg.scoring.normalize else ["raw"])],
+            # several objectives: the study's directions (one study, one set of objectives)
+            **({"objectives": cfg.scoring.objectives} if cfg.scoring.objectives else {}),
         }
 
     def _open_study(self, planner: Planner, model_config: str, jobs, start: list[tuple[dict[str, Any], str]]):
@@ -715,7 +723,7 @@ class Runner:
             run.engine.apply(recipe, run.slot, run.model_config)
             run.slot.commit()
             run.slot.keep()
-            self.host.mark_kept(KeptMerge(study.study_name, bt.number, float(bt.value),
+            self.host.mark_kept(KeptMerge(study.study_name, bt.number, float(trial_value(bt)),
                                           planner.recipe_text(bt.params), str(run.folder.best_recipe)))
             out["kept_trial"] = bt.number
         return out
@@ -746,7 +754,7 @@ class Runner:
     def _finished(self, run: RunState, after: dict[str, Any]) -> ev.RunFinished:
         study, folder = run.study, run.folder
         try:
-            bt = study.best_trial
+            bt = best_trial(study)
         except ValueError:
             bt = None
         if bt is not None and not folder.best_recipe.exists():
@@ -757,12 +765,14 @@ class Runner:
         return ev.RunFinished(
             study=study.study_name, run_dir=str(folder.path), reason=run.progress.reason or "completed",
             trials=run.progress.ran,
-            best_trial=bt.number if bt else None, best_value=bt.value if bt else None,
+            best_trial=bt.number if bt else None, best_value=trial_value(bt) if bt else None,
             best_params=dict(bt.params) if bt else {},
             best_recipe=str(folder.best_recipe) if bt else "",
             confirmed_trial=run.confirmed[0] if run.confirmed else None,
             confirmed_value=run.confirmed[1] if run.confirmed else None,
             sampler_note=run.sampler_note,
+            pareto=[{"trial": t.number, "objectives": dict(zip(objective_names(study), t.values)),
+                     "value": trial_value(t)} for t in pareto_front(study)],
             **after,
         )
 
@@ -823,6 +833,7 @@ class Runner:
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
             per_scorer = yield from self._generate_and_score(run, trial.number, params, timings, (trial, reported))
             value, per_payload = self._combine(per_scorer, run.scorers)
+            objectives = self._objectives(self._normalized(per_scorer, run.scorers))
         except TrialPruned as p:
             finished = self._prune(run, trial, params, timings, p)
             timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
@@ -849,15 +860,17 @@ class Runner:
             with contextlib.suppress(RecordingFailed):
                 self._emit_quietly(self._fail(run, trial, params, timings, reason))
             raise
-        self._complete(run, trial, params, value, timings, per_scorer, per_payload)
+        told = list(objectives.values()) if objectives else value
+        self._complete(run, trial, params, told, timings, per_scorer, per_payload)
         timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
         finished = ev.TrialFinished(trial.number, "COMPLETE", value, params, per_payload, per_scorer, timings,
-                                    intermediate=reported)
+                                    intermediate=reported, objectives=objectives)
         yield self._emit(finished)
         return finished
 
     def _complete(self, run: RunState, trial, params, value, timings, per_scorer, per_payload) -> None:
-        """Tell the study the trial's value, with what the run folder keeps beside it."""
+        """Tell the study the trial's value (a list: each objective's), with what the run folder
+        keeps beside it."""
         try:
             if run.feed is not None:  # written behind, while the next trial runs
                 run.feed.tell(trial, trial_attrs(timings, per_payload, per_scorer), value)
@@ -921,16 +934,32 @@ class Runner:
     def _combine(self, per_scorer: dict[str, dict[str, list[float]]], scorers: list[Scorer]
                  ) -> tuple[float, dict[str, float]]:
         """The trial's value from its raw scores (mapped to 0–1 first with ``scoring.normalize``;
-        the raw ones are what the run folder keeps)."""
+        the raw ones are what the run folder keeps) and each prompt set's. With several objectives
+        the value is their mean (:func:`balanced`)."""
         cfg = self.config
-        if cfg.scoring.normalize:
-            by_name = {s.name: s for s in scorers}
-            per_scorer = {payload: {name: [by_name[name].normalize(v) for v in values]
-                                    for name, values in by_scorer.items()}
-                          for payload, by_scorer in per_scorer.items()}
-        return combine_trial(per_scorer, {s.name: s.weight for s in cfg.scorers},
-                             {p.name: p.weight for p in cfg.payloads},
-                             cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
+        per_scorer = self._normalized(per_scorer, scorers)
+        value, per_payload = combine_trial(per_scorer, {s.name: s.weight for s in cfg.scorers},
+                                           {p.name: p.weight for p in cfg.payloads},
+                                           cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
+        if cfg.scoring.objectives:
+            value = balanced(self._objectives(per_scorer))
+        return value, per_payload
+
+    def _normalized(self, per_scorer: dict[str, dict[str, list[float]]], scorers: list[Scorer]):
+        if not self.config.scoring.normalize:
+            return per_scorer
+        by_name = {s.name: s for s in scorers}
+        return {payload: {name: [by_name[name].normalize(v) for v in values] for name, values in by_scorer.items()}
+                for payload, by_scorer in per_scorer.items()}
+
+    def _objectives(self, normalized: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+        """Each objective's value (``scoring.objectives``) from normalised scores; {} with one."""
+        cfg = self.config
+        if not cfg.scoring.objectives:
+            return {}
+        return objective_values(normalized, cfg.scoring.objectives, {s.name: s.weight for s in cfg.scorers},
+                                {p.name: p.weight for p in cfg.payloads},
+                                cfg.scoring.scorer_mean, cfg.scoring.payload_mean)
 
     def _generate_and_score(self, run: RunState, number: int, params: dict[str, Any],
                             timings: dict[str, float],
@@ -1120,7 +1149,7 @@ def _disk_full(e: BaseException) -> bool:
 
 def _best(study: optuna.Study) -> float | None:
     try:
-        return study.best_value
+        return trial_value(best_trial(study))
     except ValueError:
         return None
 

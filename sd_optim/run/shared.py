@@ -37,6 +37,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .study import trial_value
+
 log = logging.getLogger("sd_optim")
 
 WORKER_ATTR = "sd_optim.worker"  # user attr: the worker that ran the trial
@@ -356,7 +358,7 @@ def since_best(study: optuna.Study, min_improvement: float, latest: tuple[int, f
     """Completed trials of the study since its last improvement of more than ``min_improvement``
     (in trial order): the patience early stopping counts for a shared study. ``latest``: this
     worker's last trial (number, value), whose result may still be on its way to the database."""
-    values = {t.number: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    values = {t.number: trial_value(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     if latest is not None:
         values.setdefault(*latest)
     best, since = None, 0

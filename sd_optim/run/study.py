@@ -7,9 +7,11 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +70,62 @@ def hand_over_if_slow(study: optuna.Study, slow: list[float], seconds: float, li
 
 def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The study's result: the winner of its confirmation stage (``optimizer.confirm_top``) when it
-    had one, else its best trial; ValueError when no trial completed."""
+    had one, else its best trial (:func:`best_trial`); ValueError when no trial completed."""
     winner = (study.user_attrs.get(CONFIRM_ATTR) or {}).get("winner")
     trials = study.get_trials(deepcopy=False)
     if isinstance(winner, int) and 0 <= winner < len(trials) and trials[winner].state == optuna.trial.TrialState.COMPLETE:
         return trials[winner]
-    return study.best_trial
+    return best_trial(study)
+
+
+# --- several objectives (scoring.objectives) -------------------------------------------------
+
+def trial_value(t: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's one number: its value, or with several objectives their mean (the balanced
+    value: the trial with the highest is on the Pareto front); None without values."""
+    if t.values is None:
+        return None
+    return t.values[0] if len(t.values) == 1 else sum(t.values) / len(t.values)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best trial: Optuna's, or with several objectives the completed one whose balanced value
+    (:func:`trial_value`) is highest, the lowest number on a tie; ValueError when none completed."""
+    if len(study.directions) == 1:
+        return study.best_trial
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.values is not None and all(math.isfinite(v) for v in t.values)]
+    if not done:
+        raise ValueError(f"study {study.study_name!r} has no completed trial")
+    return max(done, key=lambda t: (trial_value(t), -t.number))
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """The names of the study's objectives (``scoring.objectives``); ["value"] for one."""
+    names = study.metric_names
+    if names and len(names) == len(study.directions):
+        return list(names)
+    return ["value"] if len(study.directions) == 1 else [f"objective {i}" for i in range(len(study.directions))]
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials no other completed trial beats on every objective, by number; [] for a study of
+    one objective."""
+    if len(study.directions) == 1:
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def _create(name: str, storage, sampler: optuna.samplers.BaseSampler, fingerprint: dict[str, Any]) -> optuna.Study:
+    """A new study maximizing one value, or each of the fingerprint's objectives (named after them)."""
+    objectives = list(fingerprint.get("objectives") or [])
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                directions=["maximize"] * max(1, len(objectives)))
+    if len(objectives) > 1:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objectives)
+    return study
 
 
 def make_sampler(name: str, options: dict[str, Any], seed: int | None,
@@ -453,8 +505,7 @@ def open_study(*, name: str, storage: str, sampler: optuna.samplers.BaseSampler,
     if fork_from and fork_from not in parent_names:
         raise ConfigError([Problem("--fork", f"no study named {fork_from!r} in {fork_storage} (studies: "
                                              f"{', '.join(parent_names) or 'none'})")])
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                direction="maximize")
+    study = _create(name, storage, sampler, fingerprint)
     try:
         _fill_new(study, fingerprint, fork_from, fork_storage, distributions)
     except BaseException:
@@ -469,7 +520,7 @@ def join_study(*, name: str, storage: optuna.storages.BaseStorage, sampler: optu
     is refused when what it runs differs from what the study stores. Called under the study's
     lock (``shared.StudyLock``): a study is never seen without its fingerprint."""
     try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize")
+        study = _create(name, storage, sampler, fingerprint)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     else:

@@ -16,7 +16,7 @@ from ..errors import ConfigError, Problem
 from ..hosts.base import GeneratedImage, KeptMerge
 from ..merging import MERGE_DTYPES, MergeEngine
 from .runner import Runner, RunState, trial_infotext
-from .study import chosen_trial
+from .study import chosen_trial, trial_value
 
 
 class TrialTools:
@@ -75,7 +75,7 @@ class TrialTools:
         """Leave the trial's merge loaded in the host (as ``after_run.keep_best`` does)."""
         t = self.trial(number)
         host = self.runner.host
-        kept = KeptMerge(self.run.study.study_name, number, float(t.value), self.run.planner.recipe_text(t.params),
+        kept = KeptMerge(self.run.study.study_name, number, float(trial_value(t)), self.run.planner.recipe_text(t.params),
                          str(self.recipe_file(number)))
         engine = MergeEngine(device=host.device, merge_dtype=MERGE_DTYPES[self.run.config.merge_precision])
         try:

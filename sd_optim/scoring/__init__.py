@@ -33,7 +33,7 @@ from .base import (
     get_scorer_class,
     register_scorer,
 )
-from .combine import MEANS, combine_trial, weighted_mean
+from .combine import MEANS, balanced, combine_trial, objective_values, weighted_mean
 
 __all__ = [
     "MEANS",
@@ -44,9 +44,11 @@ __all__ = [
     "ScorerError",
     "ScoringStopped",
     "available_scorers",
+    "balanced",
     "build_scorers",
     "combine_trial",
     "get_scorer_class",
+    "objective_values",
     "register_scorer",
     "weighted_mean",
 ]

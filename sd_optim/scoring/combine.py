@@ -101,3 +101,33 @@ def combine_trial(
     except ValueError as error:
         raise ValueError(f"combining prompt sets {payloads}: {error}") from None
     return trial_value, payload_values
+
+
+def objective_values(
+    per_payload: Mapping[str, Mapping[str, Sequence[float]]],
+    objectives: Mapping[str, Sequence[str]],
+    scorer_weights: Mapping[str, float],
+    payload_weights: Mapping[str, float],
+    scorer_mean: str,
+    payload_mean: str,
+) -> dict[str, float]:
+    """Each objective's value (``scoring.objectives``: name -> its scorers): :func:`combine_trial`
+    over its scorers' scores alone, on the prompt sets they scored."""
+    out = {}
+    for name, members in objectives.items():
+        own = {payload: {s: scores for s, scores in by_scorer.items() if s in members}
+               for payload, by_scorer in per_payload.items()}
+        own = {payload: by_scorer for payload, by_scorer in own.items() if by_scorer}
+        if not own:
+            raise ValueError(f"objective {name!r}: none of its scorers ({', '.join(members)}) scored a prompt set")
+        try:
+            out[name], _ = combine_trial(own, scorer_weights, payload_weights, scorer_mean, payload_mean)
+        except ValueError as error:
+            raise ValueError(f"objective {name!r}: {error}") from None
+    return out
+
+
+def balanced(values: Mapping[str, float]) -> float:
+    """Several objectives' values as one number: their mean (every objective on the same 0–1
+    scale when scores are normalised). The trial with the highest is on the Pareto front."""
+    return sum(values.values()) / len(values)

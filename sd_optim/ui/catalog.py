@@ -197,6 +197,8 @@ def study_choices(output_dir: str, storage: str = "") -> list[str]:
         for s in existing_studies(url):
             best = s.best_trial.value if s.best_trial is not None else None
             label = f"{s.study_name} ({s.n_trials} trials"
+            if len(s.directions) > 1:  # Optuna's summary has no single best: a Pareto front
+                label += f", {len(s.directions)} objectives"
             out.append(label + (f", best {best:.4f})" if best is not None else ")"))
     return out
 

@@ -70,7 +70,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "payloads": [], "wildcards_dir": "",
     # scorers
     "scorers": [], "scorer_use": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
-    "normalize": _SCORING.normalize, "vram_gb": _SCORING.vram_gb,
+    "normalize": _SCORING.normalize, "vram_gb": _SCORING.vram_gb, "objectives": "",
     # optimizer
     "sampler": _OPT.sampler, "sampler_options": "", "trials": _OPT.trials,
     "pruner": _OPT.pruner, "pruner_options": "", "confirm_top": _OPT.confirm_top,
@@ -95,7 +95,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "recipe_exclude": (Guide, "recipe_exclude"), "blocks": (Guide, "blocks"),
     "wildcards_dir": (RunConfig, "wildcards_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
     "normalize": (ScoringSettings, "normalize"), "vram_gb": (ScoringSettings, "vram_gb"),
-    "payload_mean": (ScoringSettings, "payload_mean"), "models_dir": (RunConfig, "models_dir"),
+    "objectives": (ScoringSettings, "objectives"), "payload_mean": (ScoringSettings, "payload_mean"), "models_dir": (RunConfig, "models_dir"),
     "sampler": (OptimizerSettings, "sampler"), "sampler_options": (OptimizerSettings, "sampler_options"),
     "pruner": (OptimizerSettings, "pruner"), "pruner_options": (OptimizerSettings, "pruner_options"),
     "confirm_top": (OptimizerSettings, "confirm_top"),
@@ -221,6 +221,18 @@ def _flow_mapping(text: Any) -> Any:
     return value if value is not None else {}
 
 
+def objectives_data(text: Any) -> dict[str, list[str]]:
+    """The Objectives box, one ``name: scorer, scorer`` per line, as ``scoring.objectives`` (a
+    line without a colon is a name without scorers: the config reader says so)."""
+    out: dict[str, list[str]] = {}
+    for line in str(text or "").splitlines():
+        if not line.strip():
+            continue
+        name, _, scorers = line.partition(":")
+        out[name.strip()] = [s.strip() for s in scorers.split(",") if s.strip()]
+    return out
+
+
 def _groups(x: Any) -> Any:
     """``in: IN00 IN01; out: OUT*`` as {"in": [...], "out": [...]}."""
     out: dict[str, list[str]] = {}
@@ -310,6 +322,9 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
                        "normalize": bool(f["normalize"])}
     if not _blank(f["vram_gb"]):
         data["scoring"]["vram_gb"] = _number(f["vram_gb"])
+    objectives = objectives_data(f["objectives"])
+    if objectives:
+        data["scoring"]["objectives"] = objectives
     data["optimizer"] = _optimizer_data(f)
     data["after_run"] = {"keep_best": bool(f["keep_best"]), "save_best": bool(f["save_best"])}
     if not _blank(f["save_name"]):
@@ -540,6 +555,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
     f["scorer_use"] = list(dict.fromkeys(s.name for s in cfg.scorers))
     f["scorer_mean"], f["payload_mean"] = cfg.scoring.scorer_mean, cfg.scoring.payload_mean
     f["normalize"], f["vram_gb"] = cfg.scoring.normalize, cfg.scoring.vram_gb
+    f["objectives"] = "\n".join(f"{name}: {', '.join(scorers)}" for name, scorers in cfg.scoring.objectives.items())
     o = cfg.optimizer
     f.update(sampler=o.sampler, sampler_options=_fmt_mapping(o.sampler_options), trials=o.trials,
              pruner=o.pruner, pruner_options=_fmt_mapping(o.pruner_options), confirm_top=o.confirm_top,

@@ -17,6 +17,8 @@ from typing import Any
 
 import optuna
 
+from ..run.study import objective_names, trial_value
+
 log = logging.getLogger("sd_optim")
 
 PLOT_NAMES: dict[str, str] = {
@@ -25,6 +27,7 @@ PLOT_NAMES: dict[str, str] = {
     "slice": "Slice plot",
     "parallel": "Parallel coordinates",
     "intermediate": "Score after each prompt set (pruned trials end early)",
+    "pareto": "Pareto front (several objectives)",
 }
 KINDS = ("plotly", "matplotlib")
 
@@ -63,6 +66,10 @@ def study_plots(study: optuna.Study, *, kind: str) -> dict[str, Any | None]:
     - intermediate: a study run with a pruner (``optimizer.pruner``): each trial's running score
       after each prompt set, pruned trials included (their line ends where they were stopped).
 
+    With several objectives (``scoring.objectives``) the history, importance, slice and parallel
+    plots show the mean of the objectives (the balanced value), and ``pareto`` every completed
+    trial by its objectives, the front drawn apart (the first two objectives, three in plotly).
+
     Failed, pruned and running trials are left out of the others. A plot that fails to draw is
     logged and given as None."""
     if kind not in KINDS:
@@ -71,34 +78,48 @@ def study_plots(study: optuna.Study, *, kind: str) -> dict[str, Any | None]:
         raise ValueError("plots: kind 'plotly' needs the plotly package, which is not installed "
                          "(pip install plotly, or use kind 'matplotlib')")
     plots: dict[str, Any | None] = dict.fromkeys(PLOT_NAMES)
-    if len(study.directions) != 1:
-        log.warning("sd-optim plots: study %r has %d objectives; only single-objective studies "
-                    "are plotted", study.study_name, len(study.directions))
-        return plots
     trials = _finite_complete_trials(study)
     if not trials:
         return plots
     names = _param_names(trials)
-    importance_ready = len(trials) >= 2 and len({t.value for t in trials}) >= 2 and len(names) >= 2
+    importance_ready = len(trials) >= 2 and len({trial_value(t) for t in trials}) >= 2 and len(names) >= 2
+    several = len(study.directions) > 1
+    # several objectives: Optuna's single-value plots need a target; theirs is the balanced value
+    target = {"target": trial_value, "target_name": BALANCED} if several else {}
 
     vis = _visualization(kind)
     with _DRAW_LOCK:
         importances = _quietly("importances", lambda: optuna.importance.get_param_importances(
-            study)) if importance_ready else None
+            study, target=target.get("target"))) if importance_ready else None
         ranked = sorted(names, key=lambda n: -importances.get(n, 0.0)) if importances else names
-        plots["history"] = _draw(kind, "history", lambda: vis.plot_optimization_history(study))
+        plots["history"] = _draw(kind, "history", lambda: vis.plot_optimization_history(study, **target))
         if importances and kind == "plotly":
             plots["importance"] = _draw(kind, "importance", lambda: _plotly_importances(importances))
         elif importances:
-            plots["importance"] = _draw(kind, "importance", lambda: vis.plot_param_importances(study))
-        if any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=_REPORTED)):
+            plots["importance"] = _draw(kind, "importance", lambda: vis.plot_param_importances(study, **target))
+        if not several and any(t.intermediate_values for t in study.get_trials(deepcopy=False, states=_REPORTED)):
             plots["intermediate"] = _draw(kind, "intermediate", lambda: vis.plot_intermediate_values(study))
         if names:
             plots["slice"] = _draw(kind, "slice", lambda: vis.plot_slice(
-                study, params=ranked[:MAX_PARAMS["slice"]]))
+                study, params=ranked[:MAX_PARAMS["slice"]], **target))
             plots["parallel"] = _draw(kind, "parallel", lambda: vis.plot_parallel_coordinate(
-                study, params=ranked[:MAX_PARAMS["parallel"]]))
+                study, params=ranked[:MAX_PARAMS["parallel"]], **target))
+        if several:
+            plots["pareto"] = _draw(kind, "pareto", lambda: _pareto(vis, study, kind))
     return plots
+
+
+BALANCED = "mean of the objectives"
+
+
+def _pareto(vis, study: optuna.Study, kind: str):
+    """Optuna's Pareto-front plot by the objectives' names; past what it draws (3 axes in plotly,
+    2 in matplotlib) the first ones."""
+    names = objective_names(study)
+    axes = min(len(names), 3 if kind == "plotly" else 2)
+    if axes == len(names):
+        return vis.plot_pareto_front(study, target_names=names)
+    return vis.plot_pareto_front(study, targets=lambda t: tuple(t.values[:axes]), target_names=names[:axes])
 
 
 _REPORTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -108,7 +129,7 @@ def _finite_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTria
     # optuna leaves out (and logs) trials with an infinite value; counting them would let a plot
     # be drawn from nothing
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [t for t in trials if t.value is not None and math.isfinite(t.value)]
+    return [t for t in trials if t.values is not None and all(math.isfinite(v) for v in t.values)]
 
 
 def _param_names(trials: list[optuna.trial.FrozenTrial]) -> list[str]:

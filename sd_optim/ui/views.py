@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..run.shared import WORKER_ATTR
-from ..run.study import CONFIRM_ATTR, chosen_trial
+from ..run.study import CONFIRM_ATTR, chosen_trial, objective_names, pareto_front, trial_value
 
 TRIAL_COLUMNS = ["trial", "state", "value", "seconds", "parameters", "worker"]
 
@@ -76,11 +76,13 @@ def trial_rows(study) -> list[list[Any]]:
     if study is None:
         return []
     rows = []
+    names = objective_names(study) if len(study.directions) > 1 else []
     for t in reversed(study.trials):
         seconds = ""
         if t.datetime_start is not None and t.datetime_complete is not None:
             seconds = round((t.datetime_complete - t.datetime_start).total_seconds(), 2)
-        value = "" if t.value is None or not math.isfinite(t.value) else round(t.value, 6)
+        value = trial_value(t)
+        value = "" if value is None or not math.isfinite(value) else round(value, 6)
         state = t.state.name
         if state == "FAIL" and t.user_attrs.get("fail_reason"):
             state = f"FAIL ({t.user_attrs['fail_reason']})"
@@ -91,6 +93,8 @@ def trial_rows(study) -> list[list[Any]]:
         if ratings:  # rated by hand: the ratings stay visible when the study is continued later
             text = "rated " + "; ".join(f"{p} {', '.join(f'{r:g}' for r in rs)}" for p, rs in ratings.items()) \
                 + " · " + text
+        if names and t.values is not None:  # several objectives: the value is their mean
+            text = " · ".join(f"{n} {v:.4f}" for n, v in zip(names, t.values)) + " · " + text
         rows.append([t.number, state, value, seconds, text, worker_text(t.user_attrs.get(WORKER_ATTR))])
     return rows
 
@@ -106,16 +110,32 @@ def best_markdown(study) -> str:
     if study is None:
         return "No trial yet."
     try:
-        bt = study.best_trial
+        bt = chosen_trial(study)
     except ValueError:
         return "No completed trial yet."
-    lines = [f"**Best: trial {bt.number}**, value **{bt.value:.6f}**", ""]
     confirmed = study.user_attrs.get(CONFIRM_ATTR) or {}
-    if confirmed.get("trials"):
-        lines = [*confirmation_lines(confirmed, bt.number), ""]
-        bt = chosen_trial(study)
-    lines += [f"- `{k}` = {_value(v)}" for k, v in bt.params.items()]
-    return "\n".join(lines)
+    if len(study.directions) > 1:
+        lines = pareto_lines(study, bt.number)
+    elif confirmed.get("trials"):
+        lines = confirmation_lines(confirmed, study.best_trial.number)
+    else:
+        lines = [f"**Best: trial {bt.number}**, value **{bt.value:.6f}**"]
+    return "\n".join([*lines, "", *(f"- `{k}` = {_value(v)}" for k, v in bt.params.items())])
+
+
+def pareto_lines(study, pick: int) -> list[str]:
+    """Several objectives: the Pareto front's table (no trial in it is beaten on every objective by
+    another), the balanced pick (the highest mean) marked; any of them can be taken under Results."""
+    names = objective_names(study)
+    front = pareto_front(study)
+    head = (f"**Pareto front: {len(front)} trial{'s' if len(front) != 1 else ''}** (none beaten on every "
+            f"objective). Balanced pick: **trial {pick}** (the highest mean; best.mecha, keep-best and "
+            "save-best take it). To take another, enter its number under Results.")
+    rows = ["| trial | " + " | ".join(names) + " | mean |", "|---" * (len(names) + 2) + "|"]
+    for t in sorted(front, key=lambda t: -trial_value(t)):
+        mark = " ✓" if t.number == pick else ""
+        rows.append(f"| {t.number}{mark} | " + " | ".join(f"{v:.4f}" for v in t.values) + f" | {trial_value(t):.4f} |")
+    return [head, "", *rows, "", f"Parameters of trial {pick}:"]
 
 
 def confirmation_lines(confirmed: dict[str, Any], raw_best: int) -> list[str]:

@@ -44,6 +44,9 @@ def build_scorers(ctx: TabContext, form: dict[str, Any]) -> Components:
             parts["normalize"] = gr.Checkbox(form["normalize"], label=fm.control_label("normalize"),
                                              elem_id=elem("normalize"))
             parts["vram_gb"] = gr.Number(form["vram_gb"], label=fm.control_label("vram_gb"), elem_id=elem("vram_gb"))
+        parts["objectives"] = gr.Textbox(form["objectives"], lines=2, label=fm.control_label("objectives"),
+                                         placeholder="aesthetic: laion_aesthetic\nadherence: clip_score, pickscore",
+                                         elem_id=elem("objectives"))
         parts["models_dir"] = gr.Textbox(form["models_dir"], elem_id=elem("models_dir"),
                                          label=fm.control_label("models_dir",
                                                                 help=f"empty: {ctx.models_dir() or 'none'}"))
