@@ -66,6 +66,12 @@ class _Progress:
         elif isinstance(event, ev.TrialConfirmed) and self.bar is not None:
             self.bar.write(f"trial {event.number}: {event.value:.4f}, on fresh seeds {event.fresh_value:.4f}, "
                            f"both {event.combined:.4f}")
+        elif isinstance(event, ev.CoarseFinished) and self.bar is not None:
+            self.bar.close()
+            best = "no completed trial" if event.best_trial is None else \
+                f"best trial {event.best_trial} = {event.best_value:.4f}"
+            print(f"coarse stage {event.study} ({event.reason}): {best}; the guide's space starts from it",
+                  file=sys.stderr)
         elif isinstance(event, (ev.RunFinished, ev.RunFailed)) and self.bar is not None:
             self.bar.close()
 
@@ -97,7 +103,7 @@ def execute_run(config, *, trials=None, resume="", fork="", json_out=False, host
         "best_params": final.best_params, "best_recipe": final.best_recipe,
         "run_dir": final.run_dir, "completed": final.completed, "pruned": final.pruned,
         "failure": final.failure, "confirmed_trial": final.confirmed_trial, "confirmed_value": final.confirmed_value,
-        "sampler_note": final.sampler_note, "pareto": final.pareto,
+        "sampler_note": final.sampler_note, "pareto": final.pareto, "coarse_study": final.coarse_study,
     }
 
 
@@ -143,6 +149,8 @@ def _print_result(result: dict[str, Any], json_out: bool) -> None:
         if result.get("pareto"):
             _print_pareto(result)
         print(f"best recipe: {result['best_recipe']}")
+    if result.get("coarse_study"):
+        print(f"coarse stage: study {result['coarse_study']} (this study started from its best)")
     print(f"run folder: {result['run_dir']}")
 
 
@@ -441,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--trials", type=_positive_int, default=100, help="optimizer: trials per study (default: 100)")
     b.add_argument("--seeds", type=_positive_int, default=4, help="optimizer: studies per sampler (default: 4)")
     b.add_argument("--samplers", metavar="A,B",
-                   help="optimizer: only these (random, tpe, cmaes, gp, default, default+median, "
+                   help="optimizer: only these (random, tpe, cmaes, gp, tpe-10, gp-10, default, default+median, "
                         "default+confirm; regret needs random)")
     b.add_argument("--config", default="sd1-ldm", choices=["sd1-ldm", "sdxl-sgm"],
                    help="merge: the model config whose keys and shapes the random weights take (default: sd1-ldm)")

@@ -5,7 +5,7 @@ import pytest
 
 from sd_optim.config import config_from_dict
 from sd_optim.errors import ConfigError, SpaceError
-from sd_optim.run.study import make_sampler, open_study
+from sd_optim.run.study import make_sampler, open_study, startup_trials
 from sd_optim.search.planning import MergePlanner
 from sd_optim.search.space import build_search_space
 
@@ -132,6 +132,21 @@ def test_the_config_takes_a_built_in_sampler_or_an_import_path(value, ok):
 def test_tpe_is_multivariate_by_default():
     sampler = make_sampler("tpe", {}, 0, space().distributions())
     assert sampler._multivariate
+
+
+@pytest.mark.parametrize(("budget", "params", "expected"), [
+    (20, 27, 4), (30, 27, 6), (50, 27, 10), (500, 27, 10), (8, 27, 3), (100, 2, 3), (100, 5, 6)])
+def test_start_up_trials_are_sized_to_the_budget_and_the_parameters(budget, params, expected):
+    assert startup_trials(budget, params) == expected
+
+
+def test_tpe_and_gp_start_with_trials_sized_to_the_run_unless_the_options_say():
+    distributions = space().distributions()
+    sized = startup_trials(20, len(distributions))
+    for name in ("tpe", "gp"):
+        assert make_sampler(name, {}, 0, distributions, budget=20)._n_startup_trials == sized
+        assert make_sampler(name, {"n_startup_trials": 7}, 0, distributions, budget=20)._n_startup_trials == 7
+        assert make_sampler(name, {}, 0, distributions)._n_startup_trials == 10  # no budget: Optuna's own
 
 
 def test_resume_refusal_lists_what_differs(tmp_path):

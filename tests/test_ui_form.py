@@ -180,3 +180,11 @@ def test_the_form_starts_from_the_config_defaults():
     assert fm.FORM_DEFAULTS["sampler"] == OptimizerSettings().sampler
     new = fm.payload_defaults("set0", "a cat")
     assert new["steps"] == Payload.steps and new["width"] == Payload.width and new["prompt"] == "a cat"
+
+
+def test_coarse_trials_round_trip_through_their_control():
+    data = {"models": ["/m/a.safetensors", "/m/b.safetensors"], "payloads": [{"prompt": "x"}],
+            "scorers": ["image_stats"], "optimizer": {"trials": 30, "coarse_trials": 8}}
+    controls = fm.data_to_form(data)
+    assert controls["coarse_trials"] == 8
+    assert config_from_dict(fm.form_to_data(controls)) == config_from_dict(data)

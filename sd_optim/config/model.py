@@ -151,6 +151,10 @@ class OptimizerSettings:
     # warm start: parameter sets (name -> value; the rest drawn) tried first, in a new study
     start_from: list[dict[str, Any]] = _shown("Start from these values", "one `name: value, …` per line; "
                                               "unnamed parameters drawn", default_factory=list)
+    # coarse to fine in one run: the first N of the trials tune one value per component (a study of
+    # their own, "<study>-coarse"); the rest, the guide's space, start from the best of them
+    coarse_trials: int = _shown("Coarse trials first", "one value per component, then the guide's space "
+                                "from their best; 0: off", default=0)
     # warm start: that study's result, mapped onto this search space by the keys its parameters cover
     start_from_study: str = _shown("Start from the result of study", "e.g. a coarse study: every block at its value",
                                    default="")

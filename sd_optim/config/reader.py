@@ -185,6 +185,7 @@ class ConfigReader:
                 lora.apply_to = cfg.models[0].name
         self.check_scorer_filters(cfg)
         self.check_objectives(cfg)
+        self.check_coarse(cfg)
         if cfg.scorers and not any(sc.weight > 0 for sc in cfg.scorers):
             self.lacks("scorers", "at least one scorer needs a weight > 0", [sc.weight for sc in cfg.scorers])
         if cfg.payloads and not any(p.weight > 0 for p in cfg.payloads):
@@ -443,6 +444,22 @@ class ConfigReader:
                                            "makes the value)", list(d))
         return out
 
+    def check_coarse(self, cfg: RunConfig) -> None:
+        """``optimizer.coarse_trials`` against the run it is the first part of."""
+        opt = cfg.optimizer
+        if not opt.coarse_trials:
+            return
+        if opt.coarse_trials >= opt.trials:
+            self.bad("optimizer.coarse_trials", f"must be fewer than optimizer.trials ({opt.trials}): they are the "
+                                                "first of the run's trials, the rest tune the guide's space",
+                     opt.coarse_trials)
+        if cfg.mode != "merge":
+            self.bad("optimizer.coarse_trials", "works in merge mode (a recipe's sites have no coarser space); "
+                                                "set it to 0", opt.coarse_trials)
+        if opt.start_from_study:
+            self.bad("optimizer.start_from_study", "the coarse trials' best is where the run starts "
+                                                   "(optimizer.coarse_trials); leave it empty", opt.start_from_study)
+
     def check_objectives(self, cfg: RunConfig) -> None:
         """Objectives against the scorers, the prompt sets and what Optuna cannot do with several."""
         objectives = cfg.scoring.objectives
@@ -504,6 +521,7 @@ class ConfigReader:
             baseline=[b for b in baseline if b in BASELINES],
             start_from=self.start_from(d.get("start_from")),
             start_from_study=self.str_("optimizer.start_from_study", d.get("start_from_study")),
+            coarse_trials=self.num("optimizer.coarse_trials", d.get("coarse_trials"), 0, integer=True, minimum=0),
             score_inputs=self.bool_("optimizer.score_inputs", d.get("score_inputs"), False),
             on_trial_error=self.str_("optimizer.on_trial_error", d.get("on_trial_error"),
                                      "continue", ON_ERROR),

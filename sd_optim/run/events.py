@@ -109,6 +109,19 @@ class ConfirmationFinished(Event):
 
 
 @dataclass
+class CoarseFinished(Event):
+    """``optimizer.coarse_trials``: the coarse stage's study is done; the guide's space starts from
+    its best (a RunStarted of the fine study follows, unless the run ends here)."""
+
+    study: str
+    run_dir: str
+    trials: int
+    best_trial: int | None
+    best_value: float | None
+    reason: str
+
+
+@dataclass
 class RunPaused(Event):
     """Between trials, until the control object resumes (or stops) the run."""
 
@@ -149,6 +162,7 @@ class RunFinished(Event):
     failure: str = ""  # set when this session's trials all failed: why (the last failure)
     # scoring.objectives: the study's Pareto front, [{"trial", "objectives": {name: value}, "value"}]
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    coarse_study: str = ""  # optimizer.coarse_trials: the coarse stage's study, where this one started
 
 
 @dataclass
@@ -169,7 +183,8 @@ class RunTally:
     confirming: tuple[int, int] | None = None  # the confirmation stage: (trials confirmed, of how many)
 
     def add(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunStarted):  # a run's (or, after a coarse stage, its fine study's) start
+            self.__init__()
             self.started = event
         elif isinstance(event, TrialStarted):
             self.current_trial = event.number

@@ -56,6 +56,9 @@ SAMPLERS: dict[str, dict[str, Any]] = {  # name: the optimizer settings it runs 
     "tpe": {"sampler": "tpe"},
     "cmaes": {"sampler": "cmaes"},
     "gp": {"sampler": "gp"},
+    # Optuna's fixed 10 random start-up trials, against the run's (sized to its trials: study.startup_trials)
+    "tpe-10": {"sampler": "tpe", "sampler_options": {"n_startup_trials": 10}},
+    "gp-10": {"sampler": "gp", "sampler_options": {"n_startup_trials": 10}},
     "default": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),
                 "pruner": _DEFAULT.pruner},
     "default+median": {"sampler": _DEFAULT.sampler, "sampler_options": dict(_DEFAULT.sampler_options),

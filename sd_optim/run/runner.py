@@ -70,6 +70,7 @@ from .study import (
     chosen_trial,
     claim_trial,
     discard_study,
+    existing_studies,
     hand_over_if_slow,
     join_study,
     make_pruner,
@@ -83,7 +84,7 @@ from .study import (
     study_name,
     trial_value,
 )
-from .warm import START_ATTR, start_points
+from .warm import COARSE_SUFFIX, START_ATTR, coarse_config, fine_config, start_points
 from .wildcards import WildcardError, expand
 
 log = logging.getLogger("sd_optim")
@@ -259,6 +260,7 @@ class Runner:
     tally: ev.RunTally = field(default_factory=ev.RunTally)  # the status, without scanning history
     listeners: list[Callable[[ev.Event], None]] = field(default_factory=list)
     state: RunState | None = None  # the run's state once it is prepared and its folder started
+    coarse_study: str = ""  # optimizer.coarse_trials: the coarse stage's study, once it ran
 
     def _emit(self, event: ev.Event) -> ev.Event:
         self.tally.add(event)
@@ -365,7 +367,8 @@ class Runner:
     def _open_study(self, planner: Planner, model_config: str, jobs, start: list[tuple[dict[str, Any], str]]):
         cfg, opt = self.config, self.config.optimizer
         distributions = planner.space.distributions()
-        sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions)
+        sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed, distributions,
+                               budget=self.options.trials or opt.trials)
         hashes = {m.name: file_hash(cfg.resolve_path(m.path)) for m in cfg.models}
         for flag, given in (("--resume", self.options.resume), ("--fork", self.options.fork)):
             if given:
@@ -440,7 +443,8 @@ class Runner:
         cfg, opt = self.config, self.config.optimizer
         distributions = planner.space.distributions()
         seed = None if opt.seed is None else (opt.seed + zlib.crc32(worker_id().encode())) % 2**31
-        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions)  # its own points
+        sampler = make_sampler(opt.sampler, opt.sampler_options, seed, distributions,  # its own points
+                               budget=opt.trials)  # the study's limit, if this worker creates it
         storage = shared_storage(opt.storage, heartbeat_s=opt.heartbeat_s)
         study, created = join_study(name=name, storage=storage, sampler=sampler,
                                     fingerprint=self._fingerprint(planner, model_config, hashes, jobs))
@@ -458,7 +462,8 @@ class Runner:
         if self.options.resume and opt.seed is not None:
             # the same seed again would replay the first session's parameter sets
             study.sampler = make_sampler(opt.sampler, opt.sampler_options, opt.seed + len(study.trials),
-                                         planner.space.distributions())
+                                         planner.space.distributions(),
+                                         budget=len(study.trials) + (self.options.trials or opt.trials))
         study.set_user_attr("sd_optim.models", {m.name: {"path": str(cfg.resolve_path(m.path)),
                                                          "hash": hashes[m.name]} for m in cfg.models})
         study.set_user_attr("sd_optim.mode", cfg.mode)
@@ -503,6 +508,10 @@ class Runner:
     # --- the loop ----------------------------------------------------------------------------
 
     def events(self) -> Iterator[ev.Event]:
+        coarse = yield from self._coarse_stage()
+        if coarse is not None and (coarse.best_trial is None or coarse.reason not in ("completed", "early stopping")):
+            yield self._emit_quietly(coarse)  # stopped or failed there: the run ends with that stage
+            return
         try:
             run = self._prepare()
         except Exception as e:
@@ -549,6 +558,57 @@ class Runner:
             self._close_study(run)
             run.release()
         yield self._emit_quietly(self._finished(run, {**after, **progress.outcomes.fields()}))
+
+    def _coarse_stage(self):
+        """``optimizer.coarse_trials`` in a new study: that many trials of one value per component
+        in a study of their own (:func:`.warm.coarse_config`, run by a runner sharing this one's
+        controls, its events passed on; the tab sees its study meanwhile), then this runner's
+        config becomes the fine stage's (:func:`.warm.fine_config`). Its RunFinished, or None when
+        there is no coarse stage."""
+        cfg, opt = self.config, self.config.optimizer
+        if not opt.coarse_trials or self.options.resume or self.options.fork or self.options.join:
+            return None
+        try:
+            fine, coarse_name, total = self._coarse_names()
+        except Exception as e:
+            yield self._emit(ev.RunFailed(str(e)))
+            raise
+        inner = Runner(coarse_config(cfg, coarse_name), self.host, RunOptions(save_images=self.options.save_images),
+                       self.control, self.engine)
+        finished = None
+        with contextlib.closing(inner.events()) as events:  # closed with this one (the slot restored)
+            for event in events:
+                self.state = inner.state  # the tab shows the coarse study while it runs
+                if isinstance(event, ev.RunFinished):
+                    finished = event
+                    event = ev.CoarseFinished(event.study, event.run_dir, event.trials, event.best_trial,
+                                              event.best_value, event.reason)
+                yield self._emit(event)
+        self.state, self.coarse_study = None, coarse_name
+        self.config = fine_config(cfg, fine, coarse_name, total - opt.coarse_trials)
+        self.options = dataclasses.replace(self.options, trials=None)
+        return finished
+
+    def _coarse_names(self) -> tuple[str, str, int]:
+        """The fine and the coarse study's names (both new) and the run's trials, before either runs."""
+        cfg, opt = self.config, self.config.optimizer
+        total = self.options.trials or opt.trials
+        if opt.coarse_trials >= total:
+            raise ConfigError([Problem("optimizer.coarse_trials", f"must be fewer than the run's trials ({total})",
+                                       opt.coarse_trials)])
+        out = cfg.resolve_path(cfg.output_dir)
+        label = make_planner(cfg, self.host.model_config()).label
+        fine = new_study_folder(out, study_name(opt.study, label, [m.name for m in cfg.models]),
+                                explicit=bool(opt.study), storage=opt.storage)
+        names = [fine, new_study_folder(out, fine + COARSE_SUFFIX, explicit=True, storage=opt.storage)]
+        for name in names:
+            storage = storage_url(opt.storage, out / name)
+            if (opt.storage or (out / name / "study.db").exists()) and \
+                    name in [s.study_name for s in existing_studies(storage)]:
+                raise ConfigError([Problem("optimizer.study", f"a study named {name!r} already exists in "
+                                                              f"{storage}; coarse trials run in new studies only: "
+                                                              "choose another name", opt.study or name)])
+        return fine, names[1], total
 
     def _close_study(self, run: RunState) -> None:
         """Every trial into the database; when that fails the run says so (its folder has what a
@@ -771,6 +831,7 @@ class Runner:
             confirmed_trial=run.confirmed[0] if run.confirmed else None,
             confirmed_value=run.confirmed[1] if run.confirmed else None,
             sampler_note=run.sampler_note,
+            coarse_study=self.coarse_study,
             pareto=[{"trial": t.number, "objectives": dict(zip(objective_names(study), t.values)),
                      "value": trial_value(t)} for t in pareto_front(study)],
             **after,

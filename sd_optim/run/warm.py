@@ -10,12 +10,13 @@ optimum: coarse to fine in two runs.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from ..config import RunConfig
+from ..config import AfterRun, RunConfig, Strategy
 from ..errors import ConfigError, Problem
 from ..search.planning import make_planner
 from ..search.space import SearchSpace, map_point
@@ -23,6 +24,7 @@ from .exporting import load_run
 from .study import FINGERPRINT_ATTR, chosen_trial
 
 START_ATTR = "sd_optim.start_from"  # on an enqueued warm-start trial: where its values came from
+COARSE_SUFFIX = "-coarse"  # optimizer.coarse_trials: the coarse stage's study is "<study>-coarse"
 
 
 def start_points(config: RunConfig, space: SearchSpace) -> list[tuple[dict[str, Any], str]]:
@@ -97,3 +99,32 @@ def study_point(config: RunConfig, space: SearchSpace) -> tuple[dict[str, Any], 
                                           "(another method's hyperparameters, or other components)", name)])
     return point, f"study {name} trial {trial.number}"
 
+
+
+def coarse_config(config: RunConfig, study: str) -> RunConfig:
+    """The coarse stage of ``optimizer.coarse_trials``, as a run of its own (study ``study``): one
+    value per component and hyperparameter (the guide's ``single``; a component whose strategies
+    are all ``none`` keeps them), bounds by hyperparameter name only, the baselines and pruner of
+    the run; no other warm start, no confirmation, nothing kept or saved after it."""
+    c = copy.deepcopy(config)
+    for component, strategies in config.guide.components.items():
+        tuned = [s for s in strategies if s.strategy != "none"]
+        if tuned:  # the union of the hyperparameters they tune (all when one names none)
+            params = [] if any(not s.params for s in tuned) else sorted({p for s in tuned for p in s.params})
+            c.guide.components[component] = [Strategy("single", items=tuned[0].items, params=params)]
+    c.guide.bounds = {name: b for name, b in c.guide.bounds.items() if "." not in name}
+    opt = c.optimizer
+    opt.study, opt.trials, opt.coarse_trials = study, config.optimizer.coarse_trials, 0
+    opt.start_from, opt.start_from_study, opt.confirm_top = [], "", 0
+    c.after_run = AfterRun()
+    return c
+
+
+def fine_config(config: RunConfig, study: str, coarse_study: str, trials: int) -> RunConfig:
+    """The run after its coarse stage: the guide's space in study ``study``, ``trials`` trials,
+    started from the coarse study's result (``start_from_study``: what its config.yaml records)."""
+    c = copy.deepcopy(config)
+    opt = c.optimizer
+    opt.study, opt.trials, opt.coarse_trials, opt.start_from_study = study, trials, 0, coarse_study
+    opt.score_inputs = False  # the coarse stage scored them
+    return c

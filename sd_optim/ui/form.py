@@ -76,7 +76,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     "pruner": _OPT.pruner, "pruner_options": "", "confirm_top": _OPT.confirm_top,
     "seed": "" if _OPT.seed is None else _OPT.seed, "max_suggest_s": _OPT.max_suggest_s, "patience": _STOP.patience,
     "min_improvement": _STOP.min_improvement, "baseline": list(_OPT.baseline),
-    "start_from": "", "start_from_study": _OPT.start_from_study,
+    "start_from": "", "start_from_study": _OPT.start_from_study, "coarse_trials": _OPT.coarse_trials,
     "score_inputs": _OPT.score_inputs, "on_trial_error": _OPT.on_trial_error,
     "storage": _OPT.storage, "study": _OPT.study, "start_as": START_AS[0], "source_study": "",
     "keep_best": _AFTER.keep_best, "save_best": _AFTER.save_best, "save_name": _AFTER.save_name,
@@ -104,6 +104,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "patience": (EarlyStopping, "patience"), "min_improvement": (EarlyStopping, "min_improvement"),
     "baseline": (OptimizerSettings, "baseline"), "score_inputs": (OptimizerSettings, "score_inputs"),
     "start_from": (OptimizerSettings, "start_from"), "start_from_study": (OptimizerSettings, "start_from_study"),
+    "coarse_trials": (OptimizerSettings, "coarse_trials"),
     "on_trial_error": (OptimizerSettings, "on_trial_error"), "study": (OptimizerSettings, "study"),
     "storage": (OptimizerSettings, "storage"), "keep_best": (AfterRun, "keep_best"),
     "save_best": (AfterRun, "save_best"), "save_name": (AfterRun, "save_name"),
@@ -461,6 +462,8 @@ def _optimizer_data(f: dict[str, Any]) -> dict[str, Any]:
         opt["pruner_options"] = pruner_options
     if not _blank(f["confirm_top"]) and f["confirm_top"] != _OPT.confirm_top:
         opt["confirm_top"] = _number(f["confirm_top"], integer=True)
+    if not _blank(f["coarse_trials"]) and f["coarse_trials"] != _OPT.coarse_trials:
+        opt["coarse_trials"] = _number(f["coarse_trials"], integer=True)
     if not _blank(f["seed"]):
         opt["seed"] = _number(f["seed"], integer=True)
     if not _blank(f["max_suggest_s"]) and f["max_suggest_s"] != _OPT.max_suggest_s:
@@ -563,6 +566,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
              patience=o.early_stopping.patience,
              min_improvement=o.early_stopping.min_improvement, baseline=list(o.baseline),
              start_from="\n".join(_fmt_mapping(p) for p in o.start_from), start_from_study=o.start_from_study,
+             coarse_trials=o.coarse_trials,
              score_inputs=o.score_inputs, on_trial_error=o.on_trial_error, storage=o.storage,
              study=o.study)
     f.update(keep_best=cfg.after_run.keep_best, save_best=cfg.after_run.save_best,

@@ -80,6 +80,8 @@ def build_optimizer(ctx: TabContext, form: dict[str, Any]) -> Components:
                                              elem_id=elem("start_from"))
             parts["start_from_study"] = gr.Textbox(form["start_from_study"], label=fm.control_label("start_from_study"),
                                                    elem_id=elem("start_from_study"))
+            parts["coarse_trials"] = gr.Number(form["coarse_trials"], precision=0,
+                                               label=fm.control_label("coarse_trials"), elem_id=elem("coarse_trials"))
         parts.update(_study_controls(ctx, form))
         with gr.Row():
             parts["output_dir"] = gr.Textbox(form["output_dir"], elem_id=elem("output_dir"),
