@@ -84,6 +84,60 @@ def test_a_cycle_between_wildcard_files_is_an_error_not_a_literal_prompt(tmp_pat
         expand("__a__", tmp_path, 0)
 
 
+def test_alternatives_draw_one_choice_reproducibly_and_nest(cards):
+    drawn = {expand("a {red|green| blue } car", cards, seed) for seed in range(40)}
+    assert drawn == {"a red car", "a green car", "a blue car"}
+    assert expand("{a __animal__|an {old|young} __animal__}", cards, 3) == \
+        expand("{a __animal__|an {old|young} __animal__}", cards, 3)
+    nested = {expand("{a __animal__|an {old|young} __animal__}", cards, seed) for seed in range(60)}
+    assert any(x.startswith("an old ") for x in nested) and any(x.startswith("an young ") for x in nested)
+    assert all(x.split()[-1] in ANIMALS for x in nested)
+    # braces without a "|" (emphasis in some prompt styles) stay as they are
+    assert expand("{masterpiece}, a __animal__", cards, 0).startswith("{masterpiece}, a ")
+
+
+def test_alternatives_in_a_wildcard_file_expand_too(tmp_path):
+    (tmp_path / "light.txt").write_text("{soft|hard} light\n", encoding="utf-8")
+    assert {expand("__light__", tmp_path, seed) for seed in range(30)} == {"soft light", "hard light"}
+
+
+def test_prompts_without_braces_draw_as_before(cards):
+    """Studies made before alternatives existed expand their prompts to the same text (resume)."""
+    import random
+
+    rng = random.Random(7)
+    assert expand("__animal__ and __animal__", cards, 7) == f"{rng.choice(ANIMALS)} and {rng.choice(ANIMALS)}"
+
+
+@pytest.mark.parametrize("name", ["../secret", "pets/../../secret", "/etc/passwd", "pets//small", "./animal"])
+def test_a_wildcard_name_cannot_leave_the_wildcards_folder(tmp_path, name):
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (tmp_path / "secret.txt").write_text("do not read\n", encoding="utf-8")
+    with pytest.raises(WildcardError, match="without '.' or '..' parts"):
+        expand(f"__{name}__", folder, 0)
+
+
+def test_a_wildcard_file_linking_out_of_the_folder_is_refused(tmp_path):
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (tmp_path / "secret.txt").write_text("do not read\n", encoding="utf-8")
+    (folder / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(WildcardError, match="leads out of the wildcards folder"):
+        expand("__leak__", folder, 0)
+
+
+def test_a_missing_wildcard_names_the_folder_searched_and_what_it_has(tmp_path):
+    (tmp_path / "pets").mkdir()
+    (tmp_path / "pets" / "small.txt").write_text("hamster\n", encoding="utf-8")
+    (tmp_path / "pets" / "big.txt").write_text("horse\n", encoding="utf-8")
+    with pytest.raises(WildcardError) as info:
+        expand("__pets/tiny__", tmp_path, 0)
+    message = str(info.value)
+    assert str(tmp_path / "pets" / "tiny.txt") in message and f"searched {tmp_path / 'pets'}" in message
+    assert "it has big, small" in message
+
+
 # --- through the runner ----------------------------------------------------------------------
 
 

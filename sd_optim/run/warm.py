@@ -5,7 +5,8 @@ parameters a set does not name are drawn by the sampler. ``optimizer.start_from_
 result of another study (its confirmation winner, else its best trial) mapped onto this run's
 search space by the keys each parameter covers (:func:`sd_optim.search.space.map_point`), so a
 coarse study (one weight for the whole UNet, or a few groups) starts a block-wise one at its
-optimum: coarse to fine in two runs.
+optimum: coarse to fine in two runs. ``optimizer.coarse_trials`` does both in one run: the
+runner's coarse stage runs :func:`coarse_config`, then the run goes on as :func:`fine_config`.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ def study_point(config: RunConfig, space: SearchSpace) -> tuple[dict[str, Any], 
         raise ConfigError([Problem(field, "none of its parameters covers the keys of this run's parameters "
                                           "(another method's hyperparameters, or other components)", name)])
     return point, f"study {name} trial {trial.number}"
-
 
 
 def coarse_config(config: RunConfig, study: str) -> RunConfig:
