@@ -23,6 +23,7 @@ BASELINES = ("defaults", "midpoint")
 ON_ERROR = ("continue", "stop")
 MERGE_PRECISIONS = ("fp32", "fp16", "bf16")  # the dtype merges compute in (sd-mecha's merge_dtype)
 SCORER_PATH_OPTIONS = ("folder", "head", "clip")  # scorer options that name files: relative to the config
+ONE_MODEL_METHODS = ("layer_adjust",)  # merge mode: methods of one model (sd_optim/search/adjust.py)
 OBJECTIVE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"  # scoring.objectives: a name shown in tables and plots
 
 

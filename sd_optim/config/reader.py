@@ -26,6 +26,7 @@ from .model import (
     MODES,
     OBJECTIVE_NAME,
     ON_ERROR,
+    ONE_MODEL_METHODS,
     PRUNERS,
     SAMPLER_PATH,
     SAMPLERS,
@@ -152,7 +153,13 @@ class ConfigReader:
         if data is not None and not isinstance(data, dict):
             return RunConfig(models=[], payloads=[], scorers=[])
         mode = self.str_("mode", top.get("mode"), "merge", MODES)
-        models = self.models(top.get("models"), mode)
+        models = self.models(top.get("models"))
+        method = top["merge"].get("method") if isinstance(top.get("merge"), dict) else None
+        fewest = 1 if method in ONE_MODEL_METHODS else 2
+        if mode == "merge" and len(models) < fewest:
+            given = ", ".join(_model_label(m) for m in top.get("models") or []) or "none"
+            self.lacks("models", f"merge mode needs at least {'one checkpoint' if fewest == 1 else 'two checkpoints'}"
+                                 f"; given: {given}")
         names = [m.name for m in models]
         cfg = RunConfig(
             models=models,
@@ -192,12 +199,9 @@ class ConfigReader:
             self.lacks("payloads", "at least one prompt set needs a weight > 0", [p.weight for p in cfg.payloads])
         return cfg
 
-    def models(self, value: Any, mode: str) -> list[ModelInput]:
+    def models(self, value: Any) -> list[ModelInput]:
         out: list[ModelInput] = []
         items = self.list_("models", value)
-        if mode == "merge" and len(items) < 2:
-            given = ", ".join(_model_label(item) for item in items) or "none"
-            self.lacks("models", f"merge mode needs at least two checkpoints; given: {given}")
         for i, item in enumerate(items):
             path = f"models[{i}]"
             if isinstance(item, str):

@@ -15,6 +15,7 @@ import torch
 from sd_mecha.extensions import merge_methods
 
 from ..errors import ConfigError, Problem
+from . import adjust  # registers layer_adjust with sd-mecha (and gives its span)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Hyper:
     name: str
     kind: str  # "float" or "int"
     default: Any  # None when the method has no default
+    span: tuple[float, float] = (0.0, 1.0)  # the range tuned when guide.bounds gives none
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def method_signature(method) -> tuple[list[ModelParam], dict[str, Hyper]]:
         if sp == ("param",):
             kind = _interface_kind(data.interface)
             if kind is not None:
-                hypers[pname] = Hyper(pname, kind, default)
+                hypers[pname] = Hyper(pname, kind, default, adjust.SPAN if method.identifier == adjust.METHOD
+                                      else (0.0, 1.0))
         else:
             models.append(ModelParam(pname, sp, p.kind == p.VAR_POSITIONAL))
     return models, hypers

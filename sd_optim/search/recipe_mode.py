@@ -21,6 +21,7 @@ from sd_mecha.serialization import SerializerVisitor
 from ..config import ModelInput, RunConfig
 from ..errors import ConfigError, Problem, SpaceError, shorten
 from ..files.inputs import file_hash
+from . import adjust
 from .graph import model_paths, rebuild
 from .methods import Hyper, method_signature
 from .recipes import model_node, recipe_text, trusted_literal
@@ -132,7 +133,8 @@ class RecipePlanner:
             if b is not None and b.fixed is not None:
                 continue
             try:
-                dist = make_distribution(f"guide.bounds.{s.name}", Hyper(s.param, s.kind, s.value), b)
+                span = adjust.SPAN if s.method == adjust.METHOD else (0.0, 1.0)
+                dist = make_distribution(f"guide.bounds.{s.name}", Hyper(s.param, s.kind, s.value, span), b)
             except SpaceError as e:
                 problems.extend(e.problems)
                 continue

@@ -161,11 +161,11 @@ def make_distribution(where: str, hyper: Hyper, b: Bounds | None) -> BaseDistrib
             raise SpaceError([Problem(where, f"integer hyperparameter {hyper.name!r} needs explicit bounds "
                                              f"(guide.bounds.{hyper.name}: {{low: .., high: ..}})")])
         return IntDistribution(int(b.low), int(b.high), log=b.log, step=int(b.step or 1))
-    low = 0.0 if b.low is None else float(b.low)
-    high = 1.0 if b.high is None else float(b.high)
-    if b.low is None and b.high is None and hyper.default is not None and not 0 <= hyper.default <= 1:
-        raise SpaceError([Problem(where, f"the default of {hyper.name!r} ({hyper.default}) lies outside [0, "
-                                         f"1]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}")])
+    low = hyper.span[0] if b.low is None else float(b.low)
+    high = hyper.span[1] if b.high is None else float(b.high)
+    if b.low is None and b.high is None and hyper.default is not None and not low <= hyper.default <= high:
+        raise SpaceError([Problem(where, f"the default of {hyper.name!r} ({hyper.default}) lies outside [{low:g}, "
+                                         f"{high:g}]; give guide.bounds.{hyper.name}: {{low: .., high: ..}}")])
     if low >= high:
         raise SpaceError([Problem(where, f"low must be < high for {hyper.name!r}, got [{low}, {high}]")])
     return FloatDistribution(low, high, log=b.log, step=b.step)
