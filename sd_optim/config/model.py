@@ -194,6 +194,9 @@ class RunConfig:
     recipe: RecipeSettings = field(default_factory=RecipeSettings)
     guide: Guide = field(default_factory=Guide)
     wildcards_dir: str = _shown("Wildcards folder", "__name__ in prompts; empty: none", default="")
+    # YAML block definitions (sd_optim/search/block_defs.py), beside the shipped ones
+    blocks_dir: str = _shown("Block definitions folder", "YAML files of your own blocks; the shipped ones are "
+                             "always there", default="")
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     after_run: AfterRun = field(default_factory=AfterRun)
@@ -224,7 +227,7 @@ class RunConfig:
         c.models = [ModelInput(str(self.resolve_path(m.path).resolve()), m.name) for m in self.models]
         c.loras = [LoraInput(str(self.resolve_path(lo.path).resolve()), lo.apply_to, lo.strength)
                    for lo in self.loras]
-        for attr in ("diffusers_config", "wildcards_dir", "models_dir", "output_dir"):
+        for attr in ("diffusers_config", "wildcards_dir", "blocks_dir", "models_dir", "output_dir"):
             if getattr(self, attr):
                 setattr(c, attr, str(self.resolve_path(getattr(self, attr)).resolve()))
         if self.recipe.path:
@@ -241,7 +244,7 @@ class RunConfig:
         """Every (field, path) this config names, relative ones resolved as the run will."""
         out = [(f"models[{i}].path", self.resolve_path(m.path)) for i, m in enumerate(self.models)]
         out += [(f"loras[{i}].path", self.resolve_path(lo.path)) for i, lo in enumerate(self.loras)]
-        for attr in ("diffusers_config", "wildcards_dir", "models_dir", "output_dir"):
+        for attr in ("diffusers_config", "wildcards_dir", "blocks_dir", "models_dir", "output_dir"):
             if getattr(self, attr):
                 out.append((attr, self.resolve_path(getattr(self, attr))))
         if self.recipe.path:

@@ -174,6 +174,7 @@ class ConfigReader:
             recipe=self.recipe(top.get("recipe"), mode),
             guide=self.guide(top.get("guide")),
             wildcards_dir=self.str_("wildcards_dir", top.get("wildcards_dir")),
+            blocks_dir=self.str_("blocks_dir", top.get("blocks_dir")),
             scoring=self.scoring(top.get("scoring")),
             optimizer=self.optimizer(top.get("optimizer")),
             after_run=self.after_run(top.get("after_run")),

@@ -36,6 +36,7 @@ from optuna.distributions import (
 
 from ..config import Bounds, RunConfig, Strategy
 from ..errors import Problem, SpaceError, short_repr
+from . import block_defs
 from . import blocks as blocks_mod
 from .methods import Hyper, method_signature, resolve_method
 
@@ -220,6 +221,7 @@ def _fixed_type_problem(method: str, hyper: Hyper, value: Any) -> str:
 def build_search_space(config: RunConfig, model_config: str) -> SearchSpace:
     """The merge-mode search space of ``config`` for a model of ``model_config``."""
     hypers, defaults, notes = tunable_hypers(config)
+    block_defs.ensure_registered(config.resolve_path(config.blocks_dir) if config.blocks_dir else None)
     space = SearchSpace(model_config, hypers, [], {}, defaults, notes)
     all_components = blocks_mod.components(model_config)
     problems: list[str] = []
@@ -253,7 +255,8 @@ def _items(config: RunConfig, model_config: str, comp: str, strategy: Strategy, 
         try:
             return kind, blocks_mod.component_blocks(block_config, model_config, comp)
         except ValueError as e:
-            raise SpaceError([Problem("guide.blocks", str(e), block_config)]) from None
+            known = [b for b in block_defs.registered_block_configs() if b.startswith(model_config.split("-")[0] + "-")]
+            raise SpaceError([Problem("guide.blocks", f"{e} (block configs: {', '.join(known)})", block_config)]) from None
     return kind, {k: (k,) for k in blocks_mod.component_keys(model_config, comp)}
 
 

@@ -226,7 +226,7 @@ def watched_study(output_dir: str, storage: str, choice: str):
 _PLACEHOLDERS = {"payloads": [{"prompt": "preview"}], "scorers": ["image_stats"]}
 
 
-_SHAPES_THE_SPACE = ("mode", "merge", "recipe", "guide", "models", "base_model")  # config sections
+_SHAPES_THE_SPACE = ("mode", "merge", "recipe", "guide", "models", "base_model", "blocks_dir")  # config sections
 
 
 def _top_field(problem: Problem) -> str:

@@ -67,7 +67,7 @@ FORM_DEFAULTS: dict[str, Any] = {
     # guide
     "strategies": [], "bounds": [], "blocks": _GUIDE.blocks,
     # prompt sets
-    "payloads": [], "wildcards_dir": "",
+    "payloads": [], "wildcards_dir": "", "blocks_dir": "",
     # scorers
     "scorers": [], "scorer_use": [], "scorer_mean": _SCORING.scorer_mean, "payload_mean": _SCORING.payload_mean,
     "normalize": _SCORING.normalize, "vram_gb": _SCORING.vram_gb, "objectives": "",
@@ -93,7 +93,7 @@ CONTROL_FIELDS: dict[str, tuple[type, str]] = {
     "method": (MergeSettings, "method"), "fixed": (MergeSettings, "fixed"),
     "recipe_path": (RecipeSettings, "path"), "recipe_include": (Guide, "recipe_include"),
     "recipe_exclude": (Guide, "recipe_exclude"), "blocks": (Guide, "blocks"),
-    "wildcards_dir": (RunConfig, "wildcards_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
+    "wildcards_dir": (RunConfig, "wildcards_dir"), "blocks_dir": (RunConfig, "blocks_dir"), "scorer_mean": (ScoringSettings, "scorer_mean"),
     "normalize": (ScoringSettings, "normalize"), "vram_gb": (ScoringSettings, "vram_gb"),
     "objectives": (ScoringSettings, "objectives"), "payload_mean": (ScoringSettings, "payload_mean"),
     "models_dir": (RunConfig, "models_dir"),
@@ -297,7 +297,7 @@ def form_to_data(form: dict[str, Any], path_for: Callable[[str], str] = str) -> 
         used.add(name)
         models.append({"path": path, "name": name})
     data["models"] = models
-    for key in ("base_model", "host_model", "diffusers_config", "wildcards_dir", "output_dir",
+    for key in ("base_model", "host_model", "diffusers_config", "wildcards_dir", "blocks_dir", "output_dir",
                 "models_dir", "device"):
         if not _blank(f[key]):
             data[key] = str(f[key]).strip()
@@ -555,6 +555,7 @@ def data_to_form(data: dict[str, Any], title_for: Callable[[str], str] = str,
                       p.scheduler, p.width, p.height, p.batch_size, p.weight, _fmt_words(p.scorers)]
                      for p in cfg.payloads]
     f["wildcards_dir"] = cfg.wildcards_dir
+    f["blocks_dir"] = cfg.blocks_dir
     f["scorers"] = [[s.name, s.weight, _fmt_mapping(s.options)] for s in cfg.scorers]
     f["scorer_use"] = list(dict.fromkeys(s.name for s in cfg.scorers))
     f["scorer_mean"], f["payload_mean"] = cfg.scoring.scorer_mean, cfg.scoring.payload_mean
@@ -612,7 +613,7 @@ PANEL_TITLES = {"models": "1 · Models", "mode": "2 · Merge method or recipe", 
 _PANEL_OF = {
     "models": "models", "loras": "models", "base_model": "models", "host_model": "models",
     "diffusers_config": "models", "mode": "mode", "merge": "mode", "recipe": "mode",
-    "guide": "guide", "payloads": "payloads", "wildcards_dir": "payloads", "scorers": "scorers",
+    "guide": "guide", "blocks_dir": "guide", "payloads": "payloads", "wildcards_dir": "payloads", "scorers": "scorers",
     "scoring": "scorers", "optimizer": "optimizer", "after_run": "optimizer", "name": "optimizer",
     "output_dir": "optimizer", "models_dir": "scorers", "device": "optimizer", "merge_precision": "mode",
 }

@@ -27,12 +27,15 @@ STRATEGY_HELP = (
 BOUNDS_HELP = ("Ranges per hyperparameter (`alpha`) or per generated parameter "
                "(`diffuser.IN04.alpha`); a **fixed** value holds it. Empty cells: defaults ([0, 1]).")
 
+BLOCKS_HELP = ("empty: the model's supermerger blocks; shipped: sd1-fine, sd1-attn_resnet, sd1-resolution "
+               "and the same for sdxl")
+
 # what a strategy's parameters stand for: its component's blocks where it has a block config (the
 # default), or its keys
 ITEMS = ("default", "blocks", "keys")
 
 # the controls whose change changes the preview and the YAML view
-PREVIEWED = ("models", "mode", "method", "fixed", "strategies", "bounds", "blocks", "recipe_path",
+PREVIEWED = ("models", "mode", "method", "fixed", "strategies", "bounds", "blocks", "blocks_dir", "recipe_path",
              "recipe_sites", "recipe_include", "recipe_exclude", "base_model")
 
 
@@ -58,7 +61,11 @@ def build_guide(ctx: TabContext, form: dict[str, Any]) -> Components:
                                        datatype=["str", "number", "number", "bool", "number", "str", "str"],
                                        row_count=(0, "dynamic"), col_count=(7, "fixed"), type="array",
                                        interactive=True, label="Bounds", elem_id=elem("bounds"))
-        parts["blocks"] = gr.Textbox(form["blocks"], label=fm.control_label("blocks"), elem_id=elem("blocks"))
+        with gr.Row():
+            parts["blocks"] = gr.Textbox(form["blocks"], label=fm.control_label("blocks", help=BLOCKS_HELP),
+                                         elem_id=elem("blocks"))
+            parts["blocks_dir"] = gr.Textbox(form["blocks_dir"], label=fm.control_label("blocks_dir"),
+                                             elem_id=elem("blocks_dir"))
         parts["preview"] = gr.Markdown(first_preview, elem_id=elem("preview"))
         with gr.Accordion("YAML view", open=False, elem_id=elem("guide_yaml_panel")):
             parts["guide_yaml"] = gr.Code(first_yaml, language="yaml", label="guide (edit, then Apply)",
