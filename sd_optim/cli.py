@@ -358,6 +358,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import_config(args) -> int:
+    from .import_old import import_setup, read_payloads, read_yaml, write_config
+
+    out = Path(args.out)
+    _check_writable(out)
+    old = read_yaml(Path(args.old_config), "old_config")
+    guide = read_yaml(Path(args.guide), "--guide") if args.guide else None
+    payloads = read_payloads(Path(args.payloads)) if args.payloads else []
+    imported = import_setup(old, guide, payloads, Path(args.old_config).parent)
+    config_from_dict(imported.data, base_dir=out.parent)  # what it wrote must load: problems exit 2, nothing written
+    write_config(imported.data, out)
+    if args.json:
+        print(json.dumps({"out": str(out), "not_carried_over": [{"field": f, "why": w} for f, w in imported.dropped]}))
+        return 0
+    print(f"wrote {out}")
+    if imported.dropped:
+        print("not carried over:")
+        for where, why in imported.dropped:
+            print(f"  {where}: {why}")
+    return 0
+
+
 def _check_writable(out: Path) -> None:
     """--out's folder exists or can be made, and is writable: refused before anything is read."""
     parent = out.parent.absolute()
@@ -476,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--storage", help="an Optuna storage URL instead of the folder's study.db files")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=fn)
+
+    i = sub.add_parser("import-config", help="an old command-line sd-optim config (with its guide and payload "
+                                              "files) as a run config; says what it could not carry over")
+    i.add_argument("old_config", help="the old config.yaml")
+    i.add_argument("--guide", help="its optimization_guide.yaml (guide.yaml)")
+    i.add_argument("--payloads", help="its payloads folder (cargo_*.yaml and cargo/*.yaml)")
+    i.add_argument("--out", required=True, help="the run config to write (never overwritten)")
+    i.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    i.set_defaults(fn=cmd_import_config)
     return p
 
 
