@@ -345,9 +345,15 @@ def _adjust_guide(guide: dict[str, Any], g: dict[str, Any]) -> None:
 
 
 def read_payloads(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """The payloads of ``folder`` (and its ``cargo/``): a cargo file's shared defaults under each
-    payload it chooses (all of them when no cargo file chooses), in file-name order."""
-    files = sorted(folder.glob("*.yaml")) + sorted((folder / "cargo").glob("*.yaml"))
+    """The payloads of ``folder`` (and its ``cargo/``), as :func:`payloads_from_files` reads them."""
+    if not folder.is_dir():
+        raise ConfigError([Problem("--payloads", "not a folder", str(folder))])
+    return payloads_from_files(sorted(folder.glob("*.yaml")) + sorted((folder / "cargo").glob("*.yaml")))
+
+
+def payloads_from_files(files: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """A cargo file's shared defaults under each payload it chooses (all of them when no cargo
+    file chooses), in the cargo file's order, else by name."""
     defaults: dict[str, Any] = {}
     chosen: list[str] = []
     found: dict[str, dict[str, Any]] = {}

@@ -338,3 +338,24 @@ def test_watch_shows_a_shared_study_the_tab_did_not_start(tiny_sd1_paths, tiny_s
         assert value(rest[-1]["sd_optim_trials_table"])[0][0] == 3  # the trial told meanwhile, first
     finally:
         manager.shutdown()
+
+
+def test_an_old_sd_optim_set_up_is_imported_into_every_control(tab, tmp_path, tiny_sd1_paths):
+    """Config file → Import the old set-up: what import-config converts, into the controls, and what
+    it could not carry over in the status."""
+    old = tmp_path / "config.yaml"
+    old.write_text(f"merge:\n  model_paths: [{tiny_sd1_paths[0]}, {tiny_sd1_paths[1]}]\n  merge_method: weighted_sum\n"
+                   "optimizer: {optuna: True, init_points: 2, n_iters: 6}\nscoring: {scorer_method: [laion]}\n"
+                   "url: http://localhost:7860\n", encoding="utf-8")
+    cargo = tmp_path / "cargo_forge.yaml"
+    cargo.write_text("defaults:\n  - cargo: [fox]\nsteps: 12\nclip_skip: 2\n", encoding="utf-8")
+    fox = tmp_path / "fox.yaml"
+    fox.write_text("fox:\n  prompt: a red fox\n", encoding="utf-8")
+    out = tab.call("sd_optim_import_old", "click", {"sd_optim_old_config": str(old), "sd_optim_old_guide": None,
+                                                     "sd_optim_old_payloads": [str(cargo), str(fox)]})
+    assert value(out["sd_optim_method"]) == "weighted_sum" and value(out["sd_optim_trials"]) == 8
+    assert value(out["sd_optim_payloads"])[0][:2] == ["fox", "a red fox"]
+    status = out["sd_optim_file_status"]
+    assert "Imported config.yaml" in status and "`payload fox: clip_skip`" in status and "`url`" in status
+    empty = tab.call("sd_optim_import_old", "click", {"sd_optim_old_config": None})
+    assert "upload the old config.yaml first" in empty["sd_optim_file_status"]

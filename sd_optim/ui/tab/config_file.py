@@ -31,6 +31,15 @@ def build_config_file() -> Components:
                                            elem_id=elem("load_config"))
             parts["save_config"] = gr.Button("Save the set-up as YAML", elem_id=elem("save_config"))
         parts["saved_config"] = gr.File(label="Run config", interactive=False, elem_id=elem("saved_config"))
+        with gr.Row():  # an old command-line sd-optim set-up (python -m sd_optim import-config)
+            parts["old_config"] = gr.File(file_types=[".yaml", ".yml"], label="Old sd-optim config.yaml",
+                                          elem_id=elem("old_config"))
+            parts["old_guide"] = gr.File(file_types=[".yaml", ".yml"], label="Its guide.yaml (optional)",
+                                         elem_id=elem("old_guide"))
+            parts["old_payloads"] = gr.File(file_types=[".yaml", ".yml"], file_count="multiple",
+                                            label="Its payload files (cargo_*.yaml, cargo/*.yaml; optional)",
+                                            elem_id=elem("old_payloads"))
+        parts["import_old"] = gr.Button("Import the old set-up", elem_id=elem("import_old"))
         parts["file_status"] = gr.Markdown("", elem_id=elem("file_status"))
     return parts
 
@@ -61,6 +70,31 @@ def on_load(ctx: TabContext, upload: Any) -> dict[str, Any]:
     return out
 
 
+def on_import_old(ctx: TabContext, config: Any, guide: Any, payloads: Any) -> dict[str, Any]:
+    """Every control from an old command-line sd-optim set-up (what ``import-config`` converts),
+    and what it could not carry over; its problems instead, with nothing changed."""
+    from ...import_old import import_setup, payloads_from_files, read_yaml
+
+    path = compat.file_path(config)
+    if not path:
+        return {"file_status": views.problems_markdown([Problem("old config", "upload the old config.yaml first")])}
+    try:
+        old = read_yaml(Path(path), "old config")
+        old_guide = read_yaml(Path(compat.file_path(guide)), "guide") if compat.file_path(guide) else None
+        files = [Path(p) for p in (compat.file_path(f) for f in (payloads or [])) if p]
+        imported = import_setup(old, old_guide, payloads_from_files(files), Path(path).parent)
+        out = set_up_from(ctx, imported.data)
+    except ValueError as e:  # ConfigError and bad text are ValueErrors
+        problems = e.problems if isinstance(e, ConfigError) else [Problem("old config", str(e))]
+        return {"file_status": views.problems_markdown(problems)}
+    lines = [(f"Imported {Path(path).name}: check the models' paths in panel 1 (relative ones were read from "
+              "where the file was uploaded).")]
+    if imported.dropped:
+        lines += ["", "Not carried over:"] + [f"- `{where}`: {why}" for where, why in imported.dropped]
+    out["file_status"] = "\n".join(lines)
+    return out
+
+
 def set_up_from(ctx: TabContext, data: dict[str, Any]) -> dict[str, Any]:
     """Every set-up control from a run config's data (a file's, or the live run's); the scorers
     not in it are listed unticked."""
@@ -88,3 +122,5 @@ def on_save(ctx: TabContext, form: dict[str, Any]) -> dict[str, Any]:
 def wire_config_file(components: Components, ctx: TabContext) -> None:
     connect(components, "load_config", "upload", bound(on_load, ctx), ["load_config"], [*fm.FIELDS, "file_status"])
     connect(components, "save_config", "click", on_form(on_save, ctx), fm.FIELDS, ["saved_config", "file_status"])
+    connect(components, "import_old", "click", bound(on_import_old, ctx), ["old_config", "old_guide", "old_payloads"],
+            [*fm.FIELDS, "file_status"])
