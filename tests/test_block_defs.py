@@ -154,3 +154,9 @@ def test_the_tabs_folder_control_round_trips():
     controls = fm.data_to_form(data)
     assert controls["blocks_dir"] == "/my/blocks" and controls["blocks"] == "sd1-fine"
     assert fm.form_to_data(controls)["blocks_dir"] == "/my/blocks"
+
+
+def test_the_example_definition_registers():
+    folder = Path(__file__).resolve().parents[1] / "examples" / "blocks"
+    assert block_defs.register_folder(folder) == ["sd1-down_up"]
+    assert set(key_to_block("sd1-down_up", "sd1-ldm").values()) == {"DOWN", "MIDDLE", "UP", "TEXT", "VAE", "REST"}
