@@ -894,7 +894,8 @@ class Runner:
             yield self._emit(ev.TrialMerged(trial.number, stats.seconds, stats.keys_written))
             per_scorer = yield from self._generate_and_score(run, trial.number, params, timings, (trial, reported))
             value, per_payload = self._combine(per_scorer, run.scorers)
-            objectives = self._objectives(self._normalized(per_scorer, run.scorers))
+            objectives = self._objectives(self._normalized(per_scorer, run.scorers)) \
+                if self.config.scoring.objectives else {}
         except TrialPruned as p:
             finished = self._prune(run, trial, params, timings, p)
             timings["other"] = max(0.0, time.perf_counter() - start - sum(timings.values()))
