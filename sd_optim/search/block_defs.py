@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 _LOCK = threading.Lock()
 _REGISTERED: dict[str, Path] = {}  # identifier -> the file it was registered from
+_READ: dict[Path, tuple[int, str]] = {}  # file -> (its mtime, identifier): the tab's preview asks often
 
 
 @dataclasses.dataclass
@@ -189,8 +190,13 @@ def register_folder(folder: Path | str) -> list[str]:
     folder = Path(folder)
     problems, names = [], []
     for path in sorted(folder.glob("*.yaml")):
+        known = _READ.get(path.resolve())
+        if known is not None and known[0] == path.stat().st_mtime_ns:  # read before, unchanged
+            names.append(known[1])
+            continue
         try:
             names.append(register(read_definition(path)))
+            _READ[path.resolve()] = (path.stat().st_mtime_ns, names[-1])
         except ConfigError as e:
             problems += e.problems
     if problems:
